@@ -1,0 +1,210 @@
+"""The one module that talks to the kernel's namespace, mount and process syscalls.
+
+Everything else in nskernel calls these functions and never ctypes or raw ioctls itself, so
+that every failure is turned, in one place, into a :class:`NamespaceError` whose one-line
+message says which step failed, why, and what to do about it (bubblewrap's habit).
+
+Python gained ``os.unshare``/``os.setns`` in 3.12; on 3.10/3.11 we reach glibc through ctypes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import os
+import socket
+import struct
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+#: clone flag -> the name used in /proc/PID/ns, CLI flags and messages.
+NAMESPACE_FLAGS: dict[str, int] = {
+    "user": CLONE_NEWUSER,
+    "pid": CLONE_NEWPID,
+    "net": CLONE_NEWNET,
+    "mnt": CLONE_NEWNS,
+    "uts": CLONE_NEWUTS,
+    "ipc": CLONE_NEWIPC,
+}
+
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+MNT_DETACH = 0x2
+
+PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
+PR_SET_CHILD_SUBREAPER = 36
+
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+_IFREQ = struct.Struct("16sH22x")
+
+USERNS_HINT = (
+    "user namespaces are disabled for unprivileged users on this machine; "
+    "as root run 'sysctl -w user.max_user_namespaces=15000' "
+    "(and 'sysctl -w kernel.unprivileged_userns_clone=1' on Debian kernels, "
+    "'sysctl -w kernel.apparmor_restrict_unprivileged_userns=0' on Ubuntu), or run as root"
+)
+
+
+class NamespaceError(OSError):
+    """A namespace step failed; ``str()`` is one line: the step, the reason, the fix."""
+
+    def __init__(self, step: str, err: int, hint: str = "") -> None:
+        reason = os.strerror(err)
+        message = f"{step}: {reason}" + (f" ({hint})" if hint else "")
+        super().__init__(err, message)
+        self.step = step
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_void_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                        ctypes.c_ulong]
+
+
+def _check(result: int, step: str, hints: dict[int, str] | None = None) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise NamespaceError(step, err, (hints or {}).get(err, ""))
+
+
+def flag_names(flags: int) -> str:
+    """'net,uts' for CLONE_NEWNET|CLONE_NEWUTS: how steps are named in messages."""
+    return ",".join(name for name, bit in NAMESPACE_FLAGS.items() if flags & bit)
+
+
+def _unshare_hints(flags: int) -> dict[int, str]:
+    if flags & CLONE_NEWUSER:
+        eperm = USERNS_HINT
+    else:
+        eperm = "creating namespaces needs root; as another user ask for a user namespace too"
+    return {
+        errno.EPERM: eperm,
+        errno.EACCES: eperm,
+        errno.ENOSPC: "the namespace limit is reached: " + USERNS_HINT
+        if flags & CLONE_NEWUSER
+        else "the namespace limit is reached (see /proc/sys/user/max_*_namespaces)",
+        errno.EINVAL: "unshare needs a single-threaded process; fork first",
+        errno.EUSERS: "too many nested user namespaces",
+    }
+
+
+def unshare(flags: int) -> None:
+    """Move the calling process into new namespaces (see unshare(2))."""
+    step = f"unshare({flag_names(flags)})"
+    if hasattr(os, "unshare"):
+        try:
+            os.unshare(flags)
+        except OSError as exc:
+            hint = _unshare_hints(flags).get(exc.errno, "")
+            raise NamespaceError(step, exc.errno, hint) from None
+        return
+    _check(_libc.unshare(flags), step, _unshare_hints(flags))
+
+
+def setns(fd: int, nstype: int = 0, what: str = "namespace") -> None:
+    """Join the namespace that ``fd`` (an open /proc/PID/ns/* or /run/netns/* file) names."""
+    step = f"setns({what})"
+    hints = {errno.EPERM: "joining a namespace needs root in its owning user namespace",
+             errno.EINVAL: "setns needs a single-threaded process; fork first"}
+    if hasattr(os, "setns"):
+        try:
+            os.setns(fd, nstype)
+        except OSError as exc:
+            raise NamespaceError(step, exc.errno, hints.get(exc.errno, "")) from None
+        return
+    _check(_libc.setns(fd, nstype), step, hints)
+
+
+def mount(source: str, target: str, fstype: str | None, flags: int = 0, data: str = "") -> None:
+    """mount(2); the step in the message reads like the mount(8) command that would do it."""
+    _check(
+        _libc.mount(source.encode(), target.encode(),
+                    fstype.encode() if fstype else None, flags,
+                    data.encode() if data else None),
+        f"mount {fstype or 'bind'} on {target}",
+        {errno.EPERM: "mounting needs root or a user namespace that owns the mount namespace"},
+    )
+
+
+def umount(target: str, flags: int = MNT_DETACH) -> None:
+    """umount2(2), lazily by default so that busy mounts go away when released."""
+    _check(_libc.umount2(target.encode(), flags), f"umount {target}")
+
+
+def sethostname(name: str) -> None:
+    data = name.encode()
+    _check(_libc.sethostname(data, len(data)), f"sethostname({name!r})",
+           {errno.EPERM: "needs a new uts namespace owned by this user"})
+
+
+def prctl(option: int, arg: int) -> None:
+    _check(_libc.prctl(option, arg, 0, 0, 0), f"prctl({option})")
+
+
+def set_parent_death_signal(signum: int) -> None:
+    """Have the kernel send ``signum`` to this process when its parent thread dies."""
+    prctl(PR_SET_PDEATHSIG, signum)
+
+
+def set_child_subreaper() -> None:
+    """Orphaned descendants get reparented to this process instead of the host's init."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def set_process_name(name: str) -> None:
+    """What ``ps -o comm`` and ``top`` show (at most 15 bytes)."""
+    buf = ctypes.create_string_buffer(name.encode()[:15])
+    _check(_libc.prctl(PR_SET_NAME, ctypes.cast(buf, ctypes.c_void_p).value, 0, 0, 0),
+           "prctl(PR_SET_NAME)")
+
+
+def write_id_maps(uid: int, gid: int) -> None:
+    """Map root inside the new user namespace to ``uid``/``gid`` outside (one id each).
+
+    An unprivileged process may write exactly this one-line map for itself, after denying
+    setgroups (user_namespaces(7)).
+    """
+    for path, text in (("/proc/self/setgroups", "deny"),
+                       ("/proc/self/uid_map", f"0 {uid} 1"),
+                       ("/proc/self/gid_map", f"0 {gid} 1")):
+        try:
+            with open(path, "w") as handle:
+                handle.write(text)
+        except OSError as exc:
+            raise NamespaceError(f"write {path}", exc.errno or errno.EPERM) from None
+
+
+def set_link_up(name: str = "lo") -> None:
+    """Bring an interface of the current network namespace up (SIOCSIFFLAGS).
+
+    Used for ``lo`` at start-up, where importing pyroute2 would cost more than the whole
+    namespace set-up; everything else about links goes through pyroute2.
+    """
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            request = _IFREQ.pack(name.encode(), 0)
+            flags = _IFREQ.unpack(fcntl.ioctl(sock, _SIOCGIFFLAGS, request))[1]
+            fcntl.ioctl(sock, _SIOCSIFFLAGS, _IFREQ.pack(name.encode(), flags | _IFF_UP))
+    except OSError as exc:
+        raise NamespaceError(f"ip link set {name} up", exc.errno or errno.EPERM) from None

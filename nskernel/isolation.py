@@ -1,0 +1,138 @@
+"""What to isolate: one small value object, parsed once from CLI flags or magic arguments.
+
+The kernelspec, the launcher and the magics all describe isolation with the same flags
+(``--pid --net --mount --uts --ipc --user-ns --hostname H``); this module owns their parsing,
+validation and the resulting clone flags, so the three never disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from dataclasses import dataclass, field
+
+from nskernel import _syscalls
+
+#: Namespaces in the order they are shown and written to argv.
+NAMESPACES = ("pid", "net", "mount", "uts", "ipc")
+KERNEL_DEFAULT = NAMESPACES
+DEFAULT_HOSTNAME = "isolated"
+
+_HOSTNAME = re.compile(r"^(?=.{1,64}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
+
+
+class IsolationError(ValueError):
+    """Bad isolation settings; the message is one line saying what to change."""
+
+
+def check_hostname(name: str) -> str:
+    if not _HOSTNAME.match(name):
+        raise IsolationError(
+            f"bad hostname {name!r}: use 1-64 letters, digits, '-' and '.', "
+            "not starting or ending with '-'")
+    return name
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """Which new namespaces a process gets, and how they are set up.
+
+    ``user=None`` means "a user namespace exactly when not root": root can create the other
+    namespaces directly, everybody else needs a user namespace to own them.
+    ``pid`` implies ``mount``, because a new pid namespace is only useful with its own /proc.
+    """
+
+    pid: bool = False
+    net: bool = False
+    mount: bool = False
+    uts: bool = False
+    ipc: bool = False
+    user: bool | None = None
+    hostname: str | None = None
+    loopback_up: bool = True
+    namespaces: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.pid and not self.mount:
+            object.__setattr__(self, "mount", True)
+        if self.hostname is not None:
+            check_hostname(self.hostname)
+            if not self.uts:
+                object.__setattr__(self, "uts", True)
+        chosen = tuple(name for name in NAMESPACES if getattr(self, name))
+        object.__setattr__(self, "namespaces", chosen)
+        if not chosen and not self.user:
+            raise IsolationError(
+                "no namespace chosen: give at least one of " +
+                ", ".join(f"--{name}" for name in NAMESPACES))
+
+    @classmethod
+    def kernel_default(cls) -> Isolation:
+        return cls(**{name: True for name in KERNEL_DEFAULT}, hostname=DEFAULT_HOSTNAME)
+
+    @property
+    def uses_user_namespace(self) -> bool:
+        return self.user if self.user is not None else os.geteuid() != 0
+
+    def clone_flags(self) -> int:
+        flags = 0
+        for name in self.namespaces:
+            flags |= _syscalls.NAMESPACE_FLAGS["mnt" if name == "mount" else name]
+        if self.uses_user_namespace:
+            flags |= _syscalls.CLONE_NEWUSER
+        return flags
+
+    def to_argv(self) -> list[str]:
+        """The flags that :func:`from_args` turns back into this object."""
+        argv = [f"--{name}" for name in self.namespaces]
+        if self.user:
+            argv.append("--user-ns")
+        if self.hostname:
+            argv += ["--hostname", self.hostname]
+        if not self.loopback_up:
+            argv.append("--no-lo")
+        return argv
+
+    def describe(self) -> str:
+        """'pid, net, mount (user namespace: auto)' for messages and docs."""
+        user = {None: "when not root", True: "yes", False: "no"}[self.user]
+        return ", ".join(self.namespaces) + f" (user namespace: {user})"
+
+
+def add_arguments(parser: argparse.ArgumentParser, user_flag: str = "--user-ns") -> None:
+    """Add the isolation flags to a parser; ``user_flag`` differs where ``--user`` is taken.
+
+    Each namespace has ``--X`` and ``--no-X``; see :func:`from_args` for how they combine
+    with a default set.
+    """
+    group = parser.add_argument_group("namespaces")
+    for name in NAMESPACES:
+        group.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None,
+                           help=f"new {name} namespace")
+    group.add_argument(user_flag, dest="user_ns", action="store_true", default=None,
+                       help="new user namespace even as root (always used when not root)")
+    group.add_argument("--hostname", help="hostname inside (implies --uts)")
+    group.add_argument("--no-lo", dest="loopback_up", action="store_false",
+                       help="leave the new network namespace's lo down")
+
+
+def from_args(args: argparse.Namespace, default: tuple[str, ...] = (),
+              default_hostname: str | None = None) -> Isolation:
+    """Build an :class:`Isolation` from parsed :func:`add_arguments` flags.
+
+    Namespaces named with ``--X`` are exactly the ones used; with none named, ``default``
+    minus those turned off with ``--no-X``. ``default_hostname`` applies when the result has
+    a uts namespace and no ``--hostname`` was given.
+    """
+    asked = {name: getattr(args, name) for name in NAMESPACES}
+    if any(asked.values()):
+        chosen = {name: bool(value) for name, value in asked.items()}
+    else:
+        chosen = {name: name in default and value is not False for name, value in asked.items()}
+    hostname = args.hostname
+    if hostname is None and chosen["uts"]:
+        hostname = default_hostname
+    return Isolation(**chosen, user=args.user_ns, hostname=hostname,
+                     loopback_up=args.loopback_up)

@@ -1,0 +1,82 @@
+"""ipykernel's app, taught to adopt the listening sockets the launcher made in the host netns.
+
+The kernel runs in its own network namespace where the connection file's 127.0.0.1 ports
+mean nothing. The launcher listened on them before it isolated; here each channel sets
+``zmq.USE_FD`` to that inherited fd before binding, so libzmq accepts on it instead of
+creating a socket. Everything else is stock ipykernel, message for message.
+"""
+
+from __future__ import annotations
+
+import os
+
+import zmq
+from ipykernel.heartbeat import Heartbeat
+from ipykernel.kernelapp import IPKernelApp
+from traitlets import Dict, default
+
+from nskernel.launch import LISTEN_FDS_ENV
+
+#: The debugger connects to the shell socket's last endpoint; the host-netns TCP address is
+#: unreachable from inside, so the shell socket also binds here (same zmq context).
+DEBUG_SHELL_ENDPOINT = "inproc://nskernel-debug-shell"
+
+
+def inherited_listeners(value: str | None = None) -> dict[int, int]:
+    """Parse ``NSKERNEL_LISTEN_FDS`` ("port:fd,...") into {port: fd}."""
+    value = os.environ.get(LISTEN_FDS_ENV, "") if value is None else value
+    pairs = (item.split(":") for item in value.split(",") if item)
+    return {int(port): int(fd) for port, fd in pairs}
+
+
+class AdoptingHeartbeat(Heartbeat):
+    """The heartbeat binds in its own thread; give it the inherited fd too."""
+
+    def __init__(self, *args: object, listen_fd: int, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.listen_fd = listen_fd
+
+    def _try_bind_socket(self) -> None:
+        self.socket.setsockopt(zmq.USE_FD, self.listen_fd)
+        return super()._try_bind_socket()
+
+
+class IsolatedKernelApp(IPKernelApp):
+    """IPKernelApp whose TCP channels adopt inherited listening sockets."""
+
+    name = "nskernel-kernel"
+    listen_fds = Dict(help="port -> inherited listening fd, from the launcher").tag(config=False)
+
+    @default("listen_fds")
+    def _listen_fds_default(self) -> dict[int, int]:
+        return inherited_listeners()
+
+    def _try_bind_socket(self, s: zmq.Socket, port: int) -> int:
+        fd = self.listen_fds.get(port) if self.transport == "tcp" else None
+        if fd is None:
+            port = super()._try_bind_socket(s, port)
+        else:
+            s.setsockopt(zmq.USE_FD, fd)
+            s.bind(f"tcp://{self.ip}:{port}")
+        if s is self.shell_socket:
+            s.bind(DEBUG_SHELL_ENDPOINT)
+        return port
+
+    def init_poller(self) -> None:
+        """No parent poller: its parent is init, which it would take for orphaning (and exit).
+
+        The launcher watches the real parent, the Jupyter server, instead.
+        """
+
+    def init_heartbeat(self) -> None:
+        fd = self.listen_fds.get(self.hb_port) if self.transport == "tcp" else None
+        if fd is None:
+            return super().init_heartbeat()
+        self.heartbeat = AdoptingHeartbeat(
+            zmq.Context(),
+            (self.transport, self.ip, self.hb_port),
+            listen_fd=fd,
+            curve_publickey=self.curve_publickey,
+            curve_secretkey=self.curve_secretkey,
+        )
+        self.heartbeat.start()

@@ -1,0 +1,70 @@
+"""Write and install "Isolated Python" kernelspecs (the steps of ipykernel's kernelspec.py).
+
+``make_argv`` -> ``kernel_dict`` -> ``write_spec`` -> ``install``: each step is usable alone,
+and the top-level ``kernelspec/`` directory of the repository is what ``write_spec`` writes
+for the default settings (a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpecManager, _is_valid_kernel_name
+
+from nskernel.isolation import Isolation, IsolationError
+
+KERNEL_NAME = "isolated-python"
+DISPLAY_NAME = "Isolated Python"
+RESOURCES = Path(__file__).parent / "resources"
+
+
+def make_argv(spec: Isolation, executable: str | None = None) -> list[str]:
+    """The command Jupyter runs: the launcher, the namespaces, the connection file."""
+    return [executable or sys.executable, "-m", "nskernel.launch", *spec.to_argv(),
+            "-f", "{connection_file}"]
+
+
+def kernel_dict(spec: Isolation, display_name: str = DISPLAY_NAME,
+                executable: str | None = None) -> dict[str, Any]:
+    return {
+        "argv": make_argv(spec, executable),
+        "display_name": display_name,
+        "language": "python",
+        "interrupt_mode": "signal",
+        "metadata": {"debugger": True, "nskernel": {"namespaces": list(spec.namespaces),
+                                                    "hostname": spec.hostname}},
+        "kernel_protocol_version": "5.5",
+    }
+
+
+def write_spec(path: Path, spec: Isolation, display_name: str = DISPLAY_NAME,
+               executable: str | None = None) -> Path:
+    """Write kernel.json and the logos into ``path`` (created; must not exist)."""
+    shutil.copytree(RESOURCES, path)
+    with open(path / "kernel.json", "w") as handle:
+        json.dump(kernel_dict(spec, display_name, executable), handle, indent=1)
+        handle.write("\n")
+    return path
+
+
+def check_name(name: str) -> str:
+    if not _is_valid_kernel_name(name):
+        raise IsolationError(
+            f"bad kernel name {name!r}: use only letters, digits, '.', '_' and '-'")
+    return name
+
+
+def install(spec: Isolation, kernel_name: str = KERNEL_NAME, display_name: str = DISPLAY_NAME,
+            user: bool = False, prefix: str | None = None,
+            kernel_spec_manager: KernelSpecManager | None = None) -> str:
+    """Install the kernelspec where Jupyter finds it; return the installed directory."""
+    check_name(kernel_name)
+    manager = kernel_spec_manager or KernelSpecManager()
+    with tempfile.TemporaryDirectory() as tmp:
+        source = write_spec(Path(tmp) / kernel_name, spec, display_name)
+        return manager.install_kernel_spec(str(source), kernel_name, user=user, prefix=prefix)
