@@ -93,7 +93,6 @@ def launch(spec: isolation.Isolation, connection_file: str) -> int:
         f"{sock.getsockname()[1]}:{sock.fileno()}" for sock in listeners)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for the kernel alone
-    _syscalls.set_process_name("nskernel-launch")
     sandbox.enter(spec)
 
     def kernel() -> int:
@@ -104,6 +103,7 @@ def launch(spec: isolation.Isolation, connection_file: str) -> int:
     else:
         _syscalls.set_child_subreaper()
         child = sandbox.fork_pid1(spec, kernel)
+    _syscalls.set_process_name("nskernel-launch")
     for sock in listeners:
         sock.close()  # the kernel owns them now; a restart must be able to bind again
     try:

@@ -93,10 +93,13 @@ def run_init(main: Callable[[], int]) -> int:
     process group's interrupt reaches the kernel directly), SIGTERM and SIGHUP are passed on.
     When PID 1 returns, Linux kills everything else in the namespace.
     """
+    with open("/proc/self/comm") as handle:
+        name = handle.read().strip()
     _syscalls.set_process_name("nskernel-init")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     child = os.fork()
     if child == 0:
+        _syscalls.set_process_name(name)
         code = 1
         try:
             code = main()

@@ -1,0 +1,117 @@
+"""What the code inside an Isolated Python kernel sees: each isolation property, from inside."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+from kernels import execute
+
+
+def test_pid_namespace_kernel_is_small_pid_under_an_init(isolated):
+    _manager, client = isolated
+    pid, ppid, init = execute(client, "import os; (os.getpid(), os.getppid(), "
+                                      "open('/proc/1/comm').read().strip())").value
+    assert (pid, ppid, init) == (2, 1, "nskernel-init")
+
+
+def test_proc_and_ps_show_only_the_kernels_processes(isolated):
+    _manager, client = isolated
+    pids = execute(client, "sorted(int(p) for p in os.listdir('/proc') if p.isdigit())").value
+    assert pids[:2] == [1, 2] and len(pids) <= 3  # init, kernel, maybe a short-lived helper
+    ps = execute(client, "!ps -e -o pid=,comm=").stdout.splitlines()
+    commands = [line.split(None, 1)[1].strip() for line in ps if line.strip()]
+    assert commands[0] == "nskernel-init" and "ps" in commands and len(commands) <= 5, ps
+
+
+def test_hostname_is_the_specs_and_does_not_leak(isolated):
+    _manager, client = isolated
+    assert execute(client, "import socket; socket.gethostname()").value == "isolated"
+    execute(client, "!hostname changed-inside")
+    assert execute(client, "socket.gethostname()").value == "changed-inside"
+    assert socket.gethostname() != "changed-inside"
+    execute(client, "!hostname isolated")
+
+
+def test_network_has_only_loopback_and_it_is_up(isolated):
+    _manager, client = isolated
+    links = execute(client, "sorted(os.listdir('/sys/class/net'))").value
+    assert links == ["lo"]
+    assert "UP" in execute(client, "!ip -o link show lo").stdout
+    # lo works: a TCP round trip inside the kernel's namespace
+    code = ("s = socket.create_server(('127.0.0.1', 0)); c = socket.create_connection("
+            "s.getsockname()); a, _ = s.accept(); c.sendall(b'hi'); a.recv(2)")
+    assert execute(client, code).value == b"hi"
+
+
+def test_kernel_ports_are_not_reachable_from_inside(isolated):
+    manager, client = isolated
+    port = manager.shell_port
+    code = f"socket.socket().connect_ex(('127.0.0.1', {port}))"
+    assert execute(client, code).value != 0  # refused: its own lo, not the host's
+
+
+def test_mounts_inside_do_not_leak(isolated):
+    _manager, client = isolated
+    execute(client, "!mkdir -p /tmp/nskernel-mnt && mount -t tmpfs none /tmp/nskernel-mnt "
+                    "&& touch /tmp/nskernel-mnt/inside")
+    assert execute(client, "os.listdir('/tmp/nskernel-mnt')").value == ["inside"]
+    try:
+        assert os.listdir("/tmp/nskernel-mnt") == []
+        assert "/tmp/nskernel-mnt" not in Path("/proc/self/mountinfo").read_text()
+    finally:
+        execute(client, "!umount /tmp/nskernel-mnt")
+        os.rmdir("/tmp/nskernel-mnt")
+
+
+def test_system_v_and_posix_ipc_are_private(isolated):
+    _manager, client = isolated
+    code = ("import subprocess; key = subprocess.run(['ipcmk', '-Q'], capture_output=True, "
+            "text=True).stdout.split()[-1]; open('/dev/shm/nskernel-shm', 'w').write('x'); "
+            "(key, open('/proc/sysvipc/msg').read().count('\\n'))")
+    key, queues_inside = execute(client, code).value
+    assert queues_inside == 2  # header + ours
+    assert key not in Path("/proc/sysvipc/msg").read_text()
+    assert not os.path.exists("/dev/shm/nskernel-shm")
+
+
+def test_namespaces_differ_from_the_host(isolated):
+    _manager, client = isolated
+    code = "{n: os.readlink(f'/proc/self/ns/{n}') for n in ('pid', 'net', 'mnt', 'uts', 'ipc')}"
+    inside = execute(client, code).value
+    for name, link in inside.items():
+        assert link != os.readlink(f"/proc/self/ns/{name}"), name
+
+
+def test_user_namespace_is_not_used_as_root(isolated):
+    _manager, client = isolated
+    assert execute(client, "open('/proc/self/uid_map').read().split()").value == \
+        ["0", "0", "4294967295"]
+
+
+def test_ipc_transport_works(start_kernel):
+    _manager, client = start_kernel(transport="ipc")
+    assert execute(client, "import os; os.getpid()").value == 2
+
+
+def test_subprocess_output_and_fork_reach_the_notebook(isolated):
+    _manager, client = isolated
+    done = execute(client, "import subprocess; subprocess.run(['echo', 'from child'])\n"
+                           "!echo from bang\nos.system('echo from system')\n"
+                           "if os.fork() == 0: print('from fork', flush=True); os._exit(0)\n"
+                           "os.wait(); print('from kernel')")
+    assert done.error is None
+    for text in ("from child", "from bang", "from system", "from fork", "from kernel"):
+        assert text in done.stdout
+
+
+def test_kernel_launcher_processes_outside(isolated):
+    manager, _client = isolated
+    launcher = manager.provisioner.pid
+    comm = Path(f"/proc/{launcher}/comm").read_text().strip()
+    assert comm == "nskernel-launch"
+    children = subprocess.run(["ps", "--ppid", str(launcher), "-o", "comm="],
+                              capture_output=True, text=True).stdout.split()
+    assert children == ["nskernel-init"]
