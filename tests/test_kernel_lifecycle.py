@@ -1,0 +1,156 @@
+"""Interrupt, restart, shutdown, a dying Jupyter server, zombies and the debugger."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import wait_for
+from kernels import execute
+
+NAMESPACES = ("pid", "net", "mnt", "uts", "ipc")
+NS_CODE = "import os; {n: os.readlink(f'/proc/self/ns/{n}') for n in %r}" % (NAMESPACES,)
+
+
+def processes_in(namespaces: dict[str, str]) -> list[int]:
+    """Host pids of processes in any of these namespaces (by their ns link text)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        for name, link in namespaces.items():
+            try:
+                if os.readlink(f"/proc/{entry}/ns/{name}") == link:
+                    found.append(int(entry))
+                    break
+            except OSError:
+                break
+    return found
+
+
+def interrupt_while_running(manager, client, code: str) -> object:
+    msg_id = client.execute(code)
+    time.sleep(0.5)
+    manager.interrupt_kernel()
+    reply = client.get_shell_msg(timeout=10)  # the cell would run for 100 s otherwise
+    assert reply["parent_header"]["msg_id"] == msg_id
+    return reply["content"]
+
+
+@pytest.mark.parametrize("code", ["import time; time.sleep(100)", "!sleep 100"])
+def test_interrupt_stops_the_cell_and_the_kernel_lives_on(start_kernel, code):
+    manager, client = start_kernel()
+    content = interrupt_while_running(manager, client, code)
+    if code.startswith("!"):
+        assert content["status"] == "ok"  # IPython's ! reports the interrupt, as in stock
+    else:
+        assert content["status"] == "error" and content["ename"] == "KeyboardInterrupt"
+    assert execute(client, "1 + 1").value == 2
+    assert execute(client, "!ps -e -o comm= | grep -c sleep || true").stdout.strip() == "0"
+
+
+def test_restart_keeps_the_kernel_isolated(start_kernel):
+    manager, client = start_kernel()
+    execute(client, "x = 1")
+    old_launcher = manager.provisioner.pid
+    manager.restart_kernel(now=False)
+    client.wait_for_ready(timeout=60)
+    assert execute(client, "'x' in dir()").value is False
+    assert execute(client, "import os, socket; (os.getpid(), socket.gethostname())").value == \
+        (2, "isolated")
+    after = execute(client, NS_CODE).value
+    assert all(after[name] != os.readlink(f"/proc/self/ns/{name}") for name in NAMESPACES)
+    assert not Path(f"/proc/{old_launcher}").exists()
+
+
+def test_shutdown_leaves_no_process_mount_or_namespace(start_kernel):
+    manager, client = start_kernel()
+    namespaces = execute(client, NS_CODE).value
+    execute(client, "import subprocess; subprocess.Popen(['sleep', '100'], "
+                    "start_new_session=True)")  # a user process in its own session
+    launcher = manager.provisioner.pid
+    assert len(processes_in(namespaces)) >= 3
+    client.stop_channels()
+    manager.shutdown_kernel(now=False)
+    assert not processes_in(namespaces)
+    assert not Path(f"/proc/{launcher}").exists()
+
+
+def test_a_killed_jupyter_server_takes_the_kernel_with_it():
+    probe = Path(__file__).with_name("kernel_probe.py")
+    code = "import subprocess; subprocess.Popen(['sleep', '100'], start_new_session=True)\n" \
+        + NS_CODE
+    server = subprocess.Popen([sys.executable, str(probe), "isolated-python", code, "--hold"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        report = json.loads(line)
+        namespaces = ast.literal_eval(report["results"][0]["result"])
+        assert len(processes_in(namespaces)) >= 3
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+        assert wait_for(lambda: not processes_in(namespaces), timeout=10), \
+            processes_in(namespaces)
+        assert wait_for(lambda: not Path(f"/proc/{report['launcher_pid']}").exists(), 10)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_orphans_are_reaped_by_init(start_kernel):
+    _manager, client = start_kernel()
+    execute(client, "import os, subprocess; subprocess.run(['sh', '-c', "
+                    "'for i in 1 2 3 4 5; do sleep 0.1 & done; exit 0'])")
+    time.sleep(1)
+    states = execute(client, "[open(f'/proc/{p}/stat').read().split(')')[1].split()[0] "
+                             "for p in os.listdir('/proc') if p.isdigit()]").value
+    assert "Z" not in states and len(states) <= 3
+
+
+@pytest.mark.parametrize("kernel_name", ["isolated-python", "python3"])
+def test_debugger_stops_at_a_breakpoint(start_kernel, kernel_name):
+    _manager, client = start_kernel(kernel_name)
+    seq = iter(range(1, 100))
+
+    def debug(command: str, arguments: dict | None = None) -> dict:
+        msg = client.session.msg("debug_request", {
+            "type": "request", "seq": next(seq), "command": command,
+            "arguments": arguments or {}})
+        client.control_channel.send(msg)
+        while True:
+            reply = client.get_control_msg(timeout=20)
+            if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+                return reply["content"]
+
+    assert debug("initialize", {"clientID": "test", "clientName": "test", "adapterID": "",
+                                "pathFormat": "path", "linesStartAt1": True,
+                                "columnsStartAt1": True, "locale": "en"})["success"]
+    assert debug("attach")["success"]
+    code = "def f(a, b):\n    c = a + b\n    return c\n\nf(2, 3)"
+    source = debug("dumpCell", {"code": code})["body"]["sourcePath"]
+    breakpoints = debug("setBreakpoints", {"breakpoints": [{"line": 2}],
+                                           "source": {"path": source},
+                                           "sourceModified": False})
+    assert breakpoints["success"] and breakpoints["body"]["breakpoints"][0]["verified"]
+    assert debug("configurationDone")["success"]
+    client.execute(code)
+    deadline = time.monotonic() + 20
+    stopped = None
+    while stopped is None and time.monotonic() < deadline:
+        msg = client.get_iopub_msg(timeout=20)
+        if msg["msg_type"] == "debug_event" and msg["content"].get("event") == "stopped":
+            stopped = msg["content"]
+    assert stopped is not None and stopped["body"]["reason"] == "breakpoint"
+    thread = stopped["body"]["threadId"]
+    frames = debug("stackTrace", {"threadId": thread})["body"]["stackFrames"]
+    assert frames[0]["line"] == 2
+    assert debug("continue", {"threadId": thread})["success"]
+    client.get_shell_msg(timeout=20)
+    debug("disconnect", {"restart": False, "terminateDebuggee": True})
