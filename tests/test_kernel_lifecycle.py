@@ -16,7 +16,7 @@ from conftest import wait_for
 from kernels import execute
 
 NAMESPACES = ("pid", "net", "mnt", "uts", "ipc")
-NS_CODE = "import os; {n: os.readlink(f'/proc/self/ns/{n}') for n in %r}" % (NAMESPACES,)
+NS_CODE = "import os; {n: os.readlink(f'/proc/self/ns/{n}') for n in " + repr(NAMESPACES) + "}"
 
 
 def processes_in(namespaces: dict[str, str]) -> list[int]:
