@@ -146,17 +146,25 @@ def unprivileged_user() -> Iterator[pwd.struct_passwd]:
 
 
 def as_user(user: pwd.struct_passwd, argv: list[str], timeout: float = 120,
-            **kwargs: object) -> subprocess.CompletedProcess:
-    """Run ``argv`` as ``user`` with a private, writable Jupyter runtime directory."""
+            user_namespaces: bool = True) -> subprocess.CompletedProcess:
+    """Run ``argv`` as ``user`` with a private, writable Jupyter runtime directory.
+
+    ``user_namespaces=False`` runs it where unprivileged user namespaces are disabled
+    (see without_userns.py), as on machines that turn them off.
+    """
     runtime = Path(tempfile.mkdtemp(prefix="nskernel-user-"))
     os.chown(runtime, user.pw_uid, user.pw_gid)
     env = {"PATH": os.environ["PATH"], "HOME": str(runtime), "JUPYTER_PATH": str(JUPYTER_DIR),
            "JUPYTER_RUNTIME_DIR": str(runtime), "PYTHONPATH": str(REPO)}
+    command = ["env", "-i", *[f"{key}={value}" for key, value in env.items()], *argv]
+    if user_namespaces:
+        switch = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
+                  "--clear-groups"]
+    else:
+        switch = [sys.executable, str(Path(__file__).with_name("without_userns.py")),
+                  str(user.pw_uid), str(user.pw_gid)]
     try:
-        return subprocess.run(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
-                               "--clear-groups", "env", "-i", *[f"{k}={v}" for k, v
-                                                                          in env.items()],
-                               *argv], capture_output=True, text=True, timeout=timeout,
-                              cwd=runtime, **kwargs)
+        return subprocess.run([*switch, *command], capture_output=True, text=True,
+                              timeout=timeout, cwd=runtime)
     finally:
         shutil.rmtree(runtime, ignore_errors=True)

@@ -1,0 +1,87 @@
+"""The unprivileged path: an ordinary user runs the kernel through a user namespace."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from conftest import as_user
+
+PROBE = str(Path(__file__).with_name("kernel_probe.py"))
+
+def probe(user, *codes: str) -> list[dict]:
+    done = as_user(user, [sys.executable, PROBE, "isolated-python", *codes])
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])["results"]
+
+
+def test_kernel_runs_as_root_inside_a_user_namespace(unprivileged_user, tmp_path):
+    marker = Path("/tmp") / f"nskernel-rootless-{os.getpid()}"
+    try:
+        results = probe(
+            unprivileged_user,
+            "import os, socket; (os.getuid(), os.getpid(), socket.gethostname(), "
+            "sorted(os.listdir('/sys/class/net')))",
+            "open('/proc/self/uid_map').read().split()",
+            "sorted(int(p) for p in os.listdir('/proc') if p.isdigit())[:2]",
+            f"open({str(marker)!r}, 'w').write('made by root inside')",
+        )
+        assert ast.literal_eval(results[0]["result"]) == (0, 2, "isolated", ["lo"])
+        assert ast.literal_eval(results[1]["result"]) == ["0", str(unprivileged_user.pw_uid), "1"]
+        assert ast.literal_eval(results[2]["result"]) == [1, 2]
+        assert marker.stat().st_uid == unprivileged_user.pw_uid  # nobody special outside
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def test_doctor_as_a_user_reports_namespaces_through_a_user_namespace(unprivileged_user):
+    done = as_user(unprivileged_user, [sys.executable, "-m", "nskernel", "doctor"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"as uid {unprivileged_user.pw_uid} (not root" in done.stdout
+    assert "ok  net    ok (inside a user namespace)" in done.stdout
+
+
+def test_without_user_namespaces_the_kernel_says_why_in_one_line(unprivileged_user):
+    channels = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+    directory = Path(tempfile.mkdtemp(prefix="nskernel-conn-"))
+    directory.chmod(0o755)
+    connection = directory / "connection.json"
+    connection.write_text(json.dumps({"transport": "tcp", "ip": "127.0.0.1",
+                                      **dict(zip(channels, _free_ports(5), strict=True))}))
+    connection.chmod(0o644)
+    try:
+        done = as_user(unprivileged_user, [sys.executable, "-m", "nskernel.launch", "--pid",
+                                           "--net", "-f", str(connection)],
+                       user_namespaces=False)
+    finally:
+        shutil.rmtree(directory)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("nskernel: cannot start the kernel: unshare(user,")
+    assert "user namespaces are disabled" in lines[0]
+    assert "sysctl -w user.max_user_namespaces=15000" in lines[0]
+
+
+def test_doctor_without_user_namespaces_names_the_fix(unprivileged_user):
+    done = as_user(unprivileged_user, [sys.executable, "-m", "nskernel", "doctor"],
+                   user_namespaces=False)
+    assert done.returncode == 1
+    assert "NO  net" in done.stdout and "sysctl -w user.max_user_namespaces" in done.stdout
+    assert "cannot start here" in done.stdout
+
+
+def _free_ports(count: int) -> list[int]:
+    import socket
+
+    sockets = [socket.create_server(("127.0.0.1", 0)) for _ in range(count)]
+    try:
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
