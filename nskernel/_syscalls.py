@@ -10,7 +10,6 @@ Python gained ``os.unshare``/``os.setns`` in 3.12; on 3.10/3.11 we reach glibc t
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
@@ -73,7 +72,9 @@ class NamespaceError(OSError):
         return str(self.strerror)
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The C library is already loaded into every Python process: no find_library() (which
+# spawns ldconfig) is needed, just a handle on the symbols already there.
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                         ctypes.c_void_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]

@@ -1,0 +1,25 @@
+# The two commands of the README's quick start: `make lab` and `make test`.
+# The venv is built from the system Python where there is one (/usr/bin/python3), because the
+# rootless tests run the kernel as another user, who must be able to execute that interpreter.
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: lab test venv
+
+venv:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Set up everything, install the Isolated Python kernelspec and start JupyterLab on notebooks/.
+lab: venv
+	$(BIN)/pip install --quiet -e '.[lab]'
+	$(BIN)/nskernel install --sys-prefix
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser --allow-root
+
+# Install the test dependencies and run every check: lint, tests, notebooks.
+test: venv
+	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/nskernel install --sys-prefix
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
