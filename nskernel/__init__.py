@@ -6,4 +6,33 @@ everything it pulls in is paid for in start-up time and in the memory of launche
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """`%load_ext nskernel`: register the namespace magics."""
+    from nskernel.magics import load_ipython_extension as load
+
+    load(ipython)
+
+
+def isolate(function: Callable[..., T], *args: Any, **settings: Any) -> T:
+    """Call ``function(*args)`` in a child inside new namespaces and return its value.
+
+    ``settings``: ``pid``, ``net``, ``mount``, ``uts``, ``ipc``, ``user`` (booleans; with no
+    namespace named: pid, net, mount, uts, ipc), ``hostname``, ``loopback_up``, ``timeout``
+    (seconds). Output is written to this process's stdout/stderr as it comes; an exception
+    raised inside is raised here, with the child's traceback as its cause.
+    """
+    from nskernel.isolation import NAMESPACES, Isolation
+    from nskernel.runner import run
+
+    timeout = settings.pop("timeout", None)
+    if not any(settings.get(name) for name in NAMESPACES):
+        settings.update({name: True for name in NAMESPACES if name not in settings})
+    return run(Isolation(**settings), lambda: function(*args), timeout=timeout)

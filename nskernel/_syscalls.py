@@ -180,15 +180,17 @@ def set_process_name(name: str) -> None:
            "prctl(PR_SET_NAME)")
 
 
-def write_id_maps(uid: int, gid: int) -> None:
-    """Map root inside the new user namespace to ``uid``/``gid`` outside (one id each).
+def write_id_maps(uid: int, gid: int, pid: int | str = "self") -> None:
+    """Map root inside the user namespace of ``pid`` to ``uid``/``gid`` outside (one id each).
 
-    An unprivileged process may write exactly this one-line map for itself, after denying
-    setgroups (user_namespaces(7)).
+    A process may write exactly this one-line map for itself (own ids, after denying
+    setgroups); mapping to other ids needs a privileged writer outside the namespace
+    (user_namespaces(7)), which is the case ``pid`` is for.
     """
-    for path, text in (("/proc/self/setgroups", "deny"),
-                       ("/proc/self/uid_map", f"0 {uid} 1"),
-                       ("/proc/self/gid_map", f"0 {gid} 1")):
+    steps = [(f"/proc/{pid}/uid_map", f"0 {uid} 1"), (f"/proc/{pid}/gid_map", f"0 {gid} 1")]
+    if pid == "self":
+        steps.insert(0, ("/proc/self/setgroups", "deny"))
+    for path, text in steps:
         try:
             with open(path, "w") as handle:
                 handle.write(text)

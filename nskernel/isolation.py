@@ -52,9 +52,17 @@ class Isolation:
     user: bool | None = None
     hostname: str | None = None
     loopback_up: bool = True
+    #: Join this named network namespace (/run/netns/NAME) instead of making a new one.
+    netns: str | None = None
+    #: Outside uid/gid that root inside a new user namespace stands for; None: the caller's.
+    map_root_to: int | None = None
     namespaces: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.netns is not None:
+            if self.net:
+                raise IsolationError("join a named network namespace or make a new one, not both")
+            object.__setattr__(self, "mount", True)  # for its own /sys, as `ip netns exec`
         if self.pid and not self.mount:
             object.__setattr__(self, "mount", True)
         if self.hostname is not None:
@@ -63,7 +71,7 @@ class Isolation:
                 object.__setattr__(self, "uts", True)
         chosen = tuple(name for name in NAMESPACES if getattr(self, name))
         object.__setattr__(self, "namespaces", chosen)
-        if not chosen and not self.user:
+        if not chosen and not self.user and self.netns is None:
             raise IsolationError(
                 "no namespace chosen: give at least one of " +
                 ", ".join(f"--{name}" for name in NAMESPACES))
@@ -119,12 +127,13 @@ def add_arguments(parser: argparse.ArgumentParser, user_flag: str = "--user-ns")
 
 
 def from_args(args: argparse.Namespace, default: tuple[str, ...] = (),
-              default_hostname: str | None = None) -> Isolation:
+              default_hostname: str | None = None, **settings: object) -> Isolation:
     """Build an :class:`Isolation` from parsed :func:`add_arguments` flags.
 
     Namespaces named with ``--X`` are exactly the ones used; with none named, ``default``
     minus those turned off with ``--no-X``. ``default_hostname`` applies when the result has
-    a uts namespace and no ``--hostname`` was given.
+    a uts namespace and no ``--hostname`` was given. ``settings`` are further Isolation
+    fields (``netns``, ``map_root_to``).
     """
     asked = {name: getattr(args, name) for name in NAMESPACES}
     if any(asked.values()):
@@ -135,4 +144,4 @@ def from_args(args: argparse.Namespace, default: tuple[str, ...] = (),
     if hostname is None and chosen["uts"]:
         hostname = default_hostname
     return Isolation(**chosen, user=args.user_ns, hostname=hostname,
-                     loopback_up=args.loopback_up)
+                     loopback_up=args.loopback_up, **settings)

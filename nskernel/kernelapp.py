@@ -47,6 +47,10 @@ class IsolatedKernelApp(IPKernelApp):
     name = "nskernel-kernel"
     listen_fds = Dict(help="port -> inherited listening fd, from the launcher").tag(config=False)
 
+    @default("extra_extensions")
+    def _extra_extensions_default(self) -> list[str]:
+        return ["nskernel"]  # the namespace magics, loaded by themselves
+
     @default("listen_fds")
     def _listen_fds_default(self) -> dict[int, int]:
         return inherited_listeners()

@@ -24,7 +24,7 @@ import signal
 import socket
 import sys
 
-from nskernel import _syscalls, isolation, sandbox
+from nskernel import _syscalls, isolation, nsinfo, sandbox
 
 #: Environment variable handing the adopted listening sockets to the kernel: "port:fd,...".
 LISTEN_FDS_ENV = "NSKERNEL_LISTEN_FDS"
@@ -92,6 +92,7 @@ def launch(spec: isolation.Isolation, connection_file: str) -> int:
     os.environ[LISTEN_FDS_ENV] = ",".join(
         f"{sock.getsockname()[1]}:{sock.fileno()}" for sock in listeners)
 
+    os.environ[nsinfo.HOST_NS_ENV] = nsinfo.encode_host_namespaces()  # for %nsinfo inside
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for the kernel alone
     sandbox.enter(spec)
 

@@ -29,12 +29,28 @@ def enter(isolation: Isolation) -> None:
     takes effect for its children only.
     """
     uid, gid = os.geteuid(), os.getegid()
-    _syscalls.unshare(isolation.clone_flags())
-    if isolation.uses_user_namespace:
+    if isolation.netns is not None:
+        join_named_netns(isolation.netns)  # first: a new user namespace has no rights on it
+    outside = isolation.map_root_to
+    privileged_map = isolation.uses_user_namespace and outside not in (None, uid)
+    finish_map = _map_writer(outside, outside) if privileged_map else None
+    try:
+        _syscalls.unshare(isolation.clone_flags())
+    except _syscalls.NamespaceError:
+        if finish_map:
+            finish_map(False)
+        raise
+    if finish_map:
+        finish_map(True)
+        # Our own ids are not mapped inside: become the root that the map does name.
+        os.setgroups([])
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    if isolation.uses_user_namespace and not privileged_map:
         _syscalls.write_id_maps(uid, gid)
     if isolation.mount:
         _syscalls.mount("none", "/", None, _syscalls.MS_REC | _syscalls.MS_PRIVATE)
-        if isolation.net:
+        if isolation.net or isolation.netns is not None:
             # /sys/class/net lists the interfaces of the netns that mounted sysfs.
             _syscalls.mount("sysfs", "/sys", "sysfs", _NOSUID_NODEV_NOEXEC)
         if isolation.ipc:
@@ -50,6 +66,50 @@ def enter(isolation: Isolation) -> None:
 
 
 _NOSUID_NODEV_NOEXEC = _syscalls.MS_NOSUID | _syscalls.MS_NODEV | _syscalls.MS_NOEXEC
+NETNS_DIR = "/run/netns"
+
+
+def join_named_netns(name: str) -> None:
+    """setns into /run/netns/NAME (what `ip netns exec NAME` does first)."""
+    try:
+        fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _syscalls.NamespaceError(f"open netns {name!r}", exc.errno) from None
+    try:
+        _syscalls.setns(fd, _syscalls.CLONE_NEWNET, f"netns {name}")
+    finally:
+        os.close(fd)
+
+
+def _map_writer(uid: int, gid: int) -> Callable[[bool], None]:
+    """Fork a helper, still privileged outside, that maps our new user namespace's root to
+    ``uid``/``gid`` once we have unshared; return the function that tells it whether to.
+
+    A process can only map its own ids itself; root mapping root-inside to "nobody" outside
+    needs a writer in the parent namespace (the job newuidmap does).
+    """
+    target = os.getpid()
+    read_end, write_end = os.pipe()
+    helper = os.fork()
+    if helper == 0:
+        os.close(write_end)
+        code = 1
+        try:
+            if os.read(read_end, 1) == b"y":
+                _syscalls.write_id_maps(uid, gid, pid=target)
+                code = 0
+        finally:
+            os._exit(code)
+    os.close(read_end)
+
+    def finish(unshared: bool) -> None:
+        os.write(write_end, b"y" if unshared else b"n")
+        os.close(write_end)
+        _pid, status = os.waitpid(helper, 0)
+        if unshared and status != 0:
+            raise _syscalls.NamespaceError("write /proc/PID/uid_map", 1)
+
+    return finish
 
 
 def mount_proc() -> None:

@@ -21,6 +21,9 @@ class Execution:
     stderr: str = ""
     result: str | None = None
     error: tuple[str, str] | None = None
+    traceback: str = ""
+    displays: list[dict] = field(default_factory=list)
+    payload: str = ""
     outputs: list[tuple[float, str, str]] = field(default_factory=list)  # (time, type, text)
 
     @property
@@ -49,6 +52,8 @@ def execute(client: BlockingKernelClient, code: str, timeout: float = 30,
             reply = client.get_shell_msg(timeout=1)
             if reply["parent_header"].get("msg_id") == msg_id:
                 done.status = reply["content"]["status"]
+                done.payload = "".join(item.get("data", {}).get("text/plain", "")
+                                       for item in reply["content"].get("payload", []))
                 replied = True
             continue
         if not client.iopub_channel.msg_ready():
@@ -65,6 +70,9 @@ def execute(client: BlockingKernelClient, code: str, timeout: float = 30,
             done.result = content["data"].get("text/plain")
         elif kind == "error":
             done.error = (content["ename"], content["evalue"])
+            done.traceback = "\n".join(content["traceback"])
+        elif kind == "display_data":
+            done.displays.append(content["data"])
         elif kind == "status" and content["execution_state"] == "idle":
             idle = True
     return done

@@ -1,0 +1,224 @@
+"""The namespace magics: thin parsers in front of :mod:`nskernel.runner` and friends.
+
+``%%isolate`` runs a cell in new namespaces, ``%%uts`` and ``%%netns`` are its shorthands,
+``%nsinfo`` shows where the kernel stands. Bad input raises IPython's ``UsageError`` (the
+exact class: only it is rendered as one line without a traceback).
+"""
+
+from __future__ import annotations
+
+import ast
+import linecache
+import os
+import shlex
+from collections.abc import Callable
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import MagicArgumentParser
+
+from nskernel import isolation, nsinfo, runner, sandbox
+from nskernel._syscalls import NamespaceError
+
+CELL_FILENAME = "<isolated cell>"
+#: Who root inside ``%%isolate --user`` is outside, when the kernel runs as root: nobody.
+NOBODY = 65534
+
+
+def _parser(prog: str, description: str, *, namespaces: bool = True) -> MagicArgumentParser:
+    parser = MagicArgumentParser(prog=prog, description=description, add_help=False)
+    if namespaces:
+        isolation.add_arguments(parser, user_flag="--user")
+        parser.add_argument("--all", action="store_true",
+                            help="every namespace: pid, net, mount, uts, ipc and user")
+    parser.add_argument("--timeout", type=float, metavar="S",
+                        help="kill the cell and everything it started after S seconds")
+    parser.add_argument("--export", metavar="NAMES", default="",
+                        help="comma-separated names whose values come back to the notebook")
+    parser.add_argument("--sh", action="store_true", help="run the cell as a shell script")
+    return parser
+
+
+ISOLATE = _parser(
+    "%%isolate",
+    "Run the cell in a child process inside new namespaces (default, with no namespace "
+    "flag: pid, net, mount, uts, ipc). It sees the notebook's variables; what it assigns "
+    "stays inside, except the --export names. Output streams in as it is produced.")
+UTS = _parser("%%uts", "Run the cell with its own hostname: %%isolate --uts --hostname H.",
+              namespaces=False)
+UTS.add_argument("hostname", help="the hostname inside")
+NETNS = _parser(
+    "%%netns", "Run the cell inside an existing named network namespace, as "
+               "`ip netns exec NAME` does, optionally in further new namespaces.")
+NETNS.add_argument("name", help="a name from /run/netns (see `ip netns list`)")
+NSINFO = MagicArgumentParser(prog="%nsinfo", add_help=False, description=(
+    "Show the namespaces of the kernel (or of PID) beside those of the host (in Isolated "
+    "Python) or of the kernel's parent process."))
+NSINFO.add_argument("pid", nargs="?", type=int, help="another process to look at")
+
+
+def _with_usage(parser: MagicArgumentParser) -> Callable[[Callable], Callable]:
+    """Put the parser's help into the magic's docstring, so `%%isolate?` shows the usage."""
+    def decorate(function: Callable) -> Callable:
+        function.__doc__ = (function.__doc__ or "") + "\n" + parser.format_help()
+        return function
+    return decorate
+
+
+def _parse(parser: MagicArgumentParser, line: str) -> Any:
+    try:
+        return parser.parse_args(shlex.split(line))
+    except ValueError as exc:  # shlex: unbalanced quotes
+        raise UsageError(f"{parser.prog}: {exc}") from None
+
+
+@magics_class
+class NamespaceMagics(Magics):
+    """%%isolate, %%uts, %%netns and %nsinfo."""
+
+    @cell_magic
+    @_with_usage(ISOLATE)
+    def isolate(self, line: str, cell: str) -> Any:
+        """Run the cell in new namespaces."""
+        args = _parse(ISOLATE, line)
+        if args.all:
+            for name in isolation.NAMESPACES:
+                setattr(args, name, True)
+            args.user_ns = True
+        spec = self._spec(ISOLATE, args, default=isolation.NAMESPACES)
+        return self._run(spec, args, cell)
+
+    @cell_magic
+    @_with_usage(UTS)
+    def uts(self, line: str, cell: str) -> Any:
+        """Run the cell with its own hostname."""
+        args = _parse(UTS, line)
+        spec = self._build(UTS, lambda: isolation.Isolation(uts=True, hostname=args.hostname))
+        return self._run(spec, args, cell)
+
+    @cell_magic
+    @_with_usage(NETNS)
+    def netns(self, line: str, cell: str) -> Any:
+        """Run the cell inside a named network namespace."""
+        args = _parse(NETNS, line)
+        existing = sorted(os.listdir(sandbox.NETNS_DIR)) if os.path.isdir(
+            sandbox.NETNS_DIR) else []
+        if args.name not in existing:
+            raise UsageError(
+                f"%%netns: no network namespace named {args.name!r} (existing: "
+                f"{', '.join(existing) or 'none'}; create one with `ip netns add {args.name}`)")
+        if args.net:
+            raise UsageError("%%netns: --net would leave the named namespace; drop it")
+        spec = self._spec(NETNS, args, default=(), netns=args.name)
+        return self._run(spec, args, cell)
+
+    @line_magic
+    @_with_usage(NSINFO)
+    def nsinfo(self, line: str) -> nsinfo.Table:
+        """Show the kernel's namespaces beside the host's."""
+        args = _parse(NSINFO, line)
+        try:
+            return nsinfo.nsinfo(args.pid)
+        except (ProcessLookupError, PermissionError) as exc:
+            raise UsageError(f"%nsinfo: {exc}") from None
+
+    # ------------------------------------------------------------------------ helpers
+    @staticmethod
+    def _spec(parser: MagicArgumentParser, args: Any, default: tuple[str, ...],
+              **settings: Any) -> isolation.Isolation:
+        """The magic's flags as an Isolation; ``--user`` run by root maps root to nobody."""
+        if args.user_ns and os.geteuid() == 0:
+            settings["map_root_to"] = NOBODY
+        return NamespaceMagics._build(
+            parser, lambda: isolation.from_args(args, default, **settings))
+
+    @staticmethod
+    def _build(parser: MagicArgumentParser,
+               build: Callable[[], isolation.Isolation]) -> isolation.Isolation:
+        try:
+            return build()
+        except isolation.IsolationError as exc:
+            raise UsageError(f"{parser.prog}: {exc}") from None
+
+    def _run(self, spec: isolation.Isolation, args: Any, cell: str) -> Any:
+        if args.timeout is not None and args.timeout <= 0:
+            raise UsageError("--timeout: give a positive number of seconds")
+        exports = [name.strip() for name in args.export.split(",") if name.strip()]
+        bad = [name for name in exports if not name.isidentifier()]
+        if bad:
+            raise UsageError(f"--export: {', '.join(bad)} is not a Python name")
+        if args.sh and exports:
+            raise UsageError("--export works for Python cells, not with --sh")
+        target: Callable[[], Any] | list[str]
+        if args.sh:
+            target = ["/bin/sh", "-c", cell]
+        else:
+            target = _python_cell(self.shell, cell, exports)
+        try:
+            outcome = runner.run(spec, target, timeout=args.timeout,
+                                 on_display=_publish_display)
+        except (runner.IsolatedRunError, NamespaceError) as exc:
+            raise UsageError(f"isolated cell: {exc}") from None
+        if args.sh:
+            if outcome:
+                raise UsageError(f"the isolated shell script exited with status {outcome}")
+            return None
+        value, exported = outcome
+        self.shell.user_ns.update(exported)
+        return value
+
+
+def _publish_display(data: dict, metadata: dict) -> None:
+    from IPython.display import publish_display_data
+
+    publish_display_data(data, metadata)
+
+
+def _python_cell(shell: Any, cell: str, exports: list[str]) -> Callable[[], tuple]:
+    """The callable the child runs: the cell in the notebook's namespace, IPython syntax
+    (``!cmd``, ``%magic``) included; returns (last expression's value, exported values)."""
+    source = shell.transform_cell(cell)
+    try:
+        tree = ast.parse(source, CELL_FILENAME)
+    except SyntaxError as exc:
+        raise UsageError(f"isolated cell, line {exc.lineno}: {exc.msg}") from None
+    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    body = compile(tree, CELL_FILENAME, "exec")
+    tail = compile(ast.Expression(last.value), CELL_FILENAME, "eval") if last else None
+
+    def run_cell() -> tuple:
+        linecache.cache[CELL_FILENAME] = (len(source), None, source.splitlines(True),
+                                          CELL_FILENAME)
+        _route_output_in_child(shell)
+        namespace = shell.user_ns
+        try:
+            exec(body, namespace)
+            value = eval(tail, namespace) if tail else None
+        except BaseException as exc:  # noqa: BLE001 - re-raised, minus our frames
+            raise exc.with_traceback(_cell_frames(exc.__traceback__)) from None
+        missing = [name for name in exports if name not in namespace]
+        if missing:
+            raise NameError(f"--export: the cell did not define {', '.join(missing)}")
+        return value, {name: namespace[name] for name in exports}
+
+    return run_cell
+
+
+def _cell_frames(tb: Any) -> Any:
+    """Drop the frames of our own machinery: the traceback starts in the cell."""
+    while tb is not None and tb.tb_frame.f_code.co_filename != CELL_FILENAME:
+        tb = tb.tb_next
+    return tb
+
+
+def _route_output_in_child(shell: Any) -> None:
+    """In the child: display() goes over the result pipe, not the kernel's zmq sockets."""
+    publisher = getattr(shell, "display_pub", None)
+    if publisher is not None:
+        publisher.publish = lambda data, metadata=None, **_kw: runner.publish_display(
+            data, metadata)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    ipython.register_magics(NamespaceMagics)

@@ -1,0 +1,312 @@
+"""Run a Python callable in new namespaces, from inside a live (multi-threaded) kernel.
+
+The DESIGN.md pattern: fork; the child points fds 1/2 at pipes, swaps ``sys.stdout`` and
+``sys.stderr`` for plain files and never touches zmq; it enters the namespaces (and forks
+once more to be PID 1 when a pid namespace is asked for); it runs the callable and sends its
+value, or its exception with the traceback, back over a message pipe. The parent streams
+the pipes to its own callbacks as bytes arrive and kills the whole child tree on timeout or
+interrupt. Forking keeps the interpreter warm: no Python start-up is paid per call.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import pickle
+import select
+import signal
+import struct
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from nskernel import _syscalls, sandbox
+from nskernel.isolation import Isolation
+
+_HEADER = struct.Struct("!I")
+#: How long an interrupted child gets to stop on SIGINT before it is killed.
+INTERRUPT_GRACE = 0.5
+
+#: In the child: the fd of the message pipe, for :func:`publish_display`.
+_child_messages: int | None = None
+
+StreamCallback = Callable[[str, str], None]
+DisplayCallback = Callable[[dict, dict], None]
+
+
+class IsolatedRunError(RuntimeError):
+    """The isolated call did not finish: timed out, killed, or failed to set up."""
+
+
+class RemoteTraceback(Exception):
+    """Carries the child's formatted traceback as the ``__cause__`` of a re-raised error."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "\n" + self.text
+
+
+def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
+        timeout: float | None = None, on_stream: StreamCallback | None = None,
+        on_display: DisplayCallback | None = None) -> Any:
+    """Call ``target()`` in a child inside ``isolation``; return its (pickled) value.
+
+    ``target`` may instead be an argv to exec (with a pid namespace, it becomes PID 1); then
+    the result is its exit code. ``on_stream(name, text)`` gets the child's stdout/stderr as
+    they are written (default: this process's sys.stdout/sys.stderr); ``on_display(data,
+    metadata)`` gets rich display output. An exception in ``target`` is raised here, with the
+    child's traceback as its cause.
+    """
+    on_stream = on_stream or _write_to_sys
+    pipes = {name: os.pipe() for name in ("stdout", "stderr", "messages")}
+    child = os.fork()
+    if child == 0:
+        main = target if callable(target) else lambda: _exec(target)
+        _child_main(isolation, main, pipes)
+    for _read_end, write_end in pipes.values():
+        os.close(write_end)
+    channel = _Channel()
+    try:
+        _pump(child, {pipes[name][0]: name for name in pipes}, channel, on_stream, timeout)
+    finally:
+        for read_end, _write_end in pipes.values():
+            _close_quietly(read_end)
+        status = _reap(child)
+    return _outcome(channel, status, on_display, exec_mode=not callable(target))
+
+
+# ---------------------------------------------------------------------------- parent side
+class _Channel:
+    """Length-prefixed pickles arriving in arbitrary chunks."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.messages: list[tuple] = []
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+        while len(self.buffer) >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(self.buffer)
+            if len(self.buffer) < _HEADER.size + size:
+                return
+            payload = self.buffer[_HEADER.size:_HEADER.size + size]
+            self.buffer = self.buffer[_HEADER.size + size:]
+            self.messages.append(pickle.loads(payload))
+
+
+def _pump(child: int, fds: dict[int, str], channel: _Channel, on_stream: StreamCallback,
+          timeout: float | None) -> None:
+    """Forward the child's output until it is done; enforce timeout and interrupt.
+
+    When the child exits, whatever it left running in its process group is killed and the
+    pipes are drained (for at most a second: a process that escaped the group may hold them).
+    """
+    decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in fds.values()}
+    started = time.monotonic()
+    child_fd = os.pidfd_open(child)
+    open_fds = set(fds)
+    interrupted = timed_out = False
+    kill_at = None if timeout is None else started + timeout
+    drain_until = None
+    try:
+        while open_fds:
+            watch = list(open_fds) + ([child_fd] if drain_until is None else [])
+            limits = [t for t in (kill_at, drain_until) if t is not None]
+            wait = max(0.0, min(limits) - time.monotonic()) if limits else None
+            try:
+                ready = select.select(watch, [], [], wait)[0]
+            except KeyboardInterrupt:
+                if not interrupted:
+                    interrupted = True
+                    _signal_tree(child, signal.SIGINT)
+                    kill_at = time.monotonic() + INTERRUPT_GRACE
+                continue
+            now = time.monotonic()
+            if child_fd in ready:
+                ready.remove(child_fd)
+                _signal_tree(child, signal.SIGKILL)  # stragglers of the cell
+                drain_until = now + 1.0
+            if drain_until is not None and now >= drain_until:
+                break
+            if kill_at is not None and now >= kill_at and drain_until is None:
+                timed_out = not interrupted
+                _signal_tree(child, signal.SIGKILL)
+                kill_at = None
+            for fd in ready:
+                data = os.read(fd, 65536)
+                name = fds[fd]
+                if not data:
+                    open_fds.discard(fd)
+                elif name == "messages":
+                    channel.feed(data)
+                else:
+                    text = decoders[name].decode(data)
+                    if text:
+                        on_stream(name, text)
+    finally:
+        os.close(child_fd)
+    if interrupted:
+        raise KeyboardInterrupt("interrupted: stopped the cell and everything it started")
+    if timed_out:
+        raise IsolatedRunError(
+            f"timed out after {timeout:g} s: killed the cell and everything it started")
+
+
+def _signal_tree(child: int, signum: int) -> None:
+    """Signal the child's process group; with SIGKILL also every descendant by pid.
+
+    With a pid namespace, killing its PID 1 (in the group) takes everything inside along.
+    """
+    if signum == signal.SIGKILL:
+        sandbox.kill_descendants(child)
+    try:
+        os.killpg(child, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(child: int) -> int:
+    _pid, status = os.waitpid(child, 0)
+    return status
+
+
+def _outcome(channel: _Channel, status: int, on_display: DisplayCallback | None,
+             exec_mode: bool) -> Any:
+    result = None
+    for message in channel.messages:
+        kind = message[0]
+        if kind == "display":
+            if on_display is not None:
+                on_display(message[1], message[2])
+        else:
+            result = message
+    code = os.waitstatus_to_exitcode(status)
+    if result is None and exec_mode:
+        return code if code >= 0 else 128 - code
+    if result is None:
+        reason = (f"was killed by signal {signal.Signals(-code).name}" if code < 0
+                  else f"exited with status {code}")
+        raise IsolatedRunError(f"the isolated process {reason} before returning a result")
+    if result[0] == "value":
+        return result[1]
+    _kind, error, text = result
+    if text:
+        error.__cause__ = RemoteTraceback(text)
+    raise error
+
+
+def _write_to_sys(name: str, text: str) -> None:
+    stream = sys.stdout if name == "stdout" else sys.stderr
+    stream.write(text)
+    stream.flush()
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------- child side
+def _child_main(isolation: Isolation, target: Callable[[], Any],
+                pipes: dict[str, tuple[int, int]]) -> None:
+    """First child: own process group, pipes as stdio, enter, run (or fork PID 1). Never
+    returns; never touches the kernel's zmq sockets or output streams."""
+    code = 1
+    try:
+        os.setpgid(0, 0)
+        _syscalls.set_parent_death_signal(signal.SIGKILL)
+        for name, (read_end, write_end) in pipes.items():
+            os.close(read_end)
+            if name != "messages":
+                os.dup2(write_end, 1 if name == "stdout" else 2)
+                os.close(write_end)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        sys.stdin = open(0, closefd=False)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)
+        sys.stderr = open(2, "w", buffering=1, closefd=False)
+        messages = pipes["messages"][1]
+        global _child_messages
+        _child_messages = messages
+        try:
+            sandbox.enter(isolation)
+        except _syscalls.NamespaceError as exc:
+            _send(messages, ("error", IsolatedRunError(str(exc)), ""))
+            return
+        if isolation.pid:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # PID 1 gets it from the group
+            grandchild = sandbox.fork_pid1(isolation, lambda: _call(target, messages))
+            os.close(messages)
+            code = sandbox.supervise(grandchild)
+            code = code if code >= 0 else 128 - code  # died of a signal: as a shell says
+        else:
+            code = _call(target, messages)
+    except BaseException:  # noqa: BLE001 - report anything, and never return into the kernel
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _call(target: Callable[[], Any], messages: int) -> int:
+    """Run the target and send its value or error; the process exits with the result."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        value = target()
+    except BaseException as exc:  # noqa: BLE001 - the notebook gets it, with our traceback
+        text = "".join(traceback.format_exception(exc))
+        _send(messages, ("error", _picklable(exc), text))
+        return 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    try:
+        _send(messages, ("value", value))
+    except Exception as exc:  # noqa: BLE001 - unpicklable value
+        error = IsolatedRunError(
+            f"the result, of type {type(value).__name__}, cannot be sent back: {exc}")
+        _send(messages, ("error", error, ""))
+        return 1
+    return 0
+
+
+def _exec(argv: list[str]) -> int:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvp(argv[0], argv)
+    return 127  # not reached: execvp raises on failure
+
+
+def publish_display(data: dict, metadata: dict | None = None) -> None:
+    """In an isolated child: send rich output (a mimebundle) to the notebook."""
+    if _child_messages is None:
+        raise RuntimeError("publish_display is only for code running under runner.run")
+    _send(_child_messages, ("display", data, metadata or {}))
+
+
+def _send(fd: int, message: tuple) -> None:
+    payload = pickle.dumps(message)
+    data = _HEADER.pack(len(payload)) + payload
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+def _picklable(exc: BaseException) -> BaseException:
+    """The exception itself if it survives pickling, else a RuntimeError with its text."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        exc.__traceback__ = None
+        exc.__context__ = exc.__cause__ = None
+        return exc
+    except Exception:  # noqa: BLE001
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
