@@ -41,7 +41,10 @@ class Isolation:
 
     ``user=None`` means "a user namespace exactly when not root": root can create the other
     namespaces directly, everybody else needs a user namespace to own them.
-    ``pid`` implies ``mount``, because a new pid namespace is only useful with its own /proc.
+    ``pid``, ``net`` and ``ipc`` imply ``mount``: a new pid namespace needs its own /proc, a
+    network namespace its own /sys (class/net shows the netns that mounted it), an ipc
+    namespace its own /dev/shm (POSIX shared memory is files there); or else those files
+    describe the parent's.
     """
 
     pid: bool = False
@@ -63,7 +66,7 @@ class Isolation:
             if self.net:
                 raise IsolationError("join a named network namespace or make a new one, not both")
             object.__setattr__(self, "mount", True)  # for its own /sys, as `ip netns exec`
-        if self.pid and not self.mount:
+        if (self.pid or self.net or self.ipc) and not self.mount:
             object.__setattr__(self, "mount", True)
         if self.hostname is not None:
             check_hostname(self.hostname)

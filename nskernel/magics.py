@@ -27,6 +27,7 @@ NOBODY = 65534
 
 
 def _parser(prog: str, description: str, *, namespaces: bool = True) -> MagicArgumentParser:
+    """A magic's parser; ``prog`` lacks one '%' (IPython's usage formatter adds it)."""
     parser = MagicArgumentParser(prog=prog, description=description, add_help=False)
     if namespaces:
         isolation.add_arguments(parser, user_flag="--user")
@@ -41,18 +42,18 @@ def _parser(prog: str, description: str, *, namespaces: bool = True) -> MagicArg
 
 
 ISOLATE = _parser(
-    "%%isolate",
+    "%isolate",
     "Run the cell in a child process inside new namespaces (default, with no namespace "
     "flag: pid, net, mount, uts, ipc). It sees the notebook's variables; what it assigns "
     "stays inside, except the --export names. Output streams in as it is produced.")
-UTS = _parser("%%uts", "Run the cell with its own hostname: %%isolate --uts --hostname H.",
+UTS = _parser("%uts", "Run the cell with its own hostname: %%isolate --uts --hostname H.",
               namespaces=False)
 UTS.add_argument("hostname", help="the hostname inside")
 NETNS = _parser(
-    "%%netns", "Run the cell inside an existing named network namespace, as "
+    "%netns", "Run the cell inside an existing named network namespace, as "
                "`ip netns exec NAME` does, optionally in further new namespaces.")
 NETNS.add_argument("name", help="a name from /run/netns (see `ip netns list`)")
-NSINFO = MagicArgumentParser(prog="%nsinfo", add_help=False, description=(
+NSINFO = MagicArgumentParser(prog="nsinfo", add_help=False, description=(
     "Show the namespaces of the kernel (or of PID) beside those of the host (in Isolated "
     "Python) or of the kernel's parent process."))
 NSINFO.add_argument("pid", nargs="?", type=int, help="another process to look at")
@@ -70,7 +71,7 @@ def _parse(parser: MagicArgumentParser, line: str) -> Any:
     try:
         return parser.parse_args(shlex.split(line))
     except ValueError as exc:  # shlex: unbalanced quotes
-        raise UsageError(f"{parser.prog}: {exc}") from None
+        raise UsageError(f"%{parser.prog}: {exc}") from None
 
 
 @magics_class
@@ -139,7 +140,7 @@ class NamespaceMagics(Magics):
         try:
             return build()
         except isolation.IsolationError as exc:
-            raise UsageError(f"{parser.prog}: {exc}") from None
+            raise UsageError(f"%{parser.prog}: {exc}") from None
 
     def _run(self, spec: isolation.Isolation, args: Any, cell: str) -> Any:
         if args.timeout is not None and args.timeout <= 0:

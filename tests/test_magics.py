@@ -1,0 +1,314 @@
+"""The namespace magics, through real kernels: Isolated Python, and stock python3 + %load_ext."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+
+import pytest
+from conftest import wait_for
+from kernels import execute, start, stop
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@pytest.fixture(scope="module", params=["isolated-python", "python3"])
+def kernel(request):
+    """Each test runs in both kernels; the stock one loads the extension itself."""
+    manager, client = start(request.param)
+    try:
+        if request.param == "python3":
+            assert execute(client, "%load_ext nskernel").status == "ok"
+        client.test_manager = manager  # for interrupts
+        yield client
+    finally:
+        stop(manager, client)
+
+
+def cell(client, code: str, **kwargs):
+    return execute(client, code, **kwargs)
+
+
+def one_line_error(done) -> str:
+    """The text of a UsageError as IPython shows it: one line on stderr, no traceback."""
+    assert done.status == "error" and done.error is None, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("UsageError: "), done.stderr
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------- loading
+def test_magics_are_loaded_and_document_themselves(kernel):
+    assert {"isolate", "uts", "netns"} <= set(cell(kernel, "sorted(get_ipython().magics_manager"
+                                                           ".magics['cell'])").value)
+    usage = cell(kernel, "%%isolate?").payload
+    for flag in ("--pid", "--net", "--no-lo", "--timeout", "--export", "--sh", "--all"):
+        assert flag in usage
+    assert "%nsinfo [pid]" in cell(kernel, "%nsinfo?").payload
+
+
+# ---------------------------------------------------------------------------- cell semantics
+def test_the_cell_sees_notebook_variables_and_keeps_its_own(kernel):
+    cell(kernel, "seen = 20; kept = 'outside'")
+    done = cell(kernel, "%%isolate --pid\nkept = 'inside'\nnew = 1\nseen * 2 + 2")
+    assert done.value == 42
+    assert cell(kernel, "(kept, 'new' in dir())").value == ("outside", False)
+
+
+def test_export_brings_names_back(kernel):
+    cell(kernel, "%%isolate --net --export a,b\na = [1, 2]\nb = {'k': a}\nc = 3")
+    assert cell(kernel, "(a, b, 'c' in dir())").value == ([1, 2], {"k": [1, 2]}, False)
+    missing = cell(kernel, "%%isolate --export zz\nq = 1")
+    assert missing.error == ("NameError", "--export: the cell did not define zz")
+
+
+def test_an_exception_inside_is_raised_with_the_childs_traceback(kernel):
+    done = cell(kernel, "%%isolate --pid\ndef inner():\n    return 1 / 0\ninner()")
+    assert done.error == ("ZeroDivisionError", "division by zero")
+    text = ANSI.sub("", done.traceback)
+    assert "<isolated cell>" in text and "return 1 / 0" in text and "inner()" in text
+
+
+def test_rich_display_inside_reaches_the_notebook(kernel):
+    done = cell(kernel, "%%isolate\nfrom IPython.display import HTML, display\n"
+                        "display(HTML('<b>from inside</b>'))")
+    assert any(d.get("text/html") == "<b>from inside</b>" for d in done.displays)
+
+
+def test_output_of_every_kind_streams_in(kernel):
+    done = cell(kernel, "%%isolate --pid --net\nimport os, subprocess, sys\n"
+                        "print('print')\nprint('stderr', file=sys.stderr)\n!echo bang\n"
+                        "os.system('echo system')\nsubprocess.run(['echo', 'subprocess'])")
+    for text in ("print", "bang", "system", "subprocess"):
+        assert text in done.stdout
+    assert "stderr" in done.stderr
+
+
+def test_output_arrives_while_the_cell_runs(kernel):
+    done = cell(kernel, "%%isolate --pid\nimport time\nfor i in range(4):\n"
+                        "    print(i, flush=True)\n    time.sleep(0.4)")
+    stamps = [stamp for stamp, name, text in done.outputs if text.strip().isdigit()]
+    assert len(stamps) == 4  # four messages, not one at the end
+    assert stamps[-1] - stamps[0] > 0.8  # spread over the 1.2 s the loop took
+
+
+# ---------------------------------------------------------------------------- isolation
+def test_pid_makes_the_cell_pid_1_with_its_own_proc(kernel):
+    done = cell(kernel, "%%isolate --pid\nimport os, subprocess\n"
+                        "ps = subprocess.run(['ps', '-e', '-o', 'pid='], capture_output=True,"
+                        " text=True).stdout.split()\n"
+                        "(os.getpid(), os.getppid(), sorted(map(int, ps)))")
+    pid, ppid, ps = done.value
+    assert (pid, ppid) == (1, 0) and ps[0] == 1 and len(ps) == 2  # itself and ps
+
+
+def test_net_has_only_lo_up_unless_no_lo(kernel):
+    flags = "%%isolate --net\nimport socket\n"
+    assert cell(kernel, flags + "socket.if_nameindex()").value == [(1, "lo")]
+    up = cell(kernel, flags + "open('/sys/class/net/lo/operstate').read(), "
+                              "open('/sys/class/net/lo/flags').read().strip()").value
+    assert int(up[1], 16) & 1
+    down = cell(kernel, "%%isolate --net --no-lo\nint(open('/sys/class/net/lo/flags').read(), 16)")
+    assert not down.value & 1
+
+
+def test_hostname_changes_do_not_leak(kernel):
+    before = cell(kernel, "import socket; socket.gethostname()").value
+    assert cell(kernel, "%%isolate --uts\nimport socket\nsocket.sethostname('inside-uts')\n"
+                        "socket.gethostname()").value == "inside-uts"
+    assert cell(kernel, "%%isolate --hostname given\nsocket.gethostname()").value == "given"
+    assert cell(kernel, "%%uts short\nsocket.gethostname()").value == "short"
+    assert cell(kernel, "socket.gethostname()").value == before
+
+
+def test_mounts_inside_are_invisible_outside(kernel):
+    cell(kernel, "import os; os.makedirs('/tmp/nsk-magic-mnt', exist_ok=True)")
+    try:
+        inside = cell(kernel, "%%isolate --mount\nimport subprocess, os\n"
+                              "subprocess.run(['mount', '-t', 'tmpfs', 'none', "
+                              "'/tmp/nsk-magic-mnt'], check=True)\n"
+                              "open('/tmp/nsk-magic-mnt/f', 'w').close()\n"
+                              "os.listdir('/tmp/nsk-magic-mnt')").value
+        assert inside == ["f"]
+        assert cell(kernel, "os.listdir('/tmp/nsk-magic-mnt')").value == []
+        assert "/tmp/nsk-magic-mnt" not in cell(kernel, "open('/proc/self/mountinfo')"
+                                                        ".read()").value
+    finally:
+        cell(kernel, "os.rmdir('/tmp/nsk-magic-mnt')")
+
+
+def test_ipc_objects_are_private(kernel):
+    inside = cell(kernel, "%%isolate --ipc\nimport subprocess\n"
+                          "subprocess.run(['ipcmk', '-M', '4096'], capture_output=True)\n"
+                          "open('/dev/shm/nsk-magic', 'w').write('x')\n"
+                          "open('/proc/sysvipc/shm').read().count('\\n')").value
+    assert inside == 2  # header + the new segment
+    outside = cell(kernel, "import os; (open('/proc/sysvipc/shm').read().count('\\n'), "
+                           "os.path.exists('/dev/shm/nsk-magic'))").value
+    assert outside == (1, False)
+
+
+def test_user_is_root_inside_and_nobody_outside(kernel):
+    path = f"/tmp/nsk-user-{os.getpid()}"
+    done = cell(kernel, f"%%isolate --user --mount\nimport os\nopen({path!r}, 'w').close()\n"
+                        "(os.getuid(), os.getgid())")
+    try:
+        assert done.value == (0, 0)
+        assert os.stat(path).st_uid == 65534 and os.stat(path).st_gid == 65534
+    finally:
+        os.unlink(path)
+
+
+def test_all_isolates_everything(kernel):
+    done = cell(kernel, "%%isolate --all --hostname every\nimport os, socket\n"
+                        "(os.getpid(), os.getuid(), socket.gethostname(), "
+                        "[n for _, n in socket.if_nameindex()])")
+    assert done.value == (1, 0, "every", ["lo"])
+
+
+def test_sh_runs_a_shell_script_as_pid_1(kernel):
+    done = cell(kernel, "%%isolate --sh --pid --net\necho $$\nhostname\nip -o link | wc -l")
+    assert done.stdout.split()[0] == "1" and done.stdout.split()[-1] == "1"
+    failed = cell(kernel, "%%isolate --sh\necho before\nexit 3")
+    assert "before" in failed.stdout
+    assert one_line_error(failed) == \
+        "UsageError: the isolated shell script exited with status 3"
+
+
+# ---------------------------------------------------------------------------- stopping
+def test_timeout_stops_the_cell_and_what_it_started(kernel):
+    done = cell(kernel, "%%isolate --timeout 0.5 --net\nimport subprocess, time\n"
+                        "subprocess.Popen(['sleep', '77'])\ntime.sleep(60)")
+    assert one_line_error(done) == ("UsageError: isolated cell: timed out after 0.5 s: "
+                                    "killed the cell and everything it started")
+    assert cell(kernel, "1 + 1").value == 2
+    assert not _sleepers("77")
+
+
+def test_interrupt_stops_the_cell_and_what_it_started(kernel):
+    msg_id = kernel.execute("%%isolate --pid\nimport subprocess, time\n"
+                            "subprocess.Popen(['sleep', '78'], start_new_session=True)\n"
+                            "time.sleep(100)")
+    import time
+
+    time.sleep(1)
+    kernel.test_manager.interrupt_kernel()  # as Jupyter does: SIGINT to the process group
+    reply = kernel.get_shell_msg(timeout=10)
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    assert cell(kernel, "1 + 1").value == 2
+    assert wait_for(lambda: not _sleepers("78"), timeout=5)
+
+
+def _sleepers(arg: str) -> list[str]:
+    out = subprocess.run(["pgrep", "-f", f"^sleep {arg}$"], capture_output=True, text=True)
+    return out.stdout.split()
+
+
+def test_a_body_that_kills_itself_gets_one_line(kernel):
+    done = cell(kernel, "%%isolate --net\nimport os, signal\nos.kill(os.getpid(), 9)")
+    assert "was killed by signal SIGKILL" in one_line_error(done)
+    # PID 1 cannot be killed from inside its own namespace: the signal is dropped
+    survived = cell(kernel, "%%isolate --pid\nimport os\nos.kill(1, 9)\n'survived'")
+    assert survived.value == "survived"
+    done = cell(kernel, "%%isolate --net\nimport os\nos._exit(4)")
+    assert "exited with status 4 before returning a result" in one_line_error(done)
+
+
+def test_a_body_that_forks_a_thousand_processes_is_cleaned_up(kernel):
+    done = cell(kernel, "%%isolate --pid --timeout 20\nimport os, time\n"
+                        "for _ in range(1000):\n    if os.fork() == 0:\n"
+                        "        time.sleep(30); os._exit(0)\n"
+                        "len([p for p in os.listdir('/proc') if p.isdigit()])")
+    assert done.value >= 1000
+    assert cell(kernel, "1 + 1").value == 2
+
+
+# ---------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(("code", "message"), [
+    ("%%isolate --bogus\n1", "unrecognized arguments: --bogus"),
+    ("%%isolate --hostname under_score\n1", "bad hostname 'under_score'"),
+    ("%%isolate --timeout -1\n1", "--timeout: give a positive number of seconds"),
+    ("%%isolate --timeout soon\n1", "argument --timeout: invalid float value: 'soon'"),
+    ("%%isolate --export 1a\n1", "--export: 1a is not a Python name"),
+    ("%%isolate --no-pid --no-net --no-mount --no-uts --no-ipc\n1", "no namespace chosen"),
+    ("%%isolate\nx = (1,", "isolated cell, line 1: '(' was never closed"),
+    ("%%uts\n1", "the following arguments are required: hostname"),
+    ("%%isolate --hostname 'unbalanced\n1", "No closing quotation"),
+    ("%nsinfo 999999", "no process 999999"),
+])
+def test_bad_input_gets_one_line(kernel, code, message):
+    assert message in one_line_error(cell(kernel, code))
+    assert cell(kernel, "1 + 1").value == 2
+
+
+# ---------------------------------------------------------------------------- %%netns
+def test_netns_runs_in_a_named_namespace_and_lists_the_others(kernel):
+    name = f"nsk-magic-{os.getpid()}"
+    mounted = "import os; any(l.split()[4] == '/run/netns' for l in open('/proc/self/mountinfo'))"
+    was_mounted = cell(kernel, mounted).value
+    assert cell(kernel, f"!ip netns add {name}").status == "ok"
+    try:
+        inode = cell(kernel, f"os.stat('/run/netns/{name}').st_ino").value
+        inside = cell(kernel, f"%%netns {name}\nimport os\n"
+                              "(os.readlink('/proc/self/ns/net'), os.listdir('/sys/class/net'))")
+        assert inside.value == (f"net:[{inode}]", ["lo"])
+        sh = cell(kernel, f"%%netns {name} --sh\nip -o link | wc -l")
+        assert sh.stdout.strip() == "1"
+        error = one_line_error(cell(kernel, "%%netns no-such-ns\n1"))
+        assert "no network namespace named 'no-such-ns'" in error and name in error
+    finally:
+        cell(kernel, f"!ip netns del {name}")
+        if not was_mounted:  # `ip netns add` made /run/netns a mount point; undo that too
+            cell(kernel, "!umount /run/netns")
+
+
+# ---------------------------------------------------------------------------- %nsinfo
+def test_nsinfo_compares_with_the_host_or_parent(kernel):
+    done = cell(kernel, "%nsinfo")
+    table = {row.split()[0]: row.split() for row in done.result.splitlines()[3:]}
+    isolated = cell(kernel, "import os; os.getpid()").value == 2
+    for name in ("pid", "net", "mnt", "uts", "ipc"):
+        assert table[name][-1] == ("private" if isolated else "shared"), table
+    html = cell(kernel, "%nsinfo").result
+    assert html  # text form; the HTML form:
+    rich = cell(kernel, "from IPython.display import display; display(_)")
+    assert any("<table" in d.get("text/html", "") for d in rich.displays)
+
+
+def test_nsinfo_of_a_child_in_new_namespaces(kernel):
+    done = cell(kernel, "import subprocess; p = subprocess.Popen(['unshare', '--net', "
+                        "'sleep', '5'])\nimport time; time.sleep(0.3)\np.pid")
+    try:
+        table = cell(kernel, f"%nsinfo {done.value}").result
+        assert f"process {done.value}" in table
+    finally:
+        cell(kernel, "p.kill(); p.wait()")
+
+
+# ---------------------------------------------------------------------------- many cells
+def test_a_thousand_cells_leave_fds_threads_and_children_as_they_were(kernel):
+    probe = ("import os, threading; (len(os.listdir('/proc/self/fd')), threading.active_count(),"
+             " sum(len(open(f'/proc/self/task/{t}/children').read().split()) "
+             "for t in os.listdir('/proc/self/task')))")
+    cell(kernel, probe)
+    fds, threads, children = cell(kernel, probe).value
+    done = cell(kernel, "for _ in range(1000):\n"
+                        "    get_ipython().run_cell_magic('isolate', '--pid --net', 'x = 1')",
+                timeout=300)
+    assert done.status == "ok", done
+    fds_after, threads_after, children_after = cell(kernel, probe).value
+    assert fds_after <= fds and (threads_after, children_after) == (threads, children)
+
+
+def test_python_api_returns_the_functions_value():
+    import nskernel
+
+    def hostname_and_pid() -> tuple:
+        return socket.gethostname(), os.getpid()
+
+    assert nskernel.isolate(hostname_and_pid, uts=True, pid=True, hostname="api") == ("api", 1)
+    with pytest.raises(ZeroDivisionError):
+        nskernel.isolate(lambda: 1 / 0, net=True)
