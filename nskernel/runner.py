@@ -10,7 +10,9 @@ interrupt. Forking keeps the interpreter warm: no Python start-up is paid per ca
 
 from __future__ import annotations
 
+import asyncio
 import codecs
+import contextlib
 import os
 import pickle
 import select
@@ -63,20 +65,31 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
     child's traceback as its cause.
     """
     on_stream = on_stream or _write_to_sys
+    main = target if callable(target) else lambda: _exec(target)
     pipes = {name: os.pipe() for name in ("stdout", "stderr", "messages")}
-    child = os.fork()
-    if child == 0:
-        main = target if callable(target) else lambda: _exec(target)
-        _child_main(isolation, main, pipes)
+    if isolation.pid and not isolation.uses_user_namespace:
+        with sandbox.children_in_new_pid_namespace():
+            child = os.fork()
+            if child == 0:
+                _child_main(isolation, main, pipes, is_pid1=True)
+    else:
+        child = os.fork()
+        if child == 0:
+            _child_main(isolation, main, pipes, is_pid1=False)
     for _read_end, write_end in pipes.values():
         os.close(write_end)
     channel = _Channel()
+    status = None
     try:
         _pump(child, {pipes[name][0]: name for name in pipes}, channel, on_stream, timeout)
     finally:
         for read_end, _write_end in pipes.values():
             _close_quietly(read_end)
-        status = _reap(child)
+        _signal_tree(child, signal.SIGKILL)  # whatever the cell left running
+        if channel.has_result and callable(target):
+            _reap_soon(child)  # its exit status is not needed, only that it goes
+        else:
+            status = _reap(child)
     return _outcome(channel, status, on_display, exec_mode=not callable(target))
 
 
@@ -87,6 +100,10 @@ class _Channel:
     def __init__(self) -> None:
         self.buffer = b""
         self.messages: list[tuple] = []
+
+    @property
+    def has_result(self) -> bool:
+        return any(message[0] != "display" for message in self.messages)
 
     def feed(self, data: bytes) -> None:
         self.buffer += data
@@ -175,7 +192,39 @@ def _reap(child: int) -> int:
     return status
 
 
-def _outcome(channel: _Channel, status: int, on_display: DisplayCallback | None,
+#: Children that sent their result and hung up, but may not have finished exiting: {pid: pidfd}
+_exiting: dict[int, int] = {}
+
+
+def _reap_soon(child: int) -> None:
+    """Reap a child that is exiting without waiting for it here.
+
+    The exit of a forked kernel-sized process (tearing down its copy of the address space)
+    takes milliseconds that the cell need not wait for. In a kernel, the event loop reaps it
+    as soon as it is gone; every run also reaps the ones already gone. Without a running
+    event loop (a script, terminal IPython) it is reaped here and now.
+    """
+    _reap_exited()
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        _reap(child)
+        return
+    pidfd = os.pidfd_open(child)
+    _exiting[child] = pidfd
+    loop.add_reader(pidfd, _reap_exited)
+
+
+def _reap_exited() -> None:
+    for child, pidfd in list(_exiting.items()):
+        if os.waitpid(child, os.WNOHANG)[0]:
+            del _exiting[child]
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_event_loop_policy().get_event_loop().remove_reader(pidfd)
+            os.close(pidfd)
+
+
+def _outcome(channel: _Channel, status: int | None, on_display: DisplayCallback | None,
              exec_mode: bool) -> Any:
     result = None
     for message in channel.messages:
@@ -185,7 +234,7 @@ def _outcome(channel: _Channel, status: int, on_display: DisplayCallback | None,
                 on_display(message[1], message[2])
         else:
             result = message
-    code = os.waitstatus_to_exitcode(status)
+    code = 0 if status is None else os.waitstatus_to_exitcode(status)
     if result is None and exec_mode:
         return code if code >= 0 else 128 - code
     if result is None:
@@ -215,9 +264,10 @@ def _close_quietly(fd: int) -> None:
 
 # ---------------------------------------------------------------------------- child side
 def _child_main(isolation: Isolation, target: Callable[[], Any],
-                pipes: dict[str, tuple[int, int]]) -> None:
-    """First child: own process group, pipes as stdio, enter, run (or fork PID 1). Never
-    returns; never touches the kernel's zmq sockets or output streams."""
+                pipes: dict[str, tuple[int, int]], is_pid1: bool) -> None:
+    """The child: own process group, pipes as stdio, enter, run the target; with a pid
+    namespace it either is PID 1 already or forks it. Never returns; never touches the
+    kernel's zmq sockets or output streams."""
     code = 1
     try:
         os.setpgid(0, 0)
@@ -237,14 +287,14 @@ def _child_main(isolation: Isolation, target: Callable[[], Any],
         global _child_messages
         _child_messages = messages
         try:
-            sandbox.enter(isolation)
+            sandbox.enter(isolation, is_pid1=is_pid1)
         except _syscalls.NamespaceError as exc:
             _send(messages, ("error", IsolatedRunError(str(exc)), ""))
             return
-        if isolation.pid:
+        if isolation.pid and not is_pid1:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # PID 1 gets it from the group
             grandchild = sandbox.fork_pid1(isolation, lambda: _call(target, messages))
-            os.close(messages)
+            _hang_up(messages)  # the pipes are PID 1's alone now
             code = sandbox.supervise(grandchild)
             code = code if code >= 0 else 128 - code  # died of a signal: as a shell says
         else:
@@ -265,10 +315,8 @@ def _call(target: Callable[[], Any], messages: int) -> int:
     except BaseException as exc:  # noqa: BLE001 - the notebook gets it, with our traceback
         text = "".join(traceback.format_exception(exc))
         _send(messages, ("error", _picklable(exc), text))
+        _hang_up(messages)
         return 1
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
     try:
         _send(messages, ("value", value))
     except Exception as exc:  # noqa: BLE001 - unpicklable value
@@ -276,7 +324,20 @@ def _call(target: Callable[[], Any], messages: int) -> int:
             f"the result, of type {type(value).__name__}, cannot be sent back: {exc}")
         _send(messages, ("error", error, ""))
         return 1
+    finally:
+        _hang_up(messages)
     return 0
+
+
+def _hang_up(messages: int) -> None:
+    """Close our ends of the pipes now, so the parent sees the end before we finish exiting."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    os.close(messages)
 
 
 def _exec(argv: list[str]) -> int:

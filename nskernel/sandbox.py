@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import select
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from nskernel import _syscalls
 from nskernel.isolation import Isolation
@@ -21,21 +22,23 @@ from nskernel.isolation import Isolation
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
-def enter(isolation: Isolation) -> None:
+def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
     """Put the calling single-threaded process into the namespaces ``isolation`` asks for.
 
     Afterwards the process is root inside its user namespace (if it made one), its mounts no
     longer propagate to the host, its hostname and loopback are set; a new pid namespace
-    takes effect for its children only.
+    takes effect for its children only. ``is_pid1``: the caller already is PID 1 of a new
+    pid namespace (see :func:`children_in_new_pid_namespace`) and only needs its /proc.
     """
     uid, gid = os.geteuid(), os.getegid()
+    flags = isolation.clone_flags() & ~(_syscalls.CLONE_NEWPID if is_pid1 else 0)
     if isolation.netns is not None:
         join_named_netns(isolation.netns)  # first: a new user namespace has no rights on it
     outside = isolation.map_root_to
     privileged_map = isolation.uses_user_namespace and outside not in (None, uid)
     finish_map = _map_writer(outside, outside) if privileged_map else None
     try:
-        _syscalls.unshare(isolation.clone_flags())
+        _syscalls.unshare(flags)
     except _syscalls.NamespaceError:
         if finish_map:
             finish_map(False)
@@ -63,6 +66,29 @@ def enter(isolation: Isolation) -> None:
         _syscalls.sethostname(isolation.hostname)
     if isolation.net and isolation.loopback_up:
         _syscalls.set_link_up("lo")
+    if is_pid1:
+        mount_proc()
+
+
+@contextmanager
+def children_in_new_pid_namespace() -> Iterator[None]:
+    """Within the block, a fork from the calling thread is PID 1 of a new pid namespace.
+
+    For a multi-threaded caller (a kernel): unshare(CLONE_NEWPID) changes only the calling
+    thread's pid namespace for children, and is switched back on leaving the block, so one
+    fork makes the PID 1 instead of a fork that unshares and forks again (every fork of a
+    big kernel process costs milliseconds). Needs root; not for new user namespaces, which
+    must own the pid namespace.
+    """
+    original = os.open("/proc/thread-self/ns/pid_for_children", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _syscalls.unshare(_syscalls.CLONE_NEWPID)
+        try:
+            yield
+        finally:
+            _syscalls.setns(original, _syscalls.CLONE_NEWPID, "pid namespace for children")
+    finally:
+        os.close(original)
 
 
 _NOSUID_NODEV_NOEXEC = _syscalls.MS_NOSUID | _syscalls.MS_NODEV | _syscalls.MS_NOEXEC

@@ -44,7 +44,7 @@ def test_jupyter_kernelspec_list_shows_it(tmp_path):
                             capture_output=True, text=True, env=env, check=True)
     spec = json.loads(listed.stdout)["kernelspecs"]["lab-net"]["spec"]
     assert spec["display_name"] == "Net only"
-    assert spec["argv"][3:] == ["--net", "-f", "{connection_file}"]
+    assert spec["argv"][3:] == ["--net", "--mount", "-f", "{connection_file}"]  # net brings /sys
 
 
 def test_chosen_namespaces_and_hostname_reach_argv(tmp_path):

@@ -85,3 +85,38 @@ def _free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def run_ipython_as(user, script: str, **kwargs) -> object:
+    """Run a one-cell .ipy script in terminal IPython as ``user``, with the extension loaded
+    from the command line (the magics outside any kernel)."""
+    directory = Path(tempfile.mkdtemp(prefix="nskernel-ipy-"))
+    directory.chmod(0o755)
+    path = directory / "cells.ipy"
+    path.write_text(script)
+    path.chmod(0o644)
+    try:
+        return as_user(user, [sys.executable, "-m", "IPython", "--no-banner", "--colors=nocolor",
+                              "--ext=nskernel", str(path)], **kwargs)
+    finally:
+        shutil.rmtree(directory)
+
+
+def test_magics_as_a_user_work_through_a_user_namespace(unprivileged_user):
+    done = run_ipython_as(unprivileged_user, "%%isolate --pid --net --uts --hostname rootless\n"
+                          "import os, socket\n"
+                          "print(os.getpid(), os.getuid(), socket.gethostname(),"
+                          " [n for _, n in socket.if_nameindex()])\n")
+    assert done.returncode == 0, done.stderr
+    assert "1 0 rootless ['lo']" in done.stdout
+
+
+def test_magics_without_user_namespaces_say_why_in_one_line(unprivileged_user):
+    done = run_ipython_as(unprivileged_user, "%%isolate --net\nprint(1)\n",
+                          user_namespaces=False)
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    errors = [line for line in lines if "UsageError" in line]
+    assert len(errors) == 1, lines
+    assert errors[0].startswith("UsageError: isolated cell: unshare(user,")
+    assert "user namespaces are disabled" in errors[0]
+    assert "Traceback" not in done.stdout + done.stderr
