@@ -26,6 +26,17 @@ def _doctor(_args: argparse.Namespace) -> int:
     return 0 if all(check.ok for check in checks if check.namespace != "user") else 1
 
 
+def _clean(_args: argparse.Namespace) -> int:
+    from nskernel import net
+
+    removed = net.clean()
+    for item in removed:
+        print(f"removed {item}")
+    print(f"nskernel clean: {len(removed)} left behind by kernels that died removed; "
+          "nothing else touched")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nskernel", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -47,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = commands.add_parser("doctor", help="which namespaces this user can create")
     doctor.set_defaults(run=_doctor)
+
+    clean = commands.add_parser(
+        "clean", help="remove what network labs of dead kernels left behind",
+        description="Remove the namespaces and links that kernels which died had recorded as "
+                    "their own, if they are still what was recorded. Nothing else.")
+    clean.set_defaults(run=_clean)
     return parser
 
 

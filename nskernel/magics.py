@@ -222,4 +222,7 @@ def _route_output_in_child(shell: Any) -> None:
 
 
 def load_ipython_extension(ipython: Any) -> None:
+    from nskernel.labmagics import LabMagics
+
     ipython.register_magics(NamespaceMagics)
+    ipython.register_magics(LabMagics)

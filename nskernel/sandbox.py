@@ -56,6 +56,12 @@ def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
         if isolation.net or isolation.netns is not None:
             # /sys/class/net lists the interfaces of the netns that mounted sysfs.
             _syscalls.mount("sysfs", "/sys", "sysfs", _NOSUID_NODEV_NOEXEC)
+        if isolation.net:
+            # Namespace names made in here stay in here, and go when it goes.
+            for directory in PRIVATE_RUN_DIRS:
+                if os.path.isdir(directory):
+                    _syscalls.mount("tmpfs", directory, "tmpfs", _NOSUID_NODEV_NOEXEC,
+                                    "mode=755")
         if isolation.ipc:
             # POSIX shm and mqueues live in filesystems, not in the ipc namespace itself.
             _syscalls.mount("tmpfs", "/dev/shm", "tmpfs", _syscalls.MS_NOSUID | _syscalls.MS_NODEV,
@@ -68,6 +74,24 @@ def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
         _syscalls.set_link_up("lo")
     if is_pid1:
         mount_proc()
+
+
+@contextmanager
+def thread_in_new_netns() -> Iterator[None]:
+    """The calling thread alone in a new network namespace for the block, then back.
+
+    Network namespaces are per thread: a worker thread can make and enter namespaces while
+    the kernel's other threads stay where they are.
+    """
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _syscalls.unshare(_syscalls.CLONE_NEWNET)
+        try:
+            yield
+        finally:
+            _syscalls.setns(home, _syscalls.CLONE_NEWNET, "back to the kernel's netns")
+    finally:
+        os.close(home)
 
 
 @contextmanager
@@ -93,6 +117,8 @@ def children_in_new_pid_namespace() -> Iterator[None]:
 
 _NOSUID_NODEV_NOEXEC = _syscalls.MS_NOSUID | _syscalls.MS_NODEV | _syscalls.MS_NOEXEC
 NETNS_DIR = "/run/netns"
+#: Where named network namespaces and the lab's records live; private in a new netns.
+PRIVATE_RUN_DIRS = (NETNS_DIR, "/run/nskernel")
 
 
 def join_named_netns(name: str) -> None:

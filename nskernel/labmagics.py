@@ -1,0 +1,212 @@
+"""The network-lab magics: thin parsers in front of :class:`nskernel.net.Lab`.
+
+``%netns add|del|list|reset``, ``%veth``, ``%bridge``, ``%route``, ``%forward``, ``%ping``,
+``%ip`` and ``%topology``. Every failure is one ``UsageError`` line; the lab undoes what a
+failing step half-made.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shlex
+from collections.abc import Callable
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import MagicArgumentParser
+
+from nskernel import probe, topology
+from nskernel._syscalls import NamespaceError
+from nskernel.display import Table
+from nskernel.net import KERNEL_NS, Lab, LabError, named_namespaces
+
+
+def _parser(prog: str, description: str) -> MagicArgumentParser:
+    return MagicArgumentParser(prog=prog, description=description, add_help=False)
+
+
+NETNS = _parser("netns", "Named network namespaces of this kernel's lab (with a cell: "
+                         "%%netns NAME runs the cell inside one).")
+NETNS.add_argument("action", choices=["add", "del", "list", "reset"],
+                   help="add/del NAMEs, list all, or reset: remove everything the lab made")
+NETNS.add_argument("names", nargs="*", help="namespace names")
+VETH = _parser("veth", f"A veth link between two namespaces ({KERNEL_NS!r} is the kernel's "
+                       "own), with addresses, both ends up.")
+VETH.add_argument("a", metavar="A[:ADDR/PREFIX]")
+VETH.add_argument("b", metavar="B[:ADDR/PREFIX]")
+BRIDGE = _parser("bridge", "A bridge with a veth from each member namespace attached: a LAN.")
+BRIDGE.add_argument("bridge", metavar="NAME[:ADDR/PREFIX]")
+BRIDGE.add_argument("members", nargs="+", metavar="MEMBER[:ADDR/PREFIX]")
+BRIDGE.add_argument("--in", dest="ns", default=KERNEL_NS, metavar="NS",
+                    help="the namespace the bridge lives in (default: the kernel's)")
+ROUTE = _parser("route", "Route a network (or 'default') through a gateway, in a namespace.")
+ROUTE.add_argument("ns")
+ROUTE.add_argument("destination", metavar="NETWORK|default")
+ROUTE.add_argument("via", choices=["via"], help="the word 'via'")
+ROUTE.add_argument("gateway")
+FORWARD = _parser("forward", "Turn IPv4 forwarding on (a router) or off in a namespace.")
+FORWARD.add_argument("ns")
+FORWARD.add_argument("state", nargs="?", choices=["on", "off"], default="on")
+PING = _parser("ping", "ICMP echo from inside a namespace, with RTTs (no ping binary needed).")
+PING.add_argument("source", metavar="SRC")
+PING.add_argument("destination", metavar="DST_ADDR")
+PING.add_argument("-c", dest="count", type=int, default=3, help="echo requests (default 3)")
+PING.add_argument("-W", dest="timeout", type=float, default=1.0, help="seconds to wait each")
+IP = _parser("ip", "Links, addresses and routes of a namespace, as tables.")
+IP.add_argument("ns", nargs="?", default=KERNEL_NS)
+TOPOLOGY = _parser("topology", "Draw the namespaces, bridges and links as they are now.")
+
+
+def _with_usage(parser: MagicArgumentParser) -> Callable[[Callable], Callable]:
+    def decorate(function: Callable) -> Callable:
+        function.__doc__ = (function.__doc__ or "") + "\n" + parser.format_help()
+        return function
+    return decorate
+
+
+def _parse(parser: MagicArgumentParser, line: str) -> Any:
+    try:
+        return parser.parse_args(shlex.split(line))
+    except ValueError as exc:
+        raise UsageError(f"%{parser.prog}: {exc}") from None
+
+
+class Tables:
+    """Several tables shown one after another."""
+
+    def __init__(self, tables: list[Table]) -> None:
+        self.tables = tables
+
+    def __repr__(self) -> str:
+        return "\n\n".join(repr(table) for table in self.tables)
+
+    def _repr_html_(self) -> str:
+        return "".join(table._repr_html_() for table in self.tables)
+
+
+@magics_class
+class LabMagics(Magics):
+    """Network lab magics over one :class:`Lab` per kernel, removed when the kernel exits."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self._lab: Lab | None = None
+
+    @property
+    def lab(self) -> Lab:
+        if self._lab is None:
+            self._lab = Lab()
+            atexit.register(self._lab.shutdown)
+        return self._lab
+
+    def _do(self, prog: str, action: Callable[[], Any]) -> Any:
+        try:
+            return action()
+        except (LabError, NamespaceError) as exc:
+            raise UsageError(f"%{prog}: {exc}") from None
+
+    @line_magic
+    @_with_usage(NETNS)
+    def netns(self, line: str) -> Any:
+        """Add, delete, list or reset named network namespaces."""
+        args = _parse(NETNS, line)
+        if args.action in ("add", "del") and not args.names:
+            raise UsageError(f"%netns {args.action}: name at least one namespace")
+        if args.action == "add":
+            self._do("netns", lambda: self.lab.add(*args.names))
+        elif args.action == "del":
+            self._do("netns", lambda: self.lab.delete(*args.names))
+        elif args.action == "reset":
+            removed = self._do("netns", self.lab.close)
+            return Table(["removed"], [[item] for item in removed],
+                         title=f"lab reset: {len(removed)} removed")
+        return self._list()
+
+    def _list(self) -> Table:
+        rows = []
+        for name in named_namespaces():
+            state = self._do("netns", lambda name=name: self.lab.state(name))
+            addresses: dict[int, list[str]] = {}
+            for address in state["addresses"]:
+                addresses.setdefault(address["index"], []).append(address["address"])
+            interfaces = "; ".join(
+                " ".join([link["ifname"], link["state"], *addresses.get(link["index"], [])])
+                for link in state["links"] if link["kind"] != "loopback")
+            processes = len(self.lab.processes_in(name))
+            owner = "lab" if name in self.lab.netns else "other"
+            rows.append([name, interfaces or "-", processes, owner])
+        return Table(["namespace", "interfaces", "processes", "made by"], rows,
+                     title=f"{len(rows)} named network namespaces")
+
+    @line_magic
+    @_with_usage(VETH)
+    def veth(self, line: str) -> Table:
+        """Link two namespaces with a veth pair."""
+        args = _parse(VETH, line)
+        names = self._do("veth", lambda: self.lab.link(args.a, args.b))
+        return self._ends([(args.a, names[0]), (args.b, names[1])])
+
+    @line_magic
+    @_with_usage(BRIDGE)
+    def bridge(self, line: str) -> Table:
+        """Make a bridge and attach member namespaces to it."""
+        args = _parse(BRIDGE, line)
+        ports = self._do("bridge", lambda: self.lab.bridge(args.bridge, args.members, args.ns))
+        rows = [(member, ifname) for member, (_port, ifname) in zip(args.members, ports,
+                                                                     strict=True)]
+        return self._ends(rows, title=f"bridge {args.bridge} in {args.ns}")
+
+    @staticmethod
+    def _ends(ends: list[tuple[str, str]], title: str = "veth link") -> Table:
+        rows = []
+        for text, ifname in ends:
+            ns, _, address = text.partition(":")
+            rows.append([ns, ifname, address or "-"])
+        return Table(["namespace", "interface", "address"], rows, title=title)
+
+    @line_magic
+    @_with_usage(ROUTE)
+    def route(self, line: str) -> None:
+        """Add a route in a namespace."""
+        args = _parse(ROUTE, line)
+        self._do("route", lambda: self.lab.route(args.ns, args.destination, args.gateway))
+
+    @line_magic
+    @_with_usage(FORWARD)
+    def forward(self, line: str) -> None:
+        """Turn IPv4 forwarding on or off in a namespace."""
+        args = _parse(FORWARD, line)
+        self._do("forward", lambda: self.lab.forwarding(args.ns, args.state == "on"))
+
+    @line_magic
+    @_with_usage(PING)
+    def ping(self, line: str) -> probe.PingResult:
+        """Ping from inside a namespace."""
+        args = _parse(PING, line)
+        return self._do("ping", lambda: probe.ping(self.lab, args.source, args.destination,
+                                                   args.count, args.timeout))
+
+    @line_magic
+    @_with_usage(IP)
+    def ip(self, line: str) -> Tables:
+        """Show a namespace's links, addresses and routes."""
+        args = _parse(IP, line)
+        state = self._do("ip", lambda: self.lab.state(args.ns))
+        links = Table(["interface", "kind", "state"],
+                      [[link["ifname"], link["kind"], link["state"]]
+                       for link in state["links"]], title=f"links in {args.ns}")
+        addresses = Table(["interface", "address"],
+                          [[a["ifname"], a["address"]] for a in state["addresses"]],
+                          title=f"addresses in {args.ns}")
+        routes = Table(["destination", "gateway", "interface"],
+                       [[r["dst"], r["gateway"] or "-", r["ifname"]] for r in state["routes"]],
+                       title=f"IPv4 routes in {args.ns}")
+        return Tables([links, addresses, routes])
+
+    @line_magic
+    @_with_usage(TOPOLOGY)
+    def topology(self, line: str) -> topology.Topology:
+        """Draw the lab."""
+        _parse(TOPOLOGY, line)
+        return self._do("topology", lambda: topology.read(self.lab))

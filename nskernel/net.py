@@ -1,0 +1,553 @@
+"""A network lab: named network namespaces, veth links, bridges, routes, through netlink.
+
+All netlink work runs in one worker thread of the kernel process. Two reasons: pyroute2's
+synchronous API runs its own event loop, which cannot run in a thread whose loop is already
+running (the kernel's main thread); and a thread may switch its own network namespace
+(setns) without touching the kernel's other threads. So there is no fork, and no ``ip``
+process, per step.
+
+Everything a :class:`Lab` makes is recorded as its own, in memory and in a record file
+under ``/run/nskernel/labs`` that ``nskernel clean`` reads after a kernel died. Only what a
+record names, and still is what was recorded (same namespace inode, same interface alias),
+is ever removed: the opposite of cleaning by name pattern.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from nskernel import _syscalls, sandbox
+
+T = TypeVar("T")
+NETNS_DIR = sandbox.NETNS_DIR
+RECORDS_DIR = "/run/nskernel/labs"
+#: Stands for the network namespace the kernel itself runs in.
+KERNEL_NS = "kernel"
+IFNAMSIZ = 15
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class LabError(ValueError):
+    """A lab step cannot be done; the message is one line saying what and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """``NS[:ADDRESS/PREFIX]``: a namespace and the address its end of a link gets."""
+
+    ns: str
+    address: ipaddress.IPv4Interface | ipaddress.IPv6Interface | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Endpoint:
+        ns, _, address = text.partition(":")
+        if not address:
+            return cls(ns)
+        if "/" not in address:
+            raise LabError(f"bad address {address!r} for {ns}: give a prefix, as {address}/24")
+        try:
+            return cls(ns, ipaddress.ip_interface(address))
+        except ValueError:
+            raise LabError(f"bad address {address!r} for {ns}: expected e.g. 10.0.0.1/24")\
+                from None
+
+    def __str__(self) -> str:
+        return self.ns + (f":{self.address}" if self.address else "")
+
+
+def check_ifname(name: str) -> str:
+    size = len(name.encode())
+    if size > IFNAMSIZ or not size:
+        raise LabError(f"interface name {name!r} is {size} bytes; Linux allows 1 to {IFNAMSIZ}:"
+                       " use shorter namespace names or give the interface a name")
+    return name
+
+
+def _process_start(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as handle:
+        return int(handle.read().rsplit(")", 1)[1].split()[19])
+
+
+def owner_id(pid: int | None = None) -> str:
+    """"PID-STARTTIME": names a process for as long as it lives, never a later one."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}-{_process_start(pid)}"
+
+
+def owner_alive(owner: str) -> bool:
+    pid, _, start = owner.partition("-")
+    try:
+        return _process_start(int(pid)) == int(start)
+    except (OSError, ValueError):
+        return False
+
+
+def netns_inode(name: str) -> int | None:
+    try:
+        return os.stat(os.path.join(NETNS_DIR, name)).st_ino
+    except FileNotFoundError:
+        return None
+
+
+def named_namespaces() -> list[str]:
+    try:
+        return sorted(os.listdir(NETNS_DIR))
+    except FileNotFoundError:
+        return []
+
+
+# ---------------------------------------------------------------------------- namespaces
+def _ensure_netns_dir() -> None:
+    """/run/netns as iproute2 keeps it: a directory that is a shared mount point, so that
+    namespaces named later show up in mount namespaces copied from this one."""
+    try:
+        os.makedirs(NETNS_DIR, exist_ok=True)
+    except OSError as exc:
+        raise LabError(f"cannot create {NETNS_DIR} ({exc.strerror}): as root run "
+                       f"'mkdir -p {NETNS_DIR} {RECORDS_DIR}' once") from None
+    try:
+        _syscalls.mount("", NETNS_DIR, None, _syscalls.MS_SHARED | _syscalls.MS_REC)
+    except _syscalls.NamespaceError:
+        _syscalls.mount(NETNS_DIR, NETNS_DIR, None, _syscalls.MS_BIND | _syscalls.MS_REC)
+        _syscalls.mount("", NETNS_DIR, None, _syscalls.MS_SHARED | _syscalls.MS_REC)
+
+
+def create_netns(name: str) -> int:
+    """Make a new network namespace named ``name``; return its inode. Call from a thread
+    that may switch namespaces (the lab's worker)."""
+    path = os.path.join(NETNS_DIR, name)
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    except FileExistsError:
+        raise LabError(f"network namespace {name!r} exists already") from None
+    try:
+        with sandbox.thread_in_new_netns():
+            _syscalls.mount("/proc/thread-self/ns/net", path, None, _syscalls.MS_BIND)
+            _syscalls.set_link_up("lo")
+    except BaseException:
+        os.unlink(path)
+        raise
+    return os.stat(path).st_ino
+
+
+def remove_netns(name: str) -> None:
+    path = os.path.join(NETNS_DIR, name)
+    _syscalls.umount(path)
+    os.unlink(path)
+
+
+# ---------------------------------------------------------------------------- the lab
+class Lab:
+    """The namespaces, links and bridges of one kernel (or script), and their removal."""
+
+    def __init__(self, records_dir: str = RECORDS_DIR) -> None:
+        self.owner = owner_id()
+        self.record_path = os.path.join(records_dir, f"{self.owner}.json")
+        self.netns: dict[str, int] = {}  # name -> inode
+        self.links: dict[str, int] = {}  # interfaces in the kernel's netns: name -> ifindex
+        self._worker: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._home: int | None = None
+
+    # -- the worker thread
+    def _call(self, function: Callable[..., T], *args: Any) -> T:
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="nskernel-net",
+                                              initializer=self._start_worker)
+        try:
+            future = self._worker.submit(function, *args)
+        except RuntimeError:  # interpreter exit: no new work for threads, no loop running
+            return function(*args)
+        return future.result()
+
+    def _start_worker(self) -> None:
+        self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        self._loop = asyncio.new_event_loop()
+
+    @contextmanager
+    def _ns(self, name: str) -> Iterator[IPRoute]:
+        """In the worker: a netlink socket in namespace ``name``."""
+        with self._inside(name):
+            ipr = IPRoute(use_event_loop=self._loop)
+        try:
+            yield ipr
+        finally:
+            ipr.close()
+
+    @contextmanager
+    def _inside(self, name: str) -> Iterator[None]:
+        """In the worker: this thread inside namespace ``name`` for the block."""
+        if name == KERNEL_NS:
+            yield
+            return
+        fd = self._open_ns(name)
+        try:
+            _syscalls.setns(fd, _syscalls.CLONE_NEWNET, f"netns {name}")
+            try:
+                yield
+            finally:
+                _syscalls.setns(self._home, _syscalls.CLONE_NEWNET, "netns kernel")
+        finally:
+            os.close(fd)
+
+    def _open_ns(self, name: str) -> int:
+        if name == KERNEL_NS:
+            return os.dup(self._home)
+        try:
+            return os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            existing = ", ".join(named_namespaces()) or "none"
+            raise LabError(f"no network namespace named {name!r} (existing: {existing}; "
+                           f"make it with %netns add {name})") from None
+
+    # -- records
+    def _save(self) -> None:
+        if not self.netns and not self.links:
+            if os.path.exists(self.record_path):
+                os.unlink(self.record_path)
+            return
+        os.makedirs(os.path.dirname(self.record_path), exist_ok=True)
+        record = {"owner": self.owner, "netns": self.netns, "links": self.links,
+                  "kernel_netns": os.stat("/proc/self/ns/net").st_ino}
+        temporary = self.record_path + ".new"
+        with open(temporary, "w") as handle:
+            json.dump(record, handle)
+        os.replace(temporary, self.record_path)
+
+    # -- namespaces
+    def add(self, *names: str) -> list[str]:
+        """Create named network namespaces (lo up in each)."""
+        for name in names:
+            if name == KERNEL_NS:
+                raise LabError(f"{KERNEL_NS!r} is reserved: it names the kernel's own namespace")
+            if not _NAME.match(name) or len(name) > 64:
+                raise LabError(f"bad namespace name {name!r}: use letters, digits, '.', '_', "
+                               "'-' (not first), at most 64")
+        if len(set(names)) != len(names):
+            raise LabError("a namespace name is given twice")
+        existing = [name for name in names if netns_inode(name) is not None]
+        if existing:
+            raise LabError(f"network namespace {existing[0]!r} exists already")
+        _ensure_netns_dir()
+        return self._call(self._add, list(names))
+
+    def _add(self, names: list[str]) -> list[str]:
+        made = []
+        try:
+            for name in names:
+                self.netns[name] = create_netns(name)
+                made.append(name)
+        finally:
+            self._save()
+        return made
+
+    def delete(self, *names: str) -> None:
+        """Remove namespaces this lab made (their links go with them)."""
+        foreign = [name for name in names if name not in self.netns]
+        if foreign:
+            raise LabError(f"{foreign[0]!r} was not made by this kernel's lab: remove it with "
+                           f"'ip netns del {foreign[0]}' if you mean it")
+        for name in names:
+            if netns_inode(name) == self.netns[name]:
+                remove_netns(name)
+            del self.netns[name]
+        self._save()
+
+    # -- links
+    def link(self, a: str | Endpoint, b: str | Endpoint, ifname_a: str | None = None,
+             ifname_b: str | None = None) -> tuple[str, str]:
+        """A veth pair between two namespaces, addresses assigned, both ends up."""
+        a, b = _endpoint(a), _endpoint(b)
+        if a.ns == b.ns:
+            raise LabError(f"both ends are in {a.ns!r}: a link joins two namespaces")
+        return self._call(self._link, a, b, ifname_a, ifname_b)
+
+    def _link(self, a: Endpoint, b: Endpoint, ifname_a: str | None,
+              ifname_b: str | None) -> tuple[str, str]:
+        for end in (a, b):
+            os.close(self._open_ns(end.ns))  # both exist, or one clear line
+        name_a = check_ifname(ifname_a or self._free_ifname(a.ns))
+        name_b = check_ifname(ifname_b or self._free_ifname(b.ns))
+        self._make_veth(a, name_a, b, name_b)
+        return name_a, name_b
+
+    def _make_veth(self, a: Endpoint, name_a: str, b: Endpoint, name_b: str,
+                   master: str | None = None) -> None:
+        """Create the pair from a's side with b's end born in b's namespace; undo on error."""
+        peer_fd = self._open_ns(b.ns)
+        try:
+            with self._ns(a.ns) as ipr:
+                _netlink(f"create veth {name_a} in {a.ns}", ipr.link, "add", ifname=name_a,
+                         kind="veth", peer={"ifname": name_b, "net_ns_fd": peer_fd})
+                try:
+                    self._own(a.ns, ipr, name_a)
+                    self._configure(ipr, a, name_a, master)
+                    with self._ns(b.ns) as peer:
+                        self._own(b.ns, peer, name_b)
+                        self._configure(peer, b, name_b, None)
+                except BaseException:
+                    index = ipr.link_lookup(ifname=name_a)
+                    if index:
+                        ipr.link("del", index=index[0])  # takes the peer with it
+                    self.links.pop(name_a, None)
+                    self.links.pop(name_b, None)
+                    raise
+        finally:
+            os.close(peer_fd)
+            self._save()
+
+    def _own(self, ns: str, ipr: IPRoute, ifname: str) -> None:
+        """Interfaces in the kernel's namespace outlive nothing: mark and record them."""
+        if ns != KERNEL_NS:
+            return
+        index = ipr.link_lookup(ifname=ifname)[0]
+        ipr.link("set", index=index, ifalias=f"nskernel:{self.owner}")
+        self.links[ifname] = index
+
+    @staticmethod
+    def _configure(ipr: IPRoute, end: Endpoint, ifname: str, master: str | None) -> None:
+        index = ipr.link_lookup(ifname=ifname)[0]
+        if master is not None:
+            bridge = ipr.link_lookup(ifname=master)[0]
+            _netlink(f"attach {ifname} to {master}", ipr.link, "set", index=index,
+                     master=bridge)
+        if end.address is not None:
+            _netlink(f"address {end.address} on {ifname} in {end.ns}", ipr.addr, "add",
+                     index=index, address=str(end.address.ip),
+                     prefixlen=end.address.network.prefixlen)
+        _netlink(f"bring {ifname} up", ipr.link, "set", index=index, state="up")
+
+    def _free_ifname(self, ns: str) -> str:
+        with self._ns(ns) as ipr:
+            taken = {link.get("ifname") for link in ipr.get_links()}
+        stem = "k" if ns == KERNEL_NS else ns
+        for number in range(10000):
+            name = f"{stem}-eth{number}"
+            if name not in taken:
+                return name
+        raise LabError(f"no free interface name in {ns}")
+
+    # -- bridges
+    def bridge(self, name: str | Endpoint, members: list[str | Endpoint],
+               ns: str = KERNEL_NS) -> list[tuple[str, str]]:
+        """A bridge ``name`` in ``ns``, with a veth from each member namespace attached.
+
+        ``name`` may carry the bridge's own address (``br0:10.0.0.254/24``). Returns the
+        (bridge port, member interface) names.
+        """
+        bridge, members = _endpoint(name), [_endpoint(m) for m in members]
+        check_ifname(bridge.ns)
+        if len({m.ns for m in members}) != len(members):
+            raise LabError("a member is given twice")
+        return self._call(self._bridge, bridge, members, ns)
+
+    def _bridge(self, bridge: Endpoint, members: list[Endpoint],
+                ns: str) -> list[tuple[str, str]]:
+        for end in [Endpoint(ns), *members]:
+            os.close(self._open_ns(end.ns))
+        name = bridge.ns
+        with self._ns(ns) as ipr:
+            if ipr.link_lookup(ifname=name):
+                raise LabError(f"an interface named {name!r} exists already in {ns}")
+            _netlink(f"create bridge {name} in {ns}", ipr.link, "add", ifname=name,
+                     kind="bridge")
+            try:
+                self._own(ns, ipr, name)
+                self._configure(ipr, Endpoint(ns, bridge.address), name, None)
+            except BaseException:
+                ipr.link("del", index=ipr.link_lookup(ifname=name)[0])
+                self.links.pop(name, None)
+                self._save()
+                raise
+        ports = []
+        try:
+            for number, member in enumerate(members):
+                port = check_ifname(f"{name}p{number}")
+                ifname = self._free_ifname(member.ns)
+                self._make_veth(Endpoint(ns), port, member, check_ifname(ifname), master=name)
+                ports.append((port, ifname))
+        except BaseException:
+            self._call_cleanup_bridge(ns, name)
+            raise
+        return ports
+
+    def _call_cleanup_bridge(self, ns: str, name: str) -> None:
+        with self._ns(ns) as ipr:
+            for link in ipr.get_links():
+                if link.get("ifname", "").startswith(f"{name}p") or link.get("ifname") == name:
+                    ipr.link("del", index=link["index"])
+                    self.links.pop(link.get("ifname"), None)
+        self._save()
+
+    # -- routes and forwarding
+    def route(self, ns: str, destination: str, via: str) -> None:
+        """Route ``destination`` (a network or 'default') through gateway ``via`` in ``ns``."""
+        try:
+            network = "0.0.0.0/0" if destination == "default" else str(
+                ipaddress.ip_network(destination, strict=False))
+            gateway = str(ipaddress.ip_address(via))
+        except ValueError as exc:
+            raise LabError(f"bad route: {exc}") from None
+        self._call(self._route, ns, network, gateway)
+
+    def _route(self, ns: str, network: str, gateway: str) -> None:
+        with self._ns(ns) as ipr:
+            _netlink(f"route {network} via {gateway} in {ns}", ipr.route, "add", dst=network,
+                     gateway=gateway)
+
+    def forwarding(self, ns: str, enabled: bool = True) -> None:
+        """Let ``ns`` forward IPv4 packets between its interfaces (a router)."""
+        self._call(self._forwarding, ns, enabled)
+
+    def _forwarding(self, ns: str, enabled: bool) -> None:
+        with self._inside(ns), open("/proc/sys/net/ipv4/ip_forward", "w") as handle:
+            handle.write("1" if enabled else "0")
+
+    # -- looking at it
+    def run_in(self, ns: str, function: Callable[[], T]) -> T:
+        """Call ``function`` in the worker thread while it is inside ``ns`` (for sockets)."""
+        def inside() -> T:
+            with self._inside(ns):
+                return function()
+        return self._call(inside)
+
+    def state(self, ns: str) -> dict[str, list[dict]]:
+        """Links, addresses and routes of ``ns`` as plain dicts."""
+        return self._call(self._state, ns)
+
+    def _state(self, ns: str) -> dict[str, list[dict]]:
+        with self._ns(ns) as ipr:
+            links = [{"index": link["index"], "ifname": link.get("ifname"),
+                      "kind": _kind(link), "state": _state_of(link["flags"]),
+                      "master": link.get("master"), "peer": link.get("link"),
+                      "mac": link.get("address")}
+                     for link in ipr.get_links()]
+            addresses = [{"index": a["index"], "address": f"{a.get('address')}/{a['prefixlen']}",
+                          "family": a["family"]} for a in ipr.get_addr()
+                         if not a.get("address", "").startswith("fe80")]
+            routes = [{"dst": f"{r.get('dst') or 'default'}"
+                       + (f"/{r['dst_len']}" if r.get("dst") else ""),
+                       "gateway": r.get("gateway"), "oif": r.get("oif")}
+                      for r in ipr.get_routes(family=2, table=254)]
+        names = {link["index"]: link["ifname"] for link in links}
+        for item in [*addresses, *routes]:
+            key = "index" if "index" in item else "oif"
+            item["ifname"] = names.get(item[key])
+        return {"links": links, "addresses": addresses, "routes": routes}
+
+    def processes_in(self, ns: str) -> list[int]:
+        inode = netns_inode(ns) if ns != KERNEL_NS else os.stat("/proc/self/ns/net").st_ino
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if os.stat(f"/proc/{entry}/ns/net").st_ino == inode:
+                        found.append(int(entry))
+                except OSError:
+                    pass
+        return found
+
+    # -- the end
+    def close(self) -> list[str]:
+        """Remove everything this lab made; return what was removed."""
+        removed = self._call(remove_recorded, self.netns, self.links, self.owner)
+        self.netns.clear()
+        self.links.clear()
+        self._save()
+        return removed
+
+    def shutdown(self) -> None:
+        """close(), then stop the worker thread (at kernel exit)."""
+        try:
+            self.close()
+        finally:
+            if self._worker is not None:
+                self._worker.shutdown(wait=True)
+                self._worker = None
+
+
+def _endpoint(value: str | Endpoint) -> Endpoint:
+    return value if isinstance(value, Endpoint) else Endpoint.parse(value)
+
+
+def _state_of(flags: int) -> str:
+    """From the flags, which settle at once (operstate follows a moment later)."""
+    if not flags & 0x1:
+        return "down"
+    return "up" if flags & 0x10000 else "no-carrier"
+
+
+def _kind(link: Any) -> str:
+    info = link.get("linkinfo")
+    return (info.get("kind") if info else None) or ("loopback" if link["flags"] & 8 else "")
+
+
+def _netlink(step: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return function(*args, **kwargs)
+    except NetlinkError as exc:
+        hint = {errno.EEXIST: "it exists already", errno.EPERM: "needs root (or a user "
+                "namespace that owns the network namespace)", errno.ENETUNREACH:
+                "the gateway is not on a connected network: give an address in its subnet "
+                "to an interface first", errno.EADDRNOTAVAIL: "address not available"}
+        reason = hint.get(exc.code) or os.strerror(exc.code)
+        raise LabError(f"{step}: {reason}") from None
+
+
+# ---------------------------------------------------------------------------- cleaning
+def remove_recorded(netns: dict[str, int], links: dict[str, int], owner: str) -> list[str]:
+    """Remove recorded namespaces and kernel-namespace links that are still what was recorded.
+
+    Usable from any thread and at interpreter exit: namespaces need only umount/unlink, and
+    links a netlink socket in the calling thread's (the kernel's) namespace.
+    """
+    removed = []
+    if links:  # first: while their peers' namespaces still hold them, they are listed here
+        with IPRoute(use_event_loop=asyncio.new_event_loop()) as ipr:
+            for ifname, index in links.items():
+                found = ipr.get_links(index)[0] if ipr.link_lookup(ifname=ifname) == [index] \
+                    else None
+                if found is not None and found.get("ifalias") == f"nskernel:{owner}":
+                    ipr.link("del", index=index)
+                    removed.append(f"link {ifname}")
+    for name, inode in netns.items():
+        if netns_inode(name) == inode:
+            remove_netns(name)
+            removed.append(f"netns {name}")
+    return removed
+
+
+def clean(records_dir: str = RECORDS_DIR) -> list[str]:
+    """``nskernel clean``: remove what labs of kernels that died left behind, nothing else."""
+    removed: list[str] = []
+    try:
+        records = sorted(os.listdir(records_dir))
+    except FileNotFoundError:
+        return removed
+    for entry in records:
+        path = os.path.join(records_dir, entry)
+        try:
+            with open(path) as handle:
+                record = json.load(handle)
+        except (OSError, ValueError):
+            continue
+        if owner_alive(record["owner"]):
+            continue
+        same_netns = record.get("kernel_netns") == os.stat("/proc/self/ns/net").st_ino
+        links = record.get("links", {}) if same_netns else {}
+        removed += remove_recorded(record.get("netns", {}), links, record["owner"])
+        os.unlink(path)
+    return removed
