@@ -31,6 +31,9 @@ NETNS = _parser("netns", "Named network namespaces of this kernel's lab (with a 
 NETNS.add_argument("action", choices=["add", "del", "list", "reset"],
                    help="add/del NAMEs, list all, or reset: remove everything the lab made")
 NETNS.add_argument("names", nargs="*", help="namespace names")
+NETNS.add_argument("--ipv6", action="store_true",
+                   help="keep IPv6 on in new namespaces (off by default: on a big bridge every "
+                        "new interface's IPv6 start-up floods all ports)")
 VETH = _parser("veth", f"A veth link between two namespaces ({KERNEL_NS!r} is the kernel's "
                        "own), with addresses, both ends up.")
 VETH.add_argument("a", metavar="A[:ADDR/PREFIX]")
@@ -114,7 +117,7 @@ class LabMagics(Magics):
         if args.action in ("add", "del") and not args.names:
             raise UsageError(f"%netns {args.action}: name at least one namespace")
         if args.action == "add":
-            self._do("netns", lambda: self.lab.add(*args.names))
+            self._do("netns", lambda: self.lab.add(*args.names, ipv6=args.ipv6))
         elif args.action == "del":
             self._do("netns", lambda: self.lab.delete(*args.names))
         elif args.action == "reset":

@@ -20,6 +20,8 @@ import ipaddress
 import json
 import os
 import re
+import socket
+import struct
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -27,7 +29,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
+from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_ERROR
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from nskernel import _syscalls, sandbox
 
@@ -37,6 +43,7 @@ RECORDS_DIR = "/run/nskernel/labs"
 #: Stands for the network namespace the kernel itself runs in.
 KERNEL_NS = "kernel"
 IFNAMSIZ = 15
+IFNAME_TRIES = 64
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -119,15 +126,28 @@ def _ensure_netns_dir() -> None:
         raise LabError(f"cannot create {NETNS_DIR} ({exc.strerror}): as root run "
                        f"'mkdir -p {NETNS_DIR} {RECORDS_DIR}' once") from None
     try:
-        _syscalls.mount("", NETNS_DIR, None, _syscalls.MS_SHARED | _syscalls.MS_REC)
-    except _syscalls.NamespaceError:
-        _syscalls.mount(NETNS_DIR, NETNS_DIR, None, _syscalls.MS_BIND | _syscalls.MS_REC)
-        _syscalls.mount("", NETNS_DIR, None, _syscalls.MS_SHARED | _syscalls.MS_REC)
+        try:
+            _syscalls.mount("", NETNS_DIR, None, _syscalls.MS_SHARED | _syscalls.MS_REC)
+        except _syscalls.NamespaceError:
+            _syscalls.mount(NETNS_DIR, NETNS_DIR, None, _syscalls.MS_BIND | _syscalls.MS_REC)
+            _syscalls.mount("", NETNS_DIR, None, _syscalls.MS_SHARED | _syscalls.MS_REC)
+    except _syscalls.NamespaceError as exc:
+        if exc.errno != errno.EPERM:
+            raise
+        raise LabError(f"{exc.step}: {exc.strerror.split(': ', 1)[-1].split(' (')[0]} "
+                       "(named network namespaces need root: run as root, or use the "
+                       "Isolated Python kernel, where you are root of your own namespaces)")\
+            from None
 
 
-def create_netns(name: str) -> int:
-    """Make a new network namespace named ``name``; return its inode. Call from a thread
-    that may switch namespaces (the lab's worker)."""
+def create_netns(name: str, ipv6: bool = False) -> int:
+    """Make a new network namespace named ``name`` with lo up; return its inode. Call from a
+    thread that may switch namespaces (the lab's worker).
+
+    IPv6 is off unless asked for, as in Mininet: every new interface's IPv6 start-up
+    (DAD, MLD, router solicitations) floods every port of a bridge, so a star of N costs
+    N**2 packets; measured here, a thousand-member star took three times as long per member.
+    """
     path = os.path.join(NETNS_DIR, name)
     try:
         os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
@@ -136,11 +156,20 @@ def create_netns(name: str) -> int:
     try:
         with sandbox.thread_in_new_netns():
             _syscalls.mount("/proc/thread-self/ns/net", path, None, _syscalls.MS_BIND)
+            if not ipv6:
+                for scope in ("all", "default"):
+                    set_ipv6(scope, False)
             _syscalls.set_link_up("lo")
     except BaseException:
         os.unlink(path)
         raise
     return os.stat(path).st_ino
+
+
+def set_ipv6(interface: str, enabled: bool) -> None:
+    """IPv6 on or off for an interface (or 'all'/'default') of the calling thread's netns."""
+    with open(f"/proc/sys/net/ipv6/conf/{interface}/disable_ipv6", "w") as handle:
+        handle.write("0" if enabled else "1")
 
 
 def remove_netns(name: str) -> None:
@@ -161,6 +190,8 @@ class Lab:
         self._worker: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._home: int | None = None
+        self._next_eth: dict[str, int] = {}  # ns -> next N for an NS-ethN name
+        self.ipv6: dict[str, bool] = {}  # namespaces the lab made -> IPv6 on?
 
     # -- the worker thread
     def _call(self, function: Callable[..., T], *args: Any) -> T:
@@ -181,7 +212,7 @@ class Lab:
     def _ns(self, name: str) -> Iterator[IPRoute]:
         """In the worker: a netlink socket in namespace ``name``."""
         with self._inside(name):
-            ipr = IPRoute(use_event_loop=self._loop)
+            ipr = IPRoute(use_event_loop=self._loop, nlm_echo=True)
         try:
             yield ipr
         finally:
@@ -228,8 +259,8 @@ class Lab:
         os.replace(temporary, self.record_path)
 
     # -- namespaces
-    def add(self, *names: str) -> list[str]:
-        """Create named network namespaces (lo up in each)."""
+    def add(self, *names: str, ipv6: bool = False) -> list[str]:
+        """Create named network namespaces (lo up in each; IPv6 only if asked for)."""
         for name in names:
             if name == KERNEL_NS:
                 raise LabError(f"{KERNEL_NS!r} is reserved: it names the kernel's own namespace")
@@ -242,13 +273,14 @@ class Lab:
         if existing:
             raise LabError(f"network namespace {existing[0]!r} exists already")
         _ensure_netns_dir()
-        return self._call(self._add, list(names))
+        return self._call(self._add, list(names), ipv6)
 
-    def _add(self, names: list[str]) -> list[str]:
+    def _add(self, names: list[str], ipv6: bool) -> list[str]:
         made = []
         try:
             for name in names:
-                self.netns[name] = create_netns(name)
+                self.netns[name] = create_netns(name, ipv6)
+                self.ipv6[name] = ipv6
                 made.append(name)
         finally:
             self._save()
@@ -277,68 +309,77 @@ class Lab:
 
     def _link(self, a: Endpoint, b: Endpoint, ifname_a: str | None,
               ifname_b: str | None) -> tuple[str, str]:
-        for end in (a, b):
-            os.close(self._open_ns(end.ns))  # both exist, or one clear line
-        name_a = check_ifname(ifname_a or self._free_ifname(a.ns))
-        name_b = check_ifname(ifname_b or self._free_ifname(b.ns))
-        self._make_veth(a, name_a, b, name_b)
-        return name_a, name_b
+        with self._ns(a.ns) as ipr_a, self._ns(b.ns) as ipr_b:
+            try:
+                return self._make_veth(ipr_a, a, ifname_a, ipr_b, b, ifname_b)
+            finally:
+                self._save()
 
-    def _make_veth(self, a: Endpoint, name_a: str, b: Endpoint, name_b: str,
-                   master: str | None = None) -> None:
-        """Create the pair from a's side with b's end born in b's namespace; undo on error."""
+    def _make_veth(self, ipr_a: IPRoute, a: Endpoint, name_a: str | None, ipr_b: IPRoute,
+                   b: Endpoint, name_b: str | None) -> tuple[str, str]:
+        """Create a veth pair from a's side, b's end born in b's namespace, both up, with
+        their addresses; undo it all on error.
+
+        Unnamed ends are called NS-ethN with the first N free. One request makes the pair up
+        and answers with a's index (netlink echo); b's end is set by name. With thousands of
+        links every request counts.
+        """
+        names = [name_a, name_b]
         peer_fd = self._open_ns(b.ns)
         try:
-            with self._ns(a.ns) as ipr:
-                _netlink(f"create veth {name_a} in {a.ns}", ipr.link, "add", ifname=name_a,
-                         kind="veth", peer={"ifname": name_b, "net_ns_fd": peer_fd})
+            for attempt in range(IFNAME_TRIES):
+                names = [given or self._auto_ifname(end.ns, attempt)
+                         for given, end in ((name_a, a), (name_b, b))]
+                for name in names:
+                    check_ifname(name)
                 try:
-                    self._own(a.ns, ipr, name_a)
-                    self._configure(ipr, a, name_a, master)
-                    with self._ns(b.ns) as peer:
-                        self._own(b.ns, peer, name_b)
-                        self._configure(peer, b, name_b, None)
-                except BaseException:
-                    index = ipr.link_lookup(ifname=name_a)
-                    if index:
-                        ipr.link("del", index=index[0])  # takes the peer with it
-                    self.links.pop(name_a, None)
-                    self.links.pop(name_b, None)
-                    raise
+                    reply = ipr_a.link("add", ifname=names[0], kind="veth", state="up",
+                                       peer={"ifname": names[1], "net_ns_fd": peer_fd})
+                    break
+                except NetlinkError as exc:
+                    if exc.code != errno.EEXIST or (name_a and name_b) or \
+                            attempt == IFNAME_TRIES - 1:
+                        raise _lab_error(f"create veth {names[0]} in {a.ns}", exc) from None
         finally:
             os.close(peer_fd)
-            self._save()
+        index_a = reply[0]["index"]
+        try:
+            self._own(a.ns, ipr_a, names[0], index_a, facing=b.ns)
+            self._address(ipr_a, a, names[0], index_a)
+            _netlink(f"bring {names[1]} up", ipr_b.link, "set", ifname=names[1], state="up")
+            if b.address is not None or b.ns == KERNEL_NS:
+                index_b = _index(ipr_b, names[1])
+                self._own(b.ns, ipr_b, names[1], index_b, facing=a.ns)
+                self._address(ipr_b, b, names[1], index_b)
+        except BaseException:
+            ipr_a.link("del", index=index_a)  # takes the peer with it
+            for name in names:
+                self.links.pop(name, None)
+            raise
+        return names[0], names[1]
 
-    def _own(self, ns: str, ipr: IPRoute, ifname: str) -> None:
-        """Interfaces in the kernel's namespace outlive nothing: mark and record them."""
-        if ns != KERNEL_NS:
-            return
-        index = ipr.link_lookup(ifname=ifname)[0]
-        ipr.link("set", index=index, ifalias=f"nskernel:{self.owner}")
-        self.links[ifname] = index
+    def _auto_ifname(self, ns: str, attempt: int) -> str:
+        """NS-ethN: the lab counts the names it gave; a clash (EEXIST) moves on to the next."""
+        number = self._next_eth.get(ns, 0) + attempt
+        self._next_eth[ns] = number + 1
+        return f"{'k' if ns == KERNEL_NS else ns}-eth{number}"
+
+    def _own(self, ns: str, ipr: IPRoute, ifname: str, index: int,
+             facing: str | None = None) -> None:
+        """Interfaces in the kernel's namespace outlive nothing: mark and record them. One
+        facing a namespace without IPv6 has none either (see create_netns)."""
+        if ns == KERNEL_NS:
+            ipr.link("set", index=index, ifalias=f"nskernel:{self.owner}")
+            self.links[ifname] = index
+            if facing is not None and not self.ipv6.get(facing, True):
+                set_ipv6(ifname, False)
 
     @staticmethod
-    def _configure(ipr: IPRoute, end: Endpoint, ifname: str, master: str | None) -> None:
-        index = ipr.link_lookup(ifname=ifname)[0]
-        if master is not None:
-            bridge = ipr.link_lookup(ifname=master)[0]
-            _netlink(f"attach {ifname} to {master}", ipr.link, "set", index=index,
-                     master=bridge)
+    def _address(ipr: IPRoute, end: Endpoint, ifname: str, index: int) -> None:
         if end.address is not None:
             _netlink(f"address {end.address} on {ifname} in {end.ns}", ipr.addr, "add",
                      index=index, address=str(end.address.ip),
                      prefixlen=end.address.network.prefixlen)
-        _netlink(f"bring {ifname} up", ipr.link, "set", index=index, state="up")
-
-    def _free_ifname(self, ns: str) -> str:
-        with self._ns(ns) as ipr:
-            taken = {link.get("ifname") for link in ipr.get_links()}
-        stem = "k" if ns == KERNEL_NS else ns
-        for number in range(10000):
-            name = f"{stem}-eth{number}"
-            if name not in taken:
-                return name
-        raise LabError(f"no free interface name in {ns}")
 
     # -- bridges
     def bridge(self, name: str | Endpoint, members: list[str | Endpoint],
@@ -356,41 +397,62 @@ class Lab:
 
     def _bridge(self, bridge: Endpoint, members: list[Endpoint],
                 ns: str) -> list[tuple[str, str]]:
-        for end in [Endpoint(ns), *members]:
-            os.close(self._open_ns(end.ns))
+        for end in members:
+            os.close(self._open_ns(end.ns))  # all exist, or one clear line before anything
         name = bridge.ns
+        ports: list[tuple[str, str]] = []
         with self._ns(ns) as ipr:
-            if ipr.link_lookup(ifname=name):
+            if _index(ipr, name) is not None:
                 raise LabError(f"an interface named {name!r} exists already in {ns}")
-            _netlink(f"create bridge {name} in {ns}", ipr.link, "add", ifname=name,
-                     kind="bridge")
+            reply = _netlink(f"create bridge {name} in {ns}", ipr.link, "add", ifname=name,
+                             kind="bridge", state="up")
+            index = reply[0]["index"]
             try:
-                self._own(ns, ipr, name)
-                self._configure(ipr, Endpoint(ns, bridge.address), name, None)
+                self._own(ns, ipr, name, index)
+                self._address(ipr, Endpoint(ns, bridge.address), name, index)
+                for number, member in enumerate(members):
+                    port = check_ifname(f"{name}p{number}")
+                    ports.append((port, self._attach(ipr, ns, index, port, member)))
             except BaseException:
-                ipr.link("del", index=ipr.link_lookup(ifname=name)[0])
+                for port, _ifname in ports:
+                    ipr.link("del", ifname=port)
+                    self.links.pop(port, None)
+                ipr.link("del", index=index)
                 self.links.pop(name, None)
-                self._save()
                 raise
-        ports = []
-        try:
-            for number, member in enumerate(members):
-                port = check_ifname(f"{name}p{number}")
-                ifname = self._free_ifname(member.ns)
-                self._make_veth(Endpoint(ns), port, member, check_ifname(ifname), master=name)
-                ports.append((port, ifname))
-        except BaseException:
-            self._call_cleanup_bridge(ns, name)
-            raise
+            finally:
+                self._save()
         return ports
 
-    def _call_cleanup_bridge(self, ns: str, name: str) -> None:
-        with self._ns(ns) as ipr:
-            for link in ipr.get_links():
-                if link.get("ifname", "").startswith(f"{name}p") or link.get("ifname") == name:
-                    ipr.link("del", index=link["index"])
-                    self.links.pop(link.get("ifname"), None)
-        self._save()
+    def _attach(self, ipr: IPRoute, ns: str, bridge: int, port: str, member: Endpoint) -> str:
+        """One request makes the veth pair with its bridge end enslaved and up; the member's
+        end is set up through a bare netlink socket in its namespace (a star of a thousand
+        members is a thousand of these: see benchmarks/netlab.py). Returns its name."""
+        peer_fd = self._open_ns(member.ns)
+        try:
+            for attempt in range(IFNAME_TRIES):
+                ifname = check_ifname(self._auto_ifname(member.ns, attempt))
+                try:
+                    reply = ipr.link("add", ifname=port, kind="veth", state="up", master=bridge,
+                                     peer={"ifname": ifname, "net_ns_fd": peer_fd})
+                    break
+                except NetlinkError as exc:
+                    if exc.code != errno.EEXIST or attempt == IFNAME_TRIES - 1:
+                        raise _lab_error(f"create veth {port} in {ns}", exc) from None
+        finally:
+            os.close(peer_fd)
+        index = reply[0]["index"]
+        try:
+            self._own(ns, ipr, port, index, facing=member.ns)
+            with self._inside(member.ns):
+                quick = _QuickNetlink()
+            with quick:
+                quick.configure(ifname, member.address, f"{ifname} in {member.ns}")
+        except BaseException:
+            ipr.link("del", index=index)
+            self.links.pop(port, None)
+            raise
+        return ifname
 
     # -- routes and forwarding
     def route(self, ns: str, destination: str, via: str) -> None:
@@ -483,6 +545,67 @@ def _endpoint(value: str | Endpoint) -> Endpoint:
     return value if isinstance(value, Endpoint) else Endpoint.parse(value)
 
 
+class _QuickNetlink:
+    """A bare rtnetlink socket for the few requests per bridge member: look up, bring up,
+    address. pyroute2's message classes encode; the socket is plain, because building an
+    IPRoute per namespace costs more than the requests themselves."""
+
+    _ERROR = struct.Struct("=IHHIIi")  # nlmsghdr + the errno of an NLMSG_ERROR (ack)
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                  socket.NETLINK_ROUTE)
+        self.sock.bind((0, 0))
+        self.sequence = 0
+
+    def __enter__(self) -> _QuickNetlink:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.sock.close()
+
+    def _request(self, message: Any, kind: int, flags: int, step: str) -> bytes:
+        self.sequence += 1
+        message["header"]["type"] = kind
+        message["header"]["flags"] = NLM_F_REQUEST | flags
+        message["header"]["sequence_number"] = self.sequence
+        message.encode()
+        self.sock.send(message.data)
+        reply = self.sock.recv(65536)
+        _length, reply_type, _flags, _seq, _pid, code = self._ERROR.unpack_from(reply)
+        if reply_type == NLMSG_ERROR and code:
+            raise _lab_error(step, NetlinkError(-code))
+        return reply
+
+    def configure(self, ifname: str, address: Any, where: str) -> None:
+        """Bring ``ifname`` up and give it ``address`` (an ip_interface, or None)."""
+        link = ifinfmsg()
+        link["attrs"] = [("IFLA_IFNAME", ifname)]
+        reply = self._request(link, RTM_GETLINK, 0, f"find {where}")
+        index = struct.unpack_from("=i", reply, 20)[0]  # nlmsghdr(16) + family, type: ifindex
+        link = ifinfmsg()
+        link["index"], link["flags"], link["change"] = index, 1, 1  # IFF_UP
+        self._request(link, RTM_NEWLINK, NLM_F_ACK, f"bring up {where}")
+        if address is not None:
+            message = ifaddrmsg()
+            message["family"] = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+            message["prefixlen"] = address.network.prefixlen
+            message["index"] = index
+            message["attrs"] = [("IFA_LOCAL", str(address.ip)), ("IFA_ADDRESS", str(address.ip))]
+            self._request(message, RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+                          f"address {address} on {where}")
+
+
+def _index(ipr: IPRoute, ifname: str) -> int | None:
+    """The interface's index by one targeted request (link_lookup dumps every link)."""
+    try:
+        return ipr.link("get", ifname=ifname)[0]["index"]
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            return None
+        raise
+
+
 def _state_of(flags: int) -> str:
     """From the flags, which settle at once (operstate follows a moment later)."""
     if not flags & 0x1:
@@ -499,12 +622,16 @@ def _netlink(step: str, function: Callable[..., Any], *args: Any, **kwargs: Any)
     try:
         return function(*args, **kwargs)
     except NetlinkError as exc:
-        hint = {errno.EEXIST: "it exists already", errno.EPERM: "needs root (or a user "
-                "namespace that owns the network namespace)", errno.ENETUNREACH:
-                "the gateway is not on a connected network: give an address in its subnet "
-                "to an interface first", errno.EADDRNOTAVAIL: "address not available"}
-        reason = hint.get(exc.code) or os.strerror(exc.code)
-        raise LabError(f"{step}: {reason}") from None
+        raise _lab_error(step, exc) from None
+
+
+def _lab_error(step: str, exc: NetlinkError) -> LabError:
+    hint = {errno.EEXIST: "it exists already", errno.EPERM: "needs root (or a user "
+            "namespace that owns the network namespace)", errno.ENETUNREACH:
+            "the gateway is not on a connected network: give an address in its subnet "
+            "to an interface first", errno.EADDRNOTAVAIL: "address not available",
+            errno.EACCES: "IPv6 is off in that namespace (make it with %netns add --ipv6)"}
+    return LabError(f"{step}: {hint.get(exc.code) or os.strerror(exc.code)}")
 
 
 # ---------------------------------------------------------------------------- cleaning
@@ -518,8 +645,7 @@ def remove_recorded(netns: dict[str, int], links: dict[str, int], owner: str) ->
     if links:  # first: while their peers' namespaces still hold them, they are listed here
         with IPRoute(use_event_loop=asyncio.new_event_loop()) as ipr:
             for ifname, index in links.items():
-                found = ipr.get_links(index)[0] if ipr.link_lookup(ifname=ifname) == [index] \
-                    else None
+                found = ipr.get_links(index)[0] if _index(ipr, ifname) == index else None
                 if found is not None and found.get("ifalias") == f"nskernel:{owner}":
                     ipr.link("del", index=index)
                     removed.append(f"link {ifname}")

@@ -109,7 +109,7 @@ def start_kernel() -> Iterator[Callable[..., tuple]]:
             kernels.stop(manager, client)
         finally:
             if manager.has_kernel:
-                manager.kill_kernel()
+                manager.shutdown_kernel(now=True)
 
 
 @pytest.fixture(scope="module")

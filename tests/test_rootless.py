@@ -120,3 +120,21 @@ def test_magics_without_user_namespaces_say_why_in_one_line(unprivileged_user):
     assert errors[0].startswith("UsageError: isolated cell: unshare(user,")
     assert "user namespaces are disabled" in errors[0]
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_network_lab_as_a_user_inside_isolated_python(unprivileged_user):
+    os.makedirs("/run/netns", exist_ok=True)  # the mount point root provides, as iproute2 does
+    results = probe(unprivileged_user, "%netns add ua ub",
+                    "%veth ua:10.11.0.1/24 ub:10.11.0.2/24", "%ping ua 10.11.0.2 -c 1")
+    assert [r["status"] for r in results] == ["ok", "ok", "ok"], results
+    assert results[2]["result"] == "1/1 replies from 10.11.0.2"
+    assert not os.path.exists("/run/netns/ua")  # private to the user's kernel
+
+
+def test_network_lab_as_a_user_without_privileges_says_so(unprivileged_user):
+    done = run_ipython_as(unprivileged_user, "%netns add nopriv\n")
+    errors = [line for line in (done.stdout + done.stderr).splitlines() if "UsageError" in line]
+    assert len(errors) == 1, done.stdout + done.stderr
+    assert errors[0].startswith("UsageError: %netns: ")
+    assert "Permission denied" in errors[0] or "Operation not permitted" in errors[0]
+    assert not os.path.exists("/run/netns/nopriv")
