@@ -193,24 +193,14 @@ def _python_cell(shell: Any, cell: str, exports: list[str]) -> Callable[[], tupl
                                           CELL_FILENAME)
         _route_output_in_child(shell)
         namespace = shell.user_ns
-        try:
-            exec(body, namespace)
-            value = eval(tail, namespace) if tail else None
-        except BaseException as exc:  # noqa: BLE001 - re-raised, minus our frames
-            raise exc.with_traceback(_cell_frames(exc.__traceback__)) from None
+        exec(body, namespace)
+        value = eval(tail, namespace) if tail else None
         missing = [name for name in exports if name not in namespace]
         if missing:
             raise NameError(f"--export: the cell did not define {', '.join(missing)}")
         return value, {name: namespace[name] for name in exports}
 
     return run_cell
-
-
-def _cell_frames(tb: Any) -> Any:
-    """Drop the frames of our own machinery: the traceback starts in the cell."""
-    while tb is not None and tb.tb_frame.f_code.co_filename != CELL_FILENAME:
-        tb = tb.tb_next
-    return tb
 
 
 def _route_output_in_child(shell: Any) -> None:

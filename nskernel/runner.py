@@ -28,6 +28,7 @@ from nskernel import _syscalls, sandbox
 from nskernel.isolation import Isolation
 
 _HEADER = struct.Struct("!I")
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 #: How long an interrupted child gets to stop on SIGINT before it is killed.
 INTERRUPT_GRACE = 0.5
 
@@ -313,7 +314,7 @@ def _call(target: Callable[[], Any], messages: int) -> int:
     try:
         value = target()
     except BaseException as exc:  # noqa: BLE001 - the notebook gets it, with our traceback
-        text = "".join(traceback.format_exception(exc))
+        text = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc)))
         _send(messages, ("error", _picklable(exc), text))
         _hang_up(messages)
         return 1
@@ -327,6 +328,14 @@ def _call(target: Callable[[], Any], messages: int) -> int:
     finally:
         _hang_up(messages)
     return 0
+
+
+def _user_frames(exc: BaseException) -> Any:
+    """The traceback without the leading frames of nskernel's own machinery."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        tb = tb.tb_next
+    return tb or exc.__traceback__
 
 
 def _hang_up(messages: int) -> None:
