@@ -36,3 +36,10 @@ def isolate(function: Callable[..., T], *args: Any, **settings: Any) -> T:
     if not any(settings.get(name) for name in NAMESPACES):
         settings.update({name: True for name in NAMESPACES if name not in settings})
     return run(Isolation(**settings), lambda: function(*args), timeout=timeout)
+
+
+def lab() -> Any:
+    """This kernel's network lab (a :class:`nskernel.net.Lab`), the one the magics use."""
+    from nskernel.labmagics import current_lab
+
+    return current_lab()

@@ -75,6 +75,19 @@ def _parse(parser: MagicArgumentParser, line: str) -> Any:
         raise UsageError(f"%{parser.prog}: {exc}") from None
 
 
+_lab: Lab | None = None
+
+
+def current_lab() -> Lab:
+    """The lab of this process (one per kernel): the magics' and ``nskernel.lab()``'s.
+    Removed at exit: kernel shutdown and restart leave nothing of it behind."""
+    global _lab
+    if _lab is None:
+        _lab = Lab()
+        atexit.register(_lab.shutdown)
+    return _lab
+
+
 class Tables:
     """Several tables shown one after another."""
 
@@ -92,16 +105,9 @@ class Tables:
 class LabMagics(Magics):
     """Network lab magics over one :class:`Lab` per kernel, removed when the kernel exits."""
 
-    def __init__(self, shell: Any) -> None:
-        super().__init__(shell)
-        self._lab: Lab | None = None
-
     @property
     def lab(self) -> Lab:
-        if self._lab is None:
-            self._lab = Lab()
-            atexit.register(self._lab.shutdown)
-        return self._lab
+        return current_lab()
 
     def _do(self, prog: str, action: Callable[[], Any]) -> Any:
         try:
