@@ -8,7 +8,6 @@ failing step half-made.
 from __future__ import annotations
 
 import atexit
-import shlex
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +18,8 @@ from IPython.core.magic_arguments import MagicArgumentParser
 from nskernel import probe, topology
 from nskernel._syscalls import NamespaceError
 from nskernel.display import Table
+from nskernel.magics import parse_line as _parse
+from nskernel.magics import with_usage as _with_usage
 from nskernel.net import KERNEL_NS, Lab, LabError, named_namespaces
 
 
@@ -59,20 +60,6 @@ PING.add_argument("-W", dest="timeout", type=float, default=1.0, help="seconds t
 IP = _parser("ip", "Links, addresses and routes of a namespace, as tables.")
 IP.add_argument("ns", nargs="?", default=KERNEL_NS)
 TOPOLOGY = _parser("topology", "Draw the namespaces, bridges and links as they are now.")
-
-
-def _with_usage(parser: MagicArgumentParser) -> Callable[[Callable], Callable]:
-    def decorate(function: Callable) -> Callable:
-        function.__doc__ = (function.__doc__ or "") + "\n" + parser.format_help()
-        return function
-    return decorate
-
-
-def _parse(parser: MagicArgumentParser, line: str) -> Any:
-    try:
-        return parser.parse_args(shlex.split(line))
-    except ValueError as exc:
-        raise UsageError(f"%{parser.prog}: {exc}") from None
 
 
 _lab: Lab | None = None

@@ -59,7 +59,7 @@ NSINFO = MagicArgumentParser(prog="nsinfo", add_help=False, description=(
 NSINFO.add_argument("pid", nargs="?", type=int, help="another process to look at")
 
 
-def _with_usage(parser: MagicArgumentParser) -> Callable[[Callable], Callable]:
+def with_usage(parser: MagicArgumentParser) -> Callable[[Callable], Callable]:
     """Put the parser's help into the magic's docstring, so `%%isolate?` shows the usage."""
     def decorate(function: Callable) -> Callable:
         function.__doc__ = (function.__doc__ or "") + "\n" + parser.format_help()
@@ -67,7 +67,8 @@ def _with_usage(parser: MagicArgumentParser) -> Callable[[Callable], Callable]:
     return decorate
 
 
-def _parse(parser: MagicArgumentParser, line: str) -> Any:
+def parse_line(parser: MagicArgumentParser, line: str) -> Any:
+    """Parse a magic's line; bad quoting is a one-line UsageError too."""
     try:
         return parser.parse_args(shlex.split(line))
     except ValueError as exc:  # shlex: unbalanced quotes
@@ -79,10 +80,10 @@ class NamespaceMagics(Magics):
     """%%isolate, %%uts, %%netns and %nsinfo."""
 
     @cell_magic
-    @_with_usage(ISOLATE)
+    @with_usage(ISOLATE)
     def isolate(self, line: str, cell: str) -> Any:
         """Run the cell in new namespaces."""
-        args = _parse(ISOLATE, line)
+        args = parse_line(ISOLATE, line)
         if args.all:
             for name in isolation.NAMESPACES:
                 setattr(args, name, True)
@@ -91,18 +92,18 @@ class NamespaceMagics(Magics):
         return self._run(spec, args, cell)
 
     @cell_magic
-    @_with_usage(UTS)
+    @with_usage(UTS)
     def uts(self, line: str, cell: str) -> Any:
         """Run the cell with its own hostname."""
-        args = _parse(UTS, line)
+        args = parse_line(UTS, line)
         spec = self._build(UTS, lambda: isolation.Isolation(uts=True, hostname=args.hostname))
         return self._run(spec, args, cell)
 
     @cell_magic
-    @_with_usage(NETNS)
+    @with_usage(NETNS)
     def netns(self, line: str, cell: str) -> Any:
         """Run the cell inside a named network namespace."""
-        args = _parse(NETNS, line)
+        args = parse_line(NETNS, line)
         existing = sorted(os.listdir(sandbox.NETNS_DIR)) if os.path.isdir(
             sandbox.NETNS_DIR) else []
         if args.name not in existing:
@@ -115,10 +116,10 @@ class NamespaceMagics(Magics):
         return self._run(spec, args, cell)
 
     @line_magic
-    @_with_usage(NSINFO)
+    @with_usage(NSINFO)
     def nsinfo(self, line: str) -> nsinfo.Table:
         """Show the kernel's namespaces beside the host's."""
-        args = _parse(NSINFO, line)
+        args = parse_line(NSINFO, line)
         try:
             return nsinfo.nsinfo(args.pid)
         except (ProcessLookupError, PermissionError) as exc:

@@ -13,6 +13,8 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from nskernel.display import Table
@@ -120,42 +122,44 @@ def _one_echo(sock: socket.socket, destination: str, ident: int, seq: int,
 def tcp_check(lab: Lab, source: str, destination_ns: str, address: str,
               timeout: float = 1.0) -> bool:
     """Can ``source`` open a TCP connection to ``address`` served in ``destination_ns``?"""
-    address = _address(address)
-    server = lab.run_in(destination_ns, lambda: _listen(address, socket.SOCK_STREAM))
-    try:
-        client = lab.run_in(source, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-        with client:
-            client.settimeout(timeout)
-            try:
-                client.connect(server.getsockname())
-                connection, _ = server.accept()
-            except OSError:
-                return False
-            with connection:
-                client.sendall(b"hello")
-                connection.settimeout(timeout)
-                return connection.recv(5) == b"hello"
-    finally:
-        server.close()
+    with _client_and_server(lab, source, destination_ns, address, socket.SOCK_STREAM,
+                            timeout) as (client, server):
+        try:
+            client.connect(server.getsockname())
+            connection, _ = server.accept()
+        except OSError:
+            return False
+        with connection:
+            client.sendall(b"hello")
+            return connection.recv(5) == b"hello"
 
 
 def udp_check(lab: Lab, source: str, destination_ns: str, address: str,
               timeout: float = 1.0) -> bool:
     """Does a UDP datagram from ``source`` reach ``address`` in ``destination_ns`` and back?"""
+    with _client_and_server(lab, source, destination_ns, address, socket.SOCK_DGRAM,
+                            timeout) as (client, server):
+        try:
+            client.sendto(b"hello", server.getsockname())
+            data, peer = server.recvfrom(16)
+            server.sendto(data, peer)
+            return client.recv(16) == b"hello"
+        except OSError:
+            return False
+
+
+@contextmanager
+def _client_and_server(lab: Lab, source: str, destination_ns: str, address: str, kind: int,
+                       timeout: float) -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A server bound to ``address`` in ``destination_ns`` and a client in ``source``."""
     address = _address(address)
-    server = lab.run_in(destination_ns, lambda: _listen(address, socket.SOCK_DGRAM))
+    server = lab.run_in(destination_ns, lambda: _listen(address, kind))
     try:
-        client = lab.run_in(source, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        client = lab.run_in(source, lambda: socket.socket(socket.AF_INET, kind))
         with client:
             client.settimeout(timeout)
             server.settimeout(timeout)
-            try:
-                client.sendto(b"hello", server.getsockname())
-                data, peer = server.recvfrom(16)
-                server.sendto(data, peer)
-                return client.recv(16) == b"hello"
-            except OSError:
-                return False
+            yield client, server
     finally:
         server.close()
 
@@ -170,5 +174,4 @@ def _listen(address: str, kind: int) -> socket.socket:
                        "interface of that namespace?)") from None
     if kind == socket.SOCK_STREAM:
         sock.listen(1)
-        sock.settimeout(5)
     return sock

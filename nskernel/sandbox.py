@@ -13,7 +13,7 @@ import os
 import select
 import signal
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from nskernel import _syscalls
 from nskernel.isolation import Isolation
@@ -76,26 +76,16 @@ def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
         mount_proc()
 
 
-@contextmanager
-def thread_in_new_netns() -> Iterator[None]:
+def thread_in_new_netns() -> AbstractContextManager[None]:
     """The calling thread alone in a new network namespace for the block, then back.
 
     Network namespaces are per thread: a worker thread can make and enter namespaces while
     the kernel's other threads stay where they are.
     """
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        _syscalls.unshare(_syscalls.CLONE_NEWNET)
-        try:
-            yield
-        finally:
-            _syscalls.setns(home, _syscalls.CLONE_NEWNET, "back to the kernel's netns")
-    finally:
-        os.close(home)
+    return _for_this_thread(_syscalls.CLONE_NEWNET, "net")
 
 
-@contextmanager
-def children_in_new_pid_namespace() -> Iterator[None]:
+def children_in_new_pid_namespace() -> AbstractContextManager[None]:
     """Within the block, a fork from the calling thread is PID 1 of a new pid namespace.
 
     For a multi-threaded caller (a kernel): unshare(CLONE_NEWPID) changes only the calling
@@ -104,15 +94,21 @@ def children_in_new_pid_namespace() -> Iterator[None]:
     big kernel process costs milliseconds). Needs root; not for new user namespaces, which
     must own the pid namespace.
     """
-    original = os.open("/proc/thread-self/ns/pid_for_children", os.O_RDONLY | os.O_CLOEXEC)
+    return _for_this_thread(_syscalls.CLONE_NEWPID, "pid_for_children")
+
+
+@contextmanager
+def _for_this_thread(flag: int, ns_file: str) -> Iterator[None]:
+    """unshare(flag) for the calling thread during the block; setns back to where it was."""
+    home = os.open(f"/proc/thread-self/ns/{ns_file}", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _syscalls.unshare(_syscalls.CLONE_NEWPID)
+        _syscalls.unshare(flag)
         try:
             yield
         finally:
-            _syscalls.setns(original, _syscalls.CLONE_NEWPID, "pid namespace for children")
+            _syscalls.setns(home, flag, f"back to the original {ns_file} namespace")
     finally:
-        os.close(original)
+        os.close(home)
 
 
 _NOSUID_NODEV_NOEXEC = _syscalls.MS_NOSUID | _syscalls.MS_NODEV | _syscalls.MS_NOEXEC
