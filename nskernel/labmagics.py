@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import atexit
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
 
-from nskernel import probe, topology
 from nskernel._syscalls import NamespaceError
 from nskernel.display import Table
 from nskernel.magics import parse_line as _parse
 from nskernel.magics import with_usage as _with_usage
-from nskernel.net import KERNEL_NS, Lab, LabError, named_namespaces
+from nskernel.sandbox import KERNEL_NS
+
+if TYPE_CHECKING:  # pyroute2 is imported on first use: kernels start without paying for it
+    from nskernel.net import Lab
+    from nskernel.probe import PingResult
+    from nskernel.topology import Topology
 
 
 def _parser(prog: str, description: str) -> MagicArgumentParser:
@@ -70,6 +74,8 @@ def current_lab() -> Lab:
     Removed at exit: kernel shutdown and restart leave nothing of it behind."""
     global _lab
     if _lab is None:
+        from nskernel.net import Lab
+
         _lab = Lab()
         atexit.register(_lab.shutdown)
     return _lab
@@ -97,6 +103,8 @@ class LabMagics(Magics):
         return current_lab()
 
     def _do(self, prog: str, action: Callable[[], Any]) -> Any:
+        from nskernel.net import LabError
+
         try:
             return action()
         except (LabError, NamespaceError) as exc:
@@ -120,6 +128,8 @@ class LabMagics(Magics):
         return self._list()
 
     def _list(self) -> Table:
+        from nskernel.net import named_namespaces
+
         rows = []
         for name in named_namespaces():
             state = self._do("netns", lambda name=name: self.lab.state(name))
@@ -177,8 +187,10 @@ class LabMagics(Magics):
 
     @line_magic
     @_with_usage(PING)
-    def ping(self, line: str) -> probe.PingResult:
+    def ping(self, line: str) -> PingResult:
         """Ping from inside a namespace."""
+        from nskernel import probe
+
         args = _parse(PING, line)
         return self._do("ping", lambda: probe.ping(self.lab, args.source, args.destination,
                                                    args.count, args.timeout))
@@ -202,7 +214,9 @@ class LabMagics(Magics):
 
     @line_magic
     @_with_usage(TOPOLOGY)
-    def topology(self, line: str) -> topology.Topology:
+    def topology(self, line: str) -> Topology:
         """Draw the lab."""
+        from nskernel import topology
+
         _parse(TOPOLOGY, line)
         return self._do("topology", lambda: topology.read(self.lab))

@@ -40,8 +40,7 @@ from nskernel import _syscalls, sandbox
 T = TypeVar("T")
 NETNS_DIR = sandbox.NETNS_DIR
 RECORDS_DIR = "/run/nskernel/labs"
-#: Stands for the network namespace the kernel itself runs in.
-KERNEL_NS = "kernel"
+KERNEL_NS = sandbox.KERNEL_NS
 IFNAMSIZ = 15
 IFNAME_TRIES = 64
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -113,6 +113,8 @@ def _for_this_thread(flag: int, ns_file: str) -> Iterator[None]:
 
 _NOSUID_NODEV_NOEXEC = _syscalls.MS_NOSUID | _syscalls.MS_NODEV | _syscalls.MS_NOEXEC
 NETNS_DIR = "/run/netns"
+#: In the lab, stands for the network namespace the kernel itself runs in.
+KERNEL_NS = "kernel"
 #: Where named network namespaces and the lab's records live; private in a new netns.
 PRIVATE_RUN_DIRS = (NETNS_DIR, "/run/nskernel")
 
