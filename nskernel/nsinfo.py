@@ -35,14 +35,14 @@ def encode_host_namespaces() -> str:
     return ",".join(f"{name}:{inode}" for name, inode in namespaces_of().items())
 
 
-def reference_namespaces() -> tuple[str, dict[str, int]]:
-    """(label, {type: inode}) of what the kernel is compared with."""
+def reference_namespaces() -> tuple[str, str, dict[str, int]]:
+    """(column label, longer description, {type: inode}) of what the kernel is compared with."""
     recorded = os.environ.get(HOST_NS_ENV)
     if recorded:
         pairs = (item.split(":") for item in recorded.split(","))
-        return "host", {name: int(inode) for name, inode in pairs}
+        return "host", "the host", {name: int(inode) for name, inode in pairs}
     parent = os.getppid()
-    return f"parent (pid {parent})", namespaces_of(parent)
+    return "parent", f"its parent (pid {parent})", namespaces_of(parent)
 
 
 def nsinfo(pid: int | None = None) -> Table:
@@ -50,12 +50,13 @@ def nsinfo(pid: int | None = None) -> Table:
     if pid is not None and not os.path.exists(f"/proc/{pid}"):
         raise ProcessLookupError(f"no process {pid} in this pid namespace")
     mine = namespaces_of(pid if pid is not None else "self")
-    label, reference = reference_namespaces()
+    label, description, reference = reference_namespaces()
     rows = []
     for name, inode in mine.items():
         other = reference.get(name)
         state = "?" if other is None else "shared" if other == inode else "private"
         rows.append([name, inode, "" if other is None else other, state])
     who = f"process {pid}" if pid is not None else f"this kernel (pid {os.getpid()})"
-    return Table(["namespace", who, label, ""], rows,
-                 title=f"Namespaces of {who} compared with its {label.split(' ')[0]}")
+    # PIDs only in the title: column widths stay the same from run to run (diffable output)
+    return Table(["namespace", "process" if pid is not None else "kernel", label, ""], rows,
+                 title=f"Namespaces of {who} compared with {description}")

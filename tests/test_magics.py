@@ -283,7 +283,9 @@ def test_nsinfo_of_a_child_in_new_namespaces(kernel):
                         "'sleep', '5'])\nimport time; time.sleep(0.3)\np.pid")
     try:
         table = cell(kernel, f"%nsinfo {done.value}").result
-        assert f"process {done.value}" in table
+        assert f"Namespaces of process {done.value} compared with" in table
+        net_row = next(row for row in table.splitlines() if row.startswith("net "))
+        assert net_row.split()[-1] == "private"  # the unshare --net child
     finally:
         cell(kernel, "p.kill(); p.wait()")
 
