@@ -301,8 +301,12 @@ def test_a_thousand_cells_leave_fds_threads_and_children_as_they_were(kernel):
                         "    get_ipython().run_cell_magic('isolate', '--pid --net', 'x = 1')",
                 timeout=300)
     assert done.status == "ok", done
-    fds_after, threads_after, children_after = cell(kernel, probe).value
-    assert fds_after <= fds and (threads_after, children_after) == (threads, children)
+
+    def settled() -> bool:  # the last child is reaped by the event loop once it has exited
+        fds_after, threads_after, children_after = cell(kernel, probe).value
+        return fds_after <= fds and (threads_after, children_after) == (threads, children)
+
+    assert wait_for(settled, timeout=5, step=0.2), cell(kernel, probe).value
 
 
 def test_python_api_returns_the_functions_value():
