@@ -73,9 +73,12 @@ def current_lab() -> Lab:
     """The lab of this process (one per kernel): the magics' and ``nskernel.lab()``'s.
     Removed at exit: kernel shutdown and restart leave nothing of it behind."""
     global _lab
-    if _lab is None:
-        from nskernel.net import Lab
+    from nskernel import runner
+    from nskernel.net import OUTSIDE_ONLY, Lab, LabError
 
+    if runner.inside_isolated_cell():  # its lab would die with it, unremoved
+        raise LabError(OUTSIDE_ONLY)
+    if _lab is None:
         _lab = Lab()
         atexit.register(_lab.shutdown)
     return _lab
@@ -106,6 +109,7 @@ class LabMagics(Magics):
         from nskernel.net import LabError
 
         try:
+            self.lab  # noqa: B018 - refuses early inside an isolated cell
             return action()
         except (LabError, NamespaceError) as exc:
             raise UsageError(f"%{prog}: {exc}") from None

@@ -46,6 +46,10 @@ IFNAME_TRIES = 64
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+OUTSIDE_ONLY = ("the network lab is run by the kernel itself, not from inside an isolated "
+                "cell: use the lab magics in a normal cell")
+
+
 class LabError(ValueError):
     """A lab step cannot be done; the message is one line saying what and how to fix it."""
 
@@ -183,6 +187,7 @@ class Lab:
 
     def __init__(self, records_dir: str = RECORDS_DIR) -> None:
         self.owner = owner_id()
+        self._pid = os.getpid()
         self.record_path = os.path.join(records_dir, f"{self.owner}.json")
         self.netns: dict[str, int] = {}  # name -> inode
         self.links: dict[str, int] = {}  # interfaces in the kernel's netns: name -> ifindex
@@ -194,6 +199,8 @@ class Lab:
 
     # -- the worker thread
     def _call(self, function: Callable[..., T], *args: Any) -> T:
+        if os.getpid() != self._pid:  # a fork (an isolated cell) has no worker thread
+            raise LabError(OUTSIDE_ONLY)
         if self._worker is None:
             self._worker = ThreadPoolExecutor(1, thread_name_prefix="nskernel-net",
                                               initializer=self._start_worker)

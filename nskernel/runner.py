@@ -193,8 +193,9 @@ def _reap(child: int) -> int:
     return status
 
 
-#: Children that sent their result and hung up, but may not have finished exiting: {pid: pidfd}
-_exiting: dict[int, int] = {}
+#: Children that sent their result and hung up, but may not have finished exiting:
+#: {pid: (pidfd, the event loop watching it)}
+_exiting: dict[int, tuple[int, asyncio.AbstractEventLoop]] = {}
 
 
 def _reap_soon(child: int) -> None:
@@ -212,16 +213,16 @@ def _reap_soon(child: int) -> None:
         _reap(child)
         return
     pidfd = os.pidfd_open(child)
-    _exiting[child] = pidfd
+    _exiting[child] = (pidfd, loop)
     loop.add_reader(pidfd, _reap_exited)
 
 
 def _reap_exited() -> None:
-    for child, pidfd in list(_exiting.items()):
+    for child, (pidfd, loop) in list(_exiting.items()):
         if os.waitpid(child, os.WNOHANG)[0]:
             del _exiting[child]
-            with contextlib.suppress(RuntimeError):
-                asyncio.get_event_loop_policy().get_event_loop().remove_reader(pidfd)
+            with contextlib.suppress(RuntimeError):  # the loop may be closed by now
+                loop.remove_reader(pidfd)
             os.close(pidfd)
 
 
@@ -354,6 +355,11 @@ def _exec(argv: list[str]) -> int:
     sys.stderr.flush()
     os.execvp(argv[0], argv)
     return 127  # not reached: execvp raises on failure
+
+
+def inside_isolated_cell() -> bool:
+    """True in a child that :func:`run` forked (where the kernel's threads do not exist)."""
+    return _child_messages is not None
 
 
 def publish_display(data: dict, metadata: dict | None = None) -> None:

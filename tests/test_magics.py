@@ -318,3 +318,10 @@ def test_python_api_returns_the_functions_value():
     assert nskernel.isolate(hostname_and_pid, uts=True, pid=True, hostname="api") == ("api", 1)
     with pytest.raises(ZeroDivisionError):
         nskernel.isolate(lambda: 1 / 0, net=True)
+
+
+def test_the_lab_inside_an_isolated_cell_says_where_it_works(kernel):
+    done = cell(kernel, "%%isolate --net\n%ip")
+    assert one_line_error(done) == (
+        "UsageError: %ip: the network lab is run by the kernel itself, not from inside an "
+        "isolated cell: use the lab magics in a normal cell")
