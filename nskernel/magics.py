@@ -109,7 +109,7 @@ class NamespaceMagics(Magics):
         if args.name not in existing:
             raise UsageError(
                 f"%%netns: no network namespace named {args.name!r} (existing: "
-                f"{', '.join(existing) or 'none'}; create one with `ip netns add {args.name}`)")
+                f"{', '.join(existing) or 'none'}; create one with %netns add {args.name})")
         if args.net:
             raise UsageError("%%netns: --net would leave the named namespace; drop it")
         spec = self._spec(NETNS, args, default=(), netns=args.name)
