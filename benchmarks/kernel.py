@@ -50,38 +50,56 @@ def wait_reply(client, msg_id: str) -> None:
             return
 
 
-def measure(name: str, round_trips: int) -> dict[str, float]:
+def start(name: str) -> tuple[KernelManager, object, float]:
     manager = KernelManager(kernel_name=name)
     started = time.perf_counter()
     manager.start_kernel()
     client = manager.client()
     client.start_channels()
     client.wait_for_ready(timeout=60)
-    ready = time.perf_counter() - started
+    return manager, client, time.perf_counter() - started
 
+
+def round_trip(client) -> float:
+    begin = time.perf_counter()
+    wait_reply(client, client.execute("pass", store_history=False))
+    return time.perf_counter() - begin
+
+
+def measure_pair(round_trips: int) -> dict[str, dict[str, float]]:
+    """One kernel of each kind, measured side by side: their round trips alternate, so the
+    drift of a shared, noisy machine falls on both alike."""
+    kernels = {name: start(name) for name in KERNELS}
+    results: dict[str, dict[str, float]] = {name: {"start": kernels[name][2]}
+                                            for name in KERNELS}
+    samples: dict[str, list[float]] = {name: [] for name in KERNELS}
     for _ in range(20):  # warm up
-        wait_reply(client, client.execute("pass", store_history=False))
-    samples = []
+        for name in KERNELS:
+            round_trip(kernels[name][1])
     for _ in range(round_trips):
+        for name in KERNELS:
+            samples[name].append(round_trip(kernels[name][1]))
+    for name, (manager, client, _ready) in kernels.items():
+        result = results[name]
+        result["round trip"] = statistics.median(samples[name])
+        msg_id = client.execute("import time; time.sleep(100)")
+        time.sleep(0.3)
         begin = time.perf_counter()
-        wait_reply(client, client.execute("pass", store_history=False))
-        samples.append(time.perf_counter() - begin)
-    time.sleep(0.5)
-    rss, pss = memory_kib(manager.provisioner.pid)
-
-    msg_id = client.execute("import time; time.sleep(100)")
-    time.sleep(0.3)
-    begin = time.perf_counter()
-    manager.interrupt_kernel()
-    wait_reply(client, msg_id)
-    interrupt = time.perf_counter() - begin
-
-    client.stop_channels()
-    begin = time.perf_counter()
-    manager.shutdown_kernel(now=False)
-    shutdown = time.perf_counter() - begin
-    return {"start": ready, "round trip": statistics.median(samples), "shutdown": shutdown,
-            "interrupt": interrupt, "rss": rss / 1024, "pss": pss / 1024}
+        manager.interrupt_kernel()
+        wait_reply(client, msg_id)
+        result["interrupt"] = time.perf_counter() - begin
+        client.stop_channels()
+        begin = time.perf_counter()
+        manager.shutdown_kernel(now=False)
+        result["shutdown"] = time.perf_counter() - begin
+    for name in KERNELS:  # alone: two live kernels would share (and halve) their PSS
+        manager, client, _ready = start(name)
+        time.sleep(0.5)
+        rss, pss = memory_kib(manager.provisioner.pid)
+        results[name]["rss"], results[name]["pss"] = rss / 1024, pss / 1024
+        client.stop_channels()
+        manager.shutdown_kernel(now=False)
+    return results
 
 
 def main() -> None:
@@ -90,9 +108,9 @@ def main() -> None:
     parser.add_argument("--round-trips", type=int, default=300)
     args = parser.parse_args()
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in KERNELS}
-    for _ in range(args.starts):  # interleaved, so drift on a noisy machine hits both
-        for name in KERNELS:
-            runs[name].append(measure(name, args.round_trips))
+    for _ in range(args.starts):
+        for name, result in measure_pair(args.round_trips).items():
+            runs[name].append(result)
     medians = {name: {key: statistics.median(run[key] for run in runs[name])
                       for key in runs[name][0]} for name in KERNELS}
     stock, ours = medians["python3"], medians["isolated-python"]
@@ -106,7 +124,7 @@ def main() -> None:
         print(f"{key:<12} {stock[key] * scale:>9.2f} {unit} {ours[key] * scale:>9.2f} {unit} "
               f"{ours[key] / stock[key]:>6.2f}x  {goals[key]}{extra}")
     print(f"(medians of {args.starts} kernels each; round trip: median of "
-          f"{args.round_trips} executes per kernel)")
+          f"{args.round_trips} executes per kernel, alternating between the two kernels)")
 
 
 if __name__ == "__main__":
