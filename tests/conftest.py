@@ -134,6 +134,7 @@ def unprivileged_user() -> Iterator[pwd.struct_passwd]:
                         TEST_USER], check=True)
         created = True
         entry = pwd.getpwnam(TEST_USER)
+    opened = _let_others_traverse([REPO, Path(sys.prefix), Path(sys.executable).resolve()])
     try:
         check = as_user(entry, [sys.executable, "-c", "import nskernel, ipykernel"])
         assert check.returncode == 0, (
@@ -141,8 +142,24 @@ def unprivileged_user() -> Iterator[pwd.struct_passwd]:
             "(the venv and its base Python must be readable by other users)")
         yield entry
     finally:
+        for directory, mode in opened:
+            directory.chmod(mode)
         if created:
             subprocess.run(["userdel", TEST_USER], check=False)
+
+
+def _let_others_traverse(paths: list[Path]) -> list[tuple[Path, int]]:
+    """Add search permission (x, not read) for others on the directories above ``paths``,
+    so the test user can reach the checkout and its venv wherever CI cloned them (a clone
+    under /root, say); returns the original modes, to be put back."""
+    opened = []
+    for path in paths:
+        for directory in [path, *path.parents] if path.is_dir() else path.parents:
+            mode = directory.stat().st_mode & 0o7777
+            if not mode & 0o001 and directory not in (d for d, _ in opened):
+                directory.chmod(mode | 0o001)
+                opened.append((directory, mode))
+    return opened
 
 
 def as_user(user: pwd.struct_passwd, argv: list[str], timeout: float = 120,
