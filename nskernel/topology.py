@@ -34,11 +34,10 @@ class Topology:
 
     @property
     def nodes(self) -> list[str]:
-        ordered = []
-        for ns in self.namespaces:
-            ordered.append(ns)
-            ordered += sorted(b for b in self.bridges if b.split("/")[0] == ns)
-        return ordered
+        """What the picture draws: bridges, and the namespaces that have links of their own
+        (one that only hosts bridges shows in their labels, "br0 @ sw", not as a box)."""
+        linked = {end.node for pair in self.links for end in pair}
+        return [ns for ns in self.namespaces if ns in linked] + sorted(self.bridges)
 
     def __repr__(self) -> str:
         lines = [f"namespaces: {', '.join(self.namespaces) or 'none'}"]
@@ -91,46 +90,44 @@ def read(lab: Lab, namespaces: list[str] | None = None) -> Topology:
 
 
 def render_svg(topology: Topology) -> str:
-    """Nodes on a circle (each bridge beside its namespace), links as labelled lines."""
-    nodes = topology.nodes
-    count = max(len(nodes), 1)
-    radius = 60 + 28 * count
-    size = 2 * radius + 220
+    """Namespaces on a circle, in the order a walk along the links meets them (so linked
+    ones sit side by side), each bridge inside the circle among its members."""
+    position = _layout(topology)
+    size = 2 * max((abs(v) for point in position.values() for v in point), default=0) + 200
     centre = size / 2
-    position = {}
-    for number, node in enumerate(nodes):
-        angle = 2 * math.pi * number / count - math.pi / 2
-        position[node] = (centre + radius * math.cos(angle), centre + radius * math.sin(angle))
+    position = {node: (centre + x, centre + y) for node, (x, y) in position.items()}
+    nodes = topology.nodes
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="nskernel-topology" '
              f'width="{size:.0f}" height="{size:.0f}" viewBox="0 0 {size:.0f} {size:.0f}" '
              'font-family="sans-serif" font-size="11">']
-    for bridge in topology.bridges:
-        (x1, y1), (x2, y2) = position[bridge.split("/")[0]], position[bridge]
-        parts.append(f'<line class="in-ns" x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" '
-                     f'y2="{y2:.1f}" stroke="#999" stroke-dasharray="4 3"/>')
     for a, b in topology.links:
         (x1, y1), (x2, y2) = position[a.node], position[b.node]
         parts.append(f'<g class="link" data-a="{escape(str(a.node))}:{escape(a.ifname)}" '
                      f'data-b="{escape(str(b.node))}:{escape(b.ifname)}">'
                      f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" '
                      'stroke="#2660a0" stroke-width="2"/>')
+        length = math.hypot(x2 - x1, y2 - y1) or 1.0
+        normal = ((y1 - y2) / length * 9, (x2 - x1) / length * 9)  # labels sit beside the line
         for end, (ex, ey), (ox, oy) in ((a, (x1, y1), (x2, y2)), (b, (x2, y2), (x1, y1))):
-            lx, ly = ex + (ox - ex) * 0.3, ey + (oy - ey) * 0.3
+            lx = ex + (ox - ex) * 0.2 + normal[0]
+            ly = ey + (oy - ey) * 0.2 + normal[1] + 4
+            anchor = "start" if ox - ex > 40 else "end" if ex - ox > 40 else "middle"
             label = " ".join([end.ifname, *end.addresses])
-            parts.append(f'<text x="{lx:.1f}" y="{ly:.1f}" text-anchor="middle" '
+            parts.append(f'<text x="{lx:.1f}" y="{ly:.1f}" text-anchor="{anchor}" '
                          f'fill="#333" stroke="white" stroke-width="3" paint-order="stroke">'
                          f'{escape(label)}</text>')
         parts.append("</g>")
     for node in nodes:
         x, y = position[node]
         if "/" in node:
-            label = node.split("/")[1]
+            ns, bridge = node.split("/")
+            label = f"{bridge} @ {ns}"
             extra = " ".join(topology.bridges[node])
             parts.append(f'<g class="bridge" data-name="{escape(node)}">'
-                         f'<ellipse cx="{x:.1f}" cy="{y:.1f}" rx="34" ry="16" fill="#fde3d0" '
+                         f'<ellipse cx="{x:.1f}" cy="{y:.1f}" rx="44" ry="16" fill="#fde3d0" '
                          f'stroke="#f37626"/><text x="{x:.1f}" y="{y + 4:.1f}" '
                          f'text-anchor="middle">{escape(label)}</text>'
-                         + (f'<text x="{x:.1f}" y="{y + 30:.1f}" text-anchor="middle" '
+                         + (f'<text x="{x:.1f}" y="{y - 22:.1f}" text-anchor="middle" '
                             f'fill="#555">{escape(extra)}</text>' if extra else "") + "</g>")
         else:
             parts.append(f'<g class="ns" data-name="{escape(node)}">'
@@ -140,3 +137,34 @@ def render_svg(topology: Topology) -> str:
                          f'{escape(node)}</text></g>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _layout(topology: Topology) -> dict[str, tuple[float, float]]:
+    """Positions around (0, 0): namespaces on a circle, bridges at their members' centre."""
+    neighbours: dict[str, set[str]] = {node: set() for node in topology.nodes}
+    for a, b in topology.links:
+        neighbours[a.node].add(b.node)
+        neighbours[b.node].add(a.node)
+    order: list[str] = []
+
+    def walk(node: str) -> None:  # depth first, through bridges, recording namespaces
+        if node in order:
+            return
+        order.append(node)
+        for other in sorted(neighbours[node]):
+            walk(other)
+
+    for node in topology.nodes:
+        walk(node)
+    ring = [node for node in order if "/" not in node]
+    radius = 130 + 26 * len(ring)
+    position = {}
+    for number, node in enumerate(ring):
+        angle = 2 * math.pi * number / max(len(ring), 1) - math.pi / 2
+        position[node] = (radius * math.cos(angle), radius * math.sin(angle))
+    for bridge in sorted(topology.bridges):
+        members = [position[n] for n in neighbours[bridge] if n in position]
+        x = sum(p[0] for p in members) / len(members) if members else 0.0
+        y = sum(p[1] for p in members) / len(members) if members else 0.0
+        position[bridge] = (x * 0.55, y * 0.55)
+    return position
