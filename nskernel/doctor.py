@@ -1,7 +1,8 @@
 """``nskernel doctor``: which namespaces can this user create here, and how to fix the rest.
 
 Each check really enters the namespace, in a throw-away child, through the same
-:func:`nskernel.sandbox.enter` the kernel uses, so "ok" means the kernel will manage too.
+:func:`nskernel.sandbox.enter` the kernel and ``%%isolate`` use, so "ok" means they will
+manage too.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from nskernel import sandbox
+from nskernel import _syscalls, runner
 from nskernel.isolation import NAMESPACES, Isolation
 
 
@@ -21,25 +22,12 @@ class Check:
 
 
 def try_enter(spec: Isolation) -> str | None:
-    """Enter ``spec`` in a forked child; None if it worked, else the one-line error."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        code = 0
-        try:
-            sandbox.enter(spec)
-        except BaseException as exc:  # noqa: BLE001 - report anything, never return
-            os.write(write_end, str(exc).encode())
-            code = 1
-        os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        message = pipe.read().decode()
-    _pid, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) == 0:
-        return None
-    return message or f"child failed with status {status}"
+    """Enter ``spec`` in a child (the %%isolate runner); None if it worked, else the line."""
+    try:
+        runner.run(spec, lambda: None)
+    except (runner.IsolatedRunError, _syscalls.NamespaceError) as exc:
+        return str(exc)
+    return None
 
 
 def run_checks() -> list[Check]:
