@@ -6,10 +6,12 @@ everything it pulls in is paid for in start-up time and in the memory of launche
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+TYPE_CHECKING = False  # not typing's: the launcher's supervisor imports this package bare
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar
 
-T = TypeVar("T")
+    T = TypeVar("T")
 
 __version__ = "0.1.0"
 

@@ -13,7 +13,6 @@ import ctypes
 import errno
 import fcntl
 import os
-import socket
 import struct
 
 CLONE_NEWNS = 0x00020000
@@ -205,6 +204,8 @@ def set_link_up(name: str = "lo") -> None:
     Used for ``lo`` at start-up, where importing pyroute2 would cost more than the whole
     namespace set-up; everything else about links goes through pyroute2.
     """
+    import socket  # here, not at the top: the launcher's supervisor never needs it
+
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             request = _IFREQ.pack(name.encode(), 0)

@@ -2,17 +2,18 @@
 
 Process chain (DESIGN.md)::
 
-    jupyter server ─ launcher ─ init (PID 1) ─ kernel (PID 2) ─ user processes
-                     host pids   new pid namespace ───────────────────────────
+    jupyter server ─ launcher ─ dumb-init (PID 1) ─ kernel (PID 2) ─ user processes
+                     host pids   new pid namespace ───────────────────────────────
 
 The launcher starts in the host network namespace, binds and listens on the connection
-file's TCP ports, then enters the new namespaces. The listening sockets stay in the host
-netns, so the kernel adopts them (``zmq.USE_FD``) and Jupyter reaches it directly, with no
-proxy in between. The launcher stays behind to be the process Jupyter signals and waits
-for, and to kill the namespace if the Jupyter server dies.
+file's TCP ports, then enters the new namespaces and forks the child that execs dumb-init,
+which starts the kernel (``python -m nskernel.kernelapp``). The listening sockets stay in
+the host netns, so the kernel adopts them (``zmq.USE_FD``) and Jupyter reaches it directly,
+with no proxy in between. The launcher then execs :mod:`nskernel.supervisor` in a bare
+interpreter: it stays behind to be the process Jupyter signals and waits for, and kills the
+namespace if the Jupyter server dies.
 
-Only the standard library is imported here before the kernel forks, so the launcher and
-init stay small and start fast; ipykernel is imported by the kernel process alone.
+Everything beside the kernel is small: a bare Python and dumb-init (~10 MB of RSS together).
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
+from typing import NoReturn
 
-from nskernel import _syscalls, isolation, nsinfo, sandbox
+from nskernel import _syscalls, isolation, nsinfo, sandbox, supervisor
 
 #: Environment variable handing the adopted listening sockets to the kernel: "port:fd,...".
 LISTEN_FDS_ENV = "NSKERNEL_LISTEN_FDS"
@@ -59,13 +62,19 @@ def bind_listeners(connection: dict) -> list[socket.socket]:
     return listeners
 
 
-def run_kernel(connection_file: str) -> int:
-    """The kernel process proper: ipykernel with adopted sockets (see kernelapp)."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # the launcher ignored it
-    from nskernel.kernelapp import IsolatedKernelApp
+def find_dumb_init() -> str:
+    """dumb-init (a PyPI dependency) is PID 1: it reaps orphans and passes signals on."""
+    beside_python = os.path.join(os.path.dirname(sys.executable), "dumb-init")
+    found = beside_python if os.access(beside_python, os.X_OK) else shutil.which("dumb-init")
+    if found is None:
+        raise LaunchError("dumb-init not found beside python or on PATH: pip install dumb-init")
+    return found
 
-    IsolatedKernelApp.launch_instance(argv=["-f", connection_file])
-    return 0
+
+def exec_kernel(argv: list[str]) -> NoReturn:
+    """In the forked child: become the kernel (through dumb-init when it is PID 1)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # the launcher ignores it; exec keeps that
+    os.execv(argv[0], argv)
 
 
 def parse_args(argv: list[str] | None) -> tuple[isolation.Isolation, str]:
@@ -81,14 +90,20 @@ def parse_args(argv: list[str] | None) -> tuple[isolation.Isolation, str]:
         parser.exit(2, f"nskernel: cannot start the kernel: {exc}\n")
 
 
-def launch(spec: isolation.Isolation, connection_file: str) -> int:
-    """Bind, isolate, start init and kernel, then wait; return the kernel's exit code."""
+def launch(spec: isolation.Isolation, connection_file: str) -> NoReturn:
+    """Bind, isolate, start init and kernel, then exec the supervisor (never returns)."""
+    server = os.pidfd_open(os.getppid())  # before anything can orphan us
     try:
         with open(connection_file) as handle:
             connection = json.load(handle)
     except (OSError, ValueError) as exc:
         raise LaunchError(f"cannot read connection file {connection_file}: {exc}") from None
+    kernel = [sys.executable, "-m", "nskernel.kernelapp", "-f", connection_file]
+    if spec.pid:
+        kernel = [find_dumb_init(), "--", *kernel]
     listeners = bind_listeners(connection)
+    for sock in listeners:
+        sock.set_inheritable(True)
     os.environ[LISTEN_FDS_ENV] = ",".join(
         f"{sock.getsockname()[1]}:{sock.fileno()}" for sock in listeners)
 
@@ -100,29 +115,21 @@ def launch(spec: isolation.Isolation, connection_file: str) -> int:
         except OSError:
             pass  # not root: the lab says what to do if it ever needs them
     sandbox.enter(spec)
-
-    def kernel() -> int:
-        return run_kernel(connection_file)
-
-    if spec.pid:
-        child = sandbox.fork_pid1(spec, lambda: sandbox.run_init(kernel))
-    else:
-        _syscalls.set_child_subreaper()
-        child = sandbox.fork_pid1(spec, kernel)
-    _syscalls.set_process_name("nskernel-launch")
+    if not spec.pid:
+        _syscalls.set_child_subreaper()  # no init: orphans come to us
+    child = sandbox.fork_pid1(spec, lambda: exec_kernel(kernel))
     for sock in listeners:
         sock.close()  # the kernel owns them now; a restart must be able to bind again
-    try:
-        return sandbox.supervise(child, reap_orphans=not spec.pid)
-    finally:
-        if not spec.pid:
-            sandbox.kill_descendants(os.getpid())
+    os.set_inheritable(server, True)
+    argv = supervisor.command(server, child, reap_orphans=not spec.pid)
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    os.execve(argv[0], argv, {**os.environ, "PYTHONPATH": package_parent})
 
 
 def main(argv: list[str] | None = None) -> int:
     spec, connection_file = parse_args(argv)
     try:
-        return launch(spec, connection_file)
+        launch(spec, connection_file)
     except (LaunchError, _syscalls.NamespaceError) as exc:
         print(f"nskernel: cannot start the kernel: {exc}", file=sys.stderr)
         return 1

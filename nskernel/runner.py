@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from nskernel import _syscalls, sandbox
+from nskernel import _syscalls, sandbox, supervisor
 from nskernel.isolation import Isolation
 
 _HEADER = struct.Struct("!I")
@@ -181,7 +181,7 @@ def _signal_tree(child: int, signum: int) -> None:
     With a pid namespace, killing its PID 1 (in the group) takes everything inside along.
     """
     if signum == signal.SIGKILL:
-        sandbox.kill_descendants(child)
+        supervisor.kill_descendants(child)
     try:
         os.killpg(child, signum)
     except ProcessLookupError:
@@ -297,7 +297,7 @@ def _child_main(isolation: Isolation, target: Callable[[], Any],
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # PID 1 gets it from the group
             grandchild = sandbox.fork_pid1(isolation, lambda: _call(target, messages))
             _hang_up(messages)  # the pipes are PID 1's alone now
-            code = sandbox.supervise(grandchild)
+            code = supervisor.supervise(grandchild)
             code = code if code >= 0 else 128 - code  # died of a signal: as a shell says
         else:
             code = _call(target, messages)

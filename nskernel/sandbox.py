@@ -3,23 +3,19 @@
 Namespaces are per thread and ipykernel is multi-threaded, so nothing here may run in a
 kernel process: callers fork first and call :func:`enter` in the single-threaded child.
 A new pid namespace only applies to children, so the process that entered forks once more;
-that child is PID 1 (:func:`fork_pid1`). The kernel launcher runs a small init there
-(:func:`run_init`) that reaps orphans and forwards signals; ``%%isolate`` runs the cell body.
+that child is PID 1 (:func:`fork_pid1`). The kernel launcher execs dumb-init there, an init
+that reaps orphans and forwards signals; ``%%isolate`` runs the cell body itself as PID 1.
 """
 
 from __future__ import annotations
 
 import os
-import select
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 from nskernel import _syscalls
 from nskernel.isolation import Isolation
-
-#: Signals an init or supervisor passes on to the process it watches.
-FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
@@ -194,109 +190,3 @@ def fork_pid1(isolation: Isolation, main: Callable[[], int]) -> int:
 def _report(exc: BaseException) -> None:
     if not isinstance(exc, SystemExit):
         os.write(2, f"nskernel: {exc}\n".encode())
-
-
-def run_init(main: Callable[[], int]) -> int:
-    """Be PID 1: start ``main`` in a child, reap every orphan, return ``main``'s exit code.
-
-    PID 1 receives signals from outside only if it handles them: SIGINT is ignored (the
-    process group's interrupt reaches the kernel directly), SIGTERM and SIGHUP are passed on.
-    When PID 1 returns, Linux kills everything else in the namespace.
-    """
-    with open("/proc/self/comm") as handle:
-        name = handle.read().strip()
-    _syscalls.set_process_name("nskernel-init")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    child = os.fork()
-    if child == 0:
-        _syscalls.set_process_name(name)
-        code = 1
-        try:
-            code = main()
-        except BaseException as exc:  # noqa: BLE001
-            _report(exc)
-        finally:
-            os._exit(code)
-    _forward_signals_to(child)
-    while True:
-        pid, status = os.wait()
-        if pid == child:
-            return os.waitstatus_to_exitcode(status)
-
-
-def _forward_signals_to(pid: int) -> None:
-    def forward(signum: int, _frame: object) -> None:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
-    for signum in FORWARDED_SIGNALS:
-        signal.signal(signum, forward)
-
-
-def supervise(child: int, reap_orphans: bool = False) -> int:
-    """Wait for ``child`` while watching our own parent; return the child's exit code.
-
-    If our parent (the Jupyter server, or the kernel for a magic) dies, the child is killed
-    at once: with a pid namespace that takes everything inside with it. Uses pidfds, so
-    there is no polling loop and no wake-up while nothing happens. ``reap_orphans`` is for
-    a child subreaper without a pid namespace: orphans reparented to us are reaped as they die.
-    """
-    parent_fd = os.pidfd_open(os.getppid())
-    child_fd = os.pidfd_open(child)
-    _forward_signals_to(child)
-    if reap_orphans:
-        signal.signal(signal.SIGCHLD, lambda _signum, _frame: _reap_all_but(child))
-    try:
-        poller = select.poll()
-        poller.register(parent_fd, select.POLLIN)
-        poller.register(child_fd, select.POLLIN)
-        while True:
-            ready = {fd for fd, _event in poller.poll()}
-            if child_fd in ready:
-                break
-            if parent_fd in ready:
-                os.kill(child, signal.SIGKILL)
-                poller.unregister(parent_fd)
-        _pid, status = os.waitpid(child, 0)
-        return os.waitstatus_to_exitcode(status)
-    finally:
-        os.close(parent_fd)
-        os.close(child_fd)
-
-
-def _reap_all_but(child: int) -> None:
-    while True:
-        try:
-            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return
-        if info is None or info.si_pid == child:
-            return
-        os.waitpid(info.si_pid, 0)
-
-
-def kill_descendants(pid: int) -> None:
-    """SIGKILL every descendant of ``pid`` (for when there is no pid namespace to do it)."""
-    for child in _children(pid):
-        kill_descendants(child)
-        try:
-            os.kill(child, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def _children(pid: int) -> list[int]:
-    children: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return children
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as handle:
-                children += [int(word) for word in handle.read().split()]
-        except OSError:
-            pass
-    return children

@@ -46,8 +46,14 @@ def write_kernel(name: str, spec: Isolation) -> str:
 
 
 # ---------------------------------------------------------------------------- leak checks
+#: What the command lines of our processes contain: launcher and its supervisor, dumb-init and
+#: the kernel (``dumb-init -- python -m nskernel.kernelapp``), the rootless probe.
+OUR_COMMAND_LINES = (b"nskernel.launch", b"nskernel.supervisor", b"nskernel.kernelapp",
+                     b"kernel_probe.py")
+
+
 def our_processes() -> list[str]:
-    """Processes that run our launcher (anything from a test still alive is a leak)."""
+    """Processes that run our launcher or kernel (anything from a test still alive is a leak)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
@@ -56,7 +62,7 @@ def our_processes() -> list[str]:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
         except OSError:
             continue
-        if b"nskernel.launch" in cmdline or b"kernel_probe.py" in cmdline:
+        if any(marker in cmdline for marker in OUR_COMMAND_LINES):
             found.append(f"{entry}: {cmdline.decode(errors='replace')}")
     return found
 

@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import wait_for, write_kernel
 from kernels import execute
+
+from nskernel.isolation import Isolation
 
 NAMESPACES = ("pid", "net", "mnt", "uts", "ipc")
 NS_CODE = "import os; {n: os.readlink(f'/proc/self/ns/{n}') for n in " + repr(NAMESPACES) + "}"
@@ -112,6 +114,26 @@ def test_orphans_are_reaped_by_init(start_kernel):
     states = execute(client, "[open(f'/proc/{p}/stat').read().split(')')[1].split()[0] "
                              "for p in os.listdir('/proc') if p.isdigit()]").value
     assert "Z" not in states and len(states) <= 3
+
+
+def test_without_a_pid_namespace_the_launcher_reaps_and_cleans_up(start_kernel):
+    """No init then: the launcher is the child subreaper, and kills what is left at the end."""
+    manager, client = start_kernel(write_kernel("isolated-net", Isolation(net=True, mount=True)))
+    launcher = manager.provisioner.pid
+    assert execute(client, "import socket; [n for _, n in socket.if_nameindex()]").value == \
+        ["lo"]
+    assert execute(client, "import os; os.getppid()").value == launcher
+    execute(client, "import subprocess; subprocess.run(['sh', '-c', "
+                    "'for i in 1 2 3 4 5; do sleep 0.1 & done; exit 0'])")
+    time.sleep(1)
+    states = [Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+              for pid in Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()]
+    assert states == ["S"] or states == ["R"], states  # the kernel alone; no zombie orphans
+    sleeper = execute(client, "subprocess.Popen(['sleep', '100'], start_new_session=True).pid")
+    client.stop_channels()
+    manager.shutdown_kernel(now=False)
+    assert wait_for(lambda: not Path(f"/proc/{sleeper.value}").exists(), timeout=5)
+    assert not Path(f"/proc/{launcher}").exists()
 
 
 @pytest.mark.parametrize("kernel_name", ["isolated-python", "python3"])

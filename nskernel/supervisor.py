@@ -1,0 +1,126 @@
+"""Wait for a child while watching our own parent; kill the child if the parent dies.
+
+Used twice: by ``%%isolate`` (the runner's middle process, whose parent is the kernel) and
+by the kernel launcher, which ends by exec'ing ``python -S -m nskernel.supervisor`` so that
+what stays alive beside the kernel for its whole life is a bare interpreter (~9 MB of RSS)
+rather than the launcher with everything it imported to set the namespaces up.
+
+Kept to the standard library and :mod:`nskernel._syscalls`, so it runs without ``site``.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+
+from nskernel import _syscalls
+
+#: Signals a supervisor passes on to the process it watches (SIGINT reaches the kernel's
+#: process group directly; SIGKILL cannot be caught and needs no forwarding).
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def supervise(child: int, *, parent_fd: int | None = None, reap_orphans: bool = False) -> int:
+    """Wait for ``child`` while watching our parent; return the child's exit code.
+
+    If the parent (the Jupyter server, or the kernel for a magic) dies, the child is killed
+    at once: with a pid namespace that takes everything inside with it. ``parent_fd`` is a
+    pidfd of the parent opened earlier (before anything could orphan us); without it, our
+    current parent is watched. Pidfds mean no polling loop and no wake-up while nothing
+    happens. ``reap_orphans`` is for a child subreaper without a pid namespace: orphans
+    reparented to us are reaped as they die.
+    """
+    if parent_fd is None:
+        parent_fd = os.pidfd_open(os.getppid())
+    child_fd = os.pidfd_open(child)
+    _forward_signals_to(child)
+    if reap_orphans:
+        signal.signal(signal.SIGCHLD, lambda _signum, _frame: _reap_all_but(child))
+    try:
+        poller = select.poll()
+        poller.register(parent_fd, select.POLLIN)
+        poller.register(child_fd, select.POLLIN)
+        while True:
+            ready = {fd for fd, _event in poller.poll()}
+            if child_fd in ready:
+                break
+            if parent_fd in ready:
+                os.kill(child, signal.SIGKILL)
+                poller.unregister(parent_fd)
+        _pid, status = os.waitpid(child, 0)
+        return os.waitstatus_to_exitcode(status)
+    finally:
+        os.close(parent_fd)
+        os.close(child_fd)
+
+
+def _forward_signals_to(pid: int) -> None:
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for signum in FORWARDED_SIGNALS:
+        signal.signal(signum, forward)
+
+
+def _reap_all_but(child: int) -> None:
+    while True:
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if info is None or info.si_pid == child:
+            return
+        os.waitpid(info.si_pid, 0)
+
+
+def kill_descendants(pid: int) -> None:
+    """SIGKILL every descendant of ``pid`` (for when there is no pid namespace to do it)."""
+    for child in _children(pid):
+        kill_descendants(child)
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _children(pid: int) -> list[int]:
+    children: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return children
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                children += [int(word) for word in handle.read().split()]
+        except OSError:
+            pass
+    return children
+
+
+def command(parent_fd: int, child: int, *, reap_orphans: bool) -> list[str]:
+    """The argv the launcher execs into: this module in a site-less interpreter."""
+    return [sys.executable, "-S", "-m", __name__, str(parent_fd), str(child),
+            *(["--reap-orphans"] if reap_orphans else [])]
+
+
+def main(argv: list[str]) -> int:
+    """``PARENT_PIDFD CHILD_PID [--reap-orphans]``, as written by :func:`command`."""
+    parent_fd, child = int(argv[0]), int(argv[1])
+    reap_orphans = "--reap-orphans" in argv[2:]
+    _syscalls.set_process_name("nskernel-launch")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for the kernel alone
+    try:
+        return supervise(child, parent_fd=parent_fd, reap_orphans=reap_orphans)
+    finally:
+        if reap_orphans:
+            kill_descendants(os.getpid())
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
