@@ -9,7 +9,6 @@ creating a socket. Everything else is stock ipykernel, message for message.
 from __future__ import annotations
 
 import os
-import sys
 
 import zmq
 from ipykernel.heartbeat import Heartbeat
@@ -86,13 +85,3 @@ class IsolatedKernelApp(IPKernelApp):
         )
         self.heartbeat.start()
 
-
-def main() -> None:
-    """``python -m nskernel.kernelapp -f CONNECTION_FILE``: what dumb-init starts."""
-    if sys.path and sys.path[0] in ("", os.getcwd()):
-        del sys.path[0]  # as ipykernel_launcher: IPython puts it back once loaded
-    IsolatedKernelApp.launch_instance()
-
-
-if __name__ == "__main__":
-    main()

@@ -2,18 +2,21 @@
 
 Process chain (DESIGN.md)::
 
-    jupyter server ─ launcher ─ dumb-init (PID 1) ─ kernel (PID 2) ─ user processes
-                     host pids   new pid namespace ───────────────────────────────
+    jupyter server ─ launcher ┬ dumb-init (PID 1) ─ sleep (PID 3)     orphans → PID 1
+                              └ kernel (PID 2) ─ user processes
+                   host pids    new pid namespace ──────────────────────────────
 
 The launcher starts in the host network namespace, binds and listens on the connection
-file's TCP ports, then enters the new namespaces and forks the child that execs dumb-init,
-which starts the kernel (``python -m nskernel.kernelapp``). The listening sockets stay in
-the host netns, so the kernel adopts them (``zmq.USE_FD``) and Jupyter reaches it directly,
-with no proxy in between. The launcher then execs :mod:`nskernel.supervisor` in a bare
-interpreter: it stays behind to be the process Jupyter signals and waits for, and kills the
-namespace if the Jupyter server dies.
+file's TCP ports and imports ipykernel, then enters the new namespaces and forks twice: PID 1,
+which becomes dumb-init (it reaps the namespace's orphans), and the kernel, PID 2, which
+starts warm from the launcher's imports. The listening sockets stay in the host netns, so
+the kernel adopts them (``zmq.USE_FD``) and Jupyter reaches it directly, with no proxy in
+between. The launcher then execs :mod:`nskernel.supervisor` in a bare interpreter: it stays
+behind to be the process Jupyter signals and waits for, ends the namespace when the kernel
+exits, and kills it if the Jupyter server dies.
 
-Everything beside the kernel is small: a bare Python and dumb-init (~10 MB of RSS together).
+Everything beside the kernel is small: a bare Python, dumb-init and its ``sleep`` (~12 MB of
+RSS together), where forks of the launcher would each count the launcher's heap again.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ def bind_listeners(connection: dict) -> list[socket.socket]:
 
 
 def find_dumb_init() -> str:
-    """dumb-init (a PyPI dependency) is PID 1: it reaps orphans and passes signals on."""
+    """dumb-init (a PyPI dependency) is PID 1: it reaps the orphans of the namespace."""
     beside_python = os.path.join(os.path.dirname(sys.executable), "dumb-init")
     found = beside_python if os.access(beside_python, os.X_OK) else shutil.which("dumb-init")
     if found is None:
@@ -71,10 +74,28 @@ def find_dumb_init() -> str:
     return found
 
 
-def exec_kernel(argv: list[str]) -> NoReturn:
-    """In the forked child: become the kernel (through dumb-init when it is PID 1)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # the launcher ignores it; exec keeps that
-    os.execv(argv[0], argv)
+def run_init(dumb_init: str, go: int) -> NoReturn:
+    """PID 1: wait until the kernel has PID 2, then become dumb-init.
+
+    dumb-init needs a child to run; ``sleep infinity`` is the smallest. PID 1 leaves the
+    launcher's process group, so Jupyter's interrupts and kills (sent to that group) reach
+    the kernel and not the init; it dies with the launcher (parent-death signal) or when the
+    supervisor kills it after the kernel has exited.
+    """
+    os.setsid()
+    os.read(go, 1)
+    os.close(go)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # ignored by the launcher; exec would keep it
+    os.execv(dumb_init, [dumb_init, "--", "sleep", "infinity"])
+
+
+def run_kernel(connection_file: str, kernel_app: type, launcher_fds: list[int]) -> int:
+    """The kernel process proper: ipykernel with adopted sockets (see kernelapp)."""
+    for fd in launcher_fds:
+        os.close(fd)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the launcher ignored it
+    kernel_app.launch_instance(argv=["-f", connection_file])
+    return 0
 
 
 def parse_args(argv: list[str] | None) -> tuple[isolation.Isolation, str]:
@@ -98,16 +119,14 @@ def launch(spec: isolation.Isolation, connection_file: str) -> NoReturn:
             connection = json.load(handle)
     except (OSError, ValueError) as exc:
         raise LaunchError(f"cannot read connection file {connection_file}: {exc}") from None
-    kernel = [sys.executable, "-m", "nskernel.kernelapp", "-f", connection_file]
-    if spec.pid:
-        kernel = [find_dumb_init(), "--", *kernel]
+    dumb_init = find_dumb_init() if spec.pid else ""
     listeners = bind_listeners(connection)
-    for sock in listeners:
-        sock.set_inheritable(True)
     os.environ[LISTEN_FDS_ENV] = ",".join(
         f"{sock.getsockname()[1]}:{sock.fileno()}" for sock in listeners)
-
     os.environ[nsinfo.HOST_NS_ENV] = nsinfo.encode_host_namespaces()  # for %nsinfo inside
+    # Imported here, once, so that the kernel forked below starts warm (as fast as stock).
+    from nskernel.kernelapp import IsolatedKernelApp
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for the kernel alone
     for directory in sandbox.PRIVATE_RUN_DIRS:  # mount points for the kernel's private copies
         try:
@@ -115,13 +134,22 @@ def launch(spec: isolation.Isolation, connection_file: str) -> NoReturn:
         except OSError:
             pass  # not root: the lab says what to do if it ever needs them
     sandbox.enter(spec)
-    if not spec.pid:
+    init = ready = None
+    if spec.pid:
+        go, ready = os.pipe()
+        init = sandbox.fork_pid1(spec, lambda: run_init(dumb_init, go))
+        os.close(go)
+    else:
         _syscalls.set_child_subreaper()  # no init: orphans come to us
-    child = sandbox.fork_pid1(spec, lambda: exec_kernel(kernel))
+    ours = [fd for fd in (server, ready) if fd is not None]
+    kernel = sandbox.fork_child(lambda: run_kernel(connection_file, IsolatedKernelApp, ours))
+    if ready is not None:
+        os.write(ready, b"1")  # the kernel is PID 2: the init may start its own child now
+        os.close(ready)
     for sock in listeners:
         sock.close()  # the kernel owns them now; a restart must be able to bind again
     os.set_inheritable(server, True)
-    argv = supervisor.command(server, child, reap_orphans=not spec.pid)
+    argv = supervisor.command(server, kernel, init=init)
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     os.execve(argv[0], argv, {**os.environ, "PYTHONPATH": package_parent})
 

@@ -169,6 +169,11 @@ def fork_pid1(isolation: Isolation, main: Callable[[], int]) -> int:
     Called after :func:`enter`, so with ``isolation.pid`` the child is PID 1 of the new pid
     namespace and gets its own /proc first. The child dies with its parent.
     """
+    return fork_child(main, new_proc=isolation.pid)
+
+
+def fork_child(main: Callable[[], int], *, new_proc: bool = False) -> int:
+    """Fork a child that dies with its parent, runs ``main`` and exits with its result."""
     parent = os.getpid()
     pid = os.fork()
     if pid:
@@ -176,9 +181,9 @@ def fork_pid1(isolation: Isolation, main: Callable[[], int]) -> int:
     code = 1
     try:
         _syscalls.set_parent_death_signal(signal.SIGKILL)
-        if os.getppid() != parent and not isolation.pid:
+        if os.getppid() not in (parent, 0):  # 0: the parent is outside our pid namespace
             os._exit(1)  # the parent died before the death signal was armed
-        if isolation.pid:
+        if new_proc:
             mount_proc()
         code = main()
     except BaseException as exc:  # noqa: BLE001 - a forked child must never return

@@ -55,7 +55,7 @@ def test_interrupt_stops_the_cell_and_the_kernel_lives_on(start_kernel, code):
     else:
         assert content["status"] == "error" and content["ename"] == "KeyboardInterrupt"
     assert execute(client, "1 + 1").value == 2
-    assert execute(client, "!ps -e -o comm= | grep -c sleep || true").stdout.strip() == "0"
+    assert execute(client, "!ps -e -o args= | grep -c '^sleep 100' || true").stdout.strip() == "0"
 
 
 def test_restart_keeps_the_kernel_isolated(start_kernel):
