@@ -5,21 +5,28 @@ PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || command -
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: lab test venv
+.PHONY: lab test venv bytecode
 
 venv:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# An editable install gets no bytecode from pip; without it (and with PYTHONDONTWRITEBYTECODE
+# set, as on some machines) every kernel start compiles nskernel's sources again (~20 ms).
+bytecode:
+	$(BIN)/python -m compileall -q nskernel
+
 # Set up everything, install the Isolated Python kernelspec and start JupyterLab on notebooks/.
 lab: venv
 	$(BIN)/pip install --quiet -e '.[lab]'
+	$(MAKE) --no-print-directory bytecode
 	$(BIN)/nskernel install --sys-prefix
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser --allow-root
 
 # Install the test dependencies and run every check: lint, tests, notebooks.
 test: venv
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(MAKE) --no-print-directory bytecode
 	$(BIN)/nskernel install --sys-prefix
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
