@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from nskernel import _syscalls, runner
 from nskernel.isolation import NAMESPACES, Isolation
+from nskernel.launch import LaunchError, find_dumb_init
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ def run_checks() -> list[Check]:
         error = try_enter(Isolation(**{name: True}))
         detail = error or ("ok" if as_root else "ok (inside a user namespace)")
         checks.append(Check(name, error is None, detail))
+    try:
+        checks.append(Check("init", True, f"PID 1 of the kernel will be {find_dumb_init()}"))
+    except LaunchError as exc:
+        checks.append(Check("init", False, str(exc)))
     return checks
 
 
@@ -47,7 +52,8 @@ def report(checks: list[Check]) -> str:
     lines = [f"nskernel doctor, as {who}:"]
     lines += [f"  {'ok ' if check.ok else 'NO '} {check.namespace:<6} {check.detail}"
               for check in checks]
-    needed = [check for check in checks if not check.ok and check.namespace in NAMESPACES]
+    needed = [check for check in checks
+              if not check.ok and check.namespace in (*NAMESPACES, "init")]
     lines.append("The Isolated Python kernel can start here." if not needed else
                  "The Isolated Python kernel cannot start here until the above is fixed.")
     return "\n".join(lines)

@@ -100,6 +100,7 @@ def test_launcher_reports_a_port_in_use(tmp_path):
 def test_doctor_as_root_says_everything_works():
     done = nskernel("doctor")
     assert done.returncode == 0, done.stdout + done.stderr
-    for name in ("user", "pid", "net", "mount", "uts", "ipc"):
+    for name in ("user", "pid", "net", "mount", "uts", "ipc", "init"):
         assert any(line.split()[:2] == ["ok", name] for line in done.stdout.splitlines())
+    assert "dumb-init" in done.stdout
     assert "The Isolated Python kernel can start here." in done.stdout
