@@ -46,9 +46,9 @@ def write_kernel(name: str, spec: Isolation) -> str:
 
 
 # ---------------------------------------------------------------------------- leak checks
-#: What the command lines of our processes contain: launcher and its supervisor, dumb-init and
-#: the kernel (``dumb-init -- python -m nskernel.kernelapp``), the rootless probe.
-OUR_COMMAND_LINES = (b"nskernel.launch", b"nskernel.supervisor", b"nskernel.kernelapp",
+#: What the command lines of our processes contain: the launcher and the kernel forked from it,
+#: the supervisor it becomes, the kernel's init (``dumb-init -- sleep infinity``), the probe.
+OUR_COMMAND_LINES = (b"nskernel.launch", b"nskernel.supervisor", b"dumb-init",
                      b"kernel_probe.py")
 
 
