@@ -1,6 +1,6 @@
 """The kernelspec's argv: start an IPython kernel inside new namespaces.
 
-Process chain (DESIGN.md)::
+Process chain (DESIGN.md has why; here dumb-init stands in for our own init)::
 
     jupyter server ─ launcher ┬ dumb-init (PID 1) ─ sleep (PID 3)     orphans → PID 1
                               └ kernel (PID 2) ─ user processes
@@ -15,7 +15,7 @@ between. The launcher then execs :mod:`nskernel.supervisor` in a bare interprete
 behind to be the process Jupyter signals and waits for, ends the namespace when the kernel
 exits, and kills it if the Jupyter server dies.
 
-Everything beside the kernel is small: a bare Python, dumb-init and its ``sleep`` (~12 MB of
+Everything beside the kernel is small: a bare Python, dumb-init and its ``sleep`` (~13 MB of
 RSS together), where forks of the launcher would each count the launcher's heap again.
 """
 
