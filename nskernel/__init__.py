@@ -1,7 +1,7 @@
 """nskernel: Linux namespaces, first-class in Jupyter.
 
-Kept import-light on purpose: the kernel launcher imports this package before it forks, and
-everything it pulls in is paid for in start-up time and in the memory of launcher and init.
+Kept import-light on purpose: the launcher's supervisor imports this package without ``site``
+and keeps whatever it pulls in for the kernel's whole life; the magics load what they need.
 """
 
 from __future__ import annotations

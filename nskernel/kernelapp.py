@@ -84,4 +84,3 @@ class IsolatedKernelApp(IPKernelApp):
             curve_secretkey=self.curve_secretkey,
         )
         self.heartbeat.start()
-

@@ -3,8 +3,8 @@
 Namespaces are per thread and ipykernel is multi-threaded, so nothing here may run in a
 kernel process: callers fork first and call :func:`enter` in the single-threaded child.
 A new pid namespace only applies to children, so the process that entered forks once more;
-that child is PID 1 (:func:`fork_pid1`). The kernel launcher execs dumb-init there, an init
-that reaps orphans and forwards signals; ``%%isolate`` runs the cell body itself as PID 1.
+that child is PID 1 (:func:`fork_pid1`). The kernel launcher's PID 1 becomes dumb-init, which
+reaps the namespace's orphans; ``%%isolate`` runs the cell body itself as PID 1.
 """
 
 from __future__ import annotations
