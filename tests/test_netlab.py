@@ -266,9 +266,10 @@ def test_isolated_kernel_names_are_private_and_vanish_when_it_is_killed():
 
 
 def test_ipv6_is_off_by_default_and_on_when_asked(lab):
-    plain, six_a, six_b = ns("v4"), ns("v6a"), ns("v6b")
-    lab.add(plain)
+    plain, other, six_a, six_b = ns("v4"), ns("v4b"), ns("v6a"), ns("v6b")
+    lab.add(plain, other)
     lab.add(six_a, six_b, ipv6=True)
     lab.link(f"{six_a}:fd00:1::1/64", f"{six_b}:fd00:1::2/64")
+    lab.link(f"{plain}:10.7.0.1/24", f"{other}:10.7.0.2/24")  # made later: off by default too
     assert "fd00:1::2/64" in {a["address"] for a in lab.state(six_b)["addresses"]}
     assert not [a for a in lab.state(plain)["addresses"] if a["family"] == 10]  # not even ::1
