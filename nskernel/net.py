@@ -578,8 +578,9 @@ class _QuickNetlink:
     def __exit__(self, *_exc: object) -> None:
         self.sock.close()
 
-    def _request(self, kind: int, flags: int, body: bytes) -> bytes:
-        """Send one request; return the reply. A refusal raises NetlinkError(errno)."""
+    def _request(self, kind: int, flags: int, body: bytes, step: str | None = None) -> bytes:
+        """Send one request; return the reply. A refusal raises a LabError naming ``step``,
+        or without one the NetlinkError itself (for callers that look at the errno)."""
         self.sequence += 1
         header = self._HEADER.pack(self._HEADER.size + len(body), kind, NLM_F_REQUEST | flags,
                                    self.sequence, 0)
@@ -587,12 +588,14 @@ class _QuickNetlink:
         reply = self.sock.recv(65536)
         _length, reply_type, _flags, _seq, _pid, code = self._ERROR.unpack_from(reply)
         if reply_type == NLMSG_ERROR and code:
+            if step is not None:
+                raise _lab_error(step, NetlinkError(-code))
             raise NetlinkError(-code)
         return reply
 
-    def index(self, ifname: str) -> int:
+    def index(self, ifname: str, step: str | None = None) -> int:
         reply = self._request(RTM_GETLINK, 0, self._IFINFO.pack(0, 0, 0, 0, 0)
-                              + _attr(IFLA_IFNAME, _name(ifname)))
+                              + _attr(IFLA_IFNAME, _name(ifname)), step)
         return struct.unpack_from("=i", reply, 20)[0]  # nlmsghdr(16) + family, type: ifindex
 
     def add_veth(self, ifname: str, peer: str, peer_netns_fd: int, master: int) -> int:
@@ -609,23 +612,16 @@ class _QuickNetlink:
 
     def configure(self, ifname: str, address: Any, where: str) -> None:
         """Bring ``ifname`` up and give it ``address`` (an ip_interface, or None)."""
-        try:
-            index = self.index(ifname)
-        except NetlinkError as exc:
-            raise _lab_error(f"find {where}", exc) from None
-        try:
-            self._request(RTM_NEWLINK, NLM_F_ACK, self._IFINFO.pack(0, 0, index, IFF_UP, IFF_UP))
-        except NetlinkError as exc:
-            raise _lab_error(f"bring up {where}", exc) from None
+        index = self.index(ifname, f"find {where}")
+        self._request(RTM_NEWLINK, NLM_F_ACK, self._IFINFO.pack(0, 0, index, IFF_UP, IFF_UP),
+                      f"bring up {where}")
         if address is not None:
             family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
             packed = address.ip.packed
             body = (self._IFADDR.pack(family, address.network.prefixlen, 0, 0, index)
                     + _attr(IFA_LOCAL, packed) + _attr(IFA_ADDRESS, packed))
-            try:
-                self._request(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body)
-            except NetlinkError as exc:
-                raise _lab_error(f"address {address} on {where}", exc) from None
+            self._request(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body,
+                          f"address {address} on {where}")
 
 
 # rtnetlink attribute numbers (linux/if_link.h, linux/if_addr.h, linux/veth.h)
