@@ -8,6 +8,7 @@ for the default settings (a test keeps them equal).
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 import sys
 import tempfile
@@ -24,9 +25,15 @@ RESOURCES = Path(__file__).parent / "resources"
 
 
 def make_argv(spec: Isolation, executable: str | None = None) -> list[str]:
-    """The command Jupyter runs: the launcher, the namespaces, the connection file."""
-    return [executable or sys.executable, "-m", "nskernel.launch", *spec.to_argv(),
-            "-f", "{connection_file}"]
+    """The command Jupyter runs: the launcher, the namespaces, the connection file.
+
+    ``-Xfrozen_modules=off`` as ``python -m ipykernel install`` writes it: with frozen modules
+    the debugger warns at every start (on the notebook's stderr) that it may miss breakpoints.
+    """
+    python_arguments = ["-Xfrozen_modules=off"] if platform.python_implementation() == "CPython" \
+        else []
+    return [executable or sys.executable, *python_arguments, "-m", "nskernel.launch",
+            *spec.to_argv(), "-f", "{connection_file}"]
 
 
 def kernel_dict(spec: Isolation, display_name: str = DISPLAY_NAME,

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from ipykernel.kernelspec import write_kernel_spec as write_stock_kernel_spec
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -30,6 +31,9 @@ JUPYTER_DIR.chmod(0o755)
 KERNELS_DIR = JUPYTER_DIR / "kernels"
 KERNELS_DIR.mkdir()
 kernelspec.write_spec(KERNELS_DIR / "isolated-python", Isolation.kernel_default())
+# The stock kernel as `python -m ipykernel install` writes it (not the wheel's static copy,
+# which leaves frozen modules on, so the debugger's warning lands on iopub at start-up).
+write_stock_kernel_spec(str(KERNELS_DIR / "python3"), python_arguments=["-Xfrozen_modules=off"])
 os.environ["JUPYTER_PATH"] = str(JUPYTER_DIR)
 
 

@@ -44,7 +44,7 @@ def test_jupyter_kernelspec_list_shows_it(tmp_path):
                             capture_output=True, text=True, env=env, check=True)
     spec = json.loads(listed.stdout)["kernelspecs"]["lab-net"]["spec"]
     assert spec["display_name"] == "Net only"
-    assert spec["argv"][3:] == ["--net", "--mount", "-f", "{connection_file}"]  # net brings /sys
+    assert spec["argv"][4:] == ["--net", "--mount", "-f", "{connection_file}"]  # net brings /sys
 
 
 def test_chosen_namespaces_and_hostname_reach_argv(tmp_path):
@@ -53,7 +53,7 @@ def test_chosen_namespaces_and_hostname_reach_argv(tmp_path):
     assert done.returncode == 0, done.stderr
     spec = json.loads((tmp_path / "share/jupyter/kernels/isolated-python/kernel.json")
                       .read_text())
-    assert spec["argv"][3:] == ["--pid", "--mount", "--uts", "--user-ns", "--hostname", "box",
+    assert spec["argv"][4:] == ["--pid", "--mount", "--uts", "--user-ns", "--hostname", "box",
                                 "-f", "{connection_file}"]
 
 
