@@ -67,9 +67,10 @@ class IsolatedKernelApp(IPKernelApp):
         return port
 
     def init_poller(self) -> None:
-        """No parent poller: its parent is init, which it would take for orphaning (and exit).
+        """No parent poller: inside a pid namespace the kernel's parent (the launcher) is not
+        visible, and the Jupyter server is not its parent at all.
 
-        The launcher watches the real parent, the Jupyter server, instead.
+        The launcher's supervisor watches the Jupyter server instead.
         """
 
     def init_heartbeat(self) -> None:
