@@ -8,7 +8,10 @@ creating a socket. Everything else is stock ipykernel, message for message.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import zmq
 from ipykernel.heartbeat import Heartbeat
@@ -65,6 +68,25 @@ class IsolatedKernelApp(IPKernelApp):
         if s is self.shell_socket:
             s.bind(DEBUG_SHELL_ENDPOINT)
         return port
+
+    def init_kernel(self) -> None:
+        self._private_debug_directory()
+        super().init_kernel()
+
+    def _private_debug_directory(self) -> None:
+        """Give the debugger's cell files a directory of this kernel's own.
+
+        ipykernel names it /tmp/ipykernel_PID, and every isolated kernel is PID 2: a root
+        kernel's /tmp/ipykernel_2 (mode 0700) would lock every later kernel of another user
+        out of its debugger. The connection file's name is unique on the host; the directory
+        goes when the kernel exits.
+        """
+        from ipykernel import compiler, debugger  # here: debugpy warns when imported early
+
+        name = os.path.splitext(os.path.basename(self.connection_file))[0]
+        directory = os.path.join(tempfile.gettempdir(), f"ipykernel_nskernel_{name}")
+        compiler.get_tmp_directory = debugger.get_tmp_directory = lambda: directory
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
 
     def init_poller(self) -> None:
         """No parent poller: inside a pid namespace the kernel's parent (the launcher) is not

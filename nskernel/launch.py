@@ -128,11 +128,6 @@ def launch(spec: isolation.Isolation, connection_file: str) -> NoReturn:
     from nskernel.kernelapp import IsolatedKernelApp
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for the kernel alone
-    for directory in sandbox.PRIVATE_RUN_DIRS:  # mount points for the kernel's private copies
-        try:
-            os.makedirs(directory, exist_ok=True)
-        except OSError:
-            pass  # not root: the lab says what to do if it ever needs them
     sandbox.enter(spec)
     init = ready = None
     if spec.pid:

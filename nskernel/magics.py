@@ -23,6 +23,7 @@ from nskernel._syscalls import NamespaceError
 
 CELL_FILENAME = "<isolated cell>"
 #: Who root inside ``%%isolate --user`` is outside, when the kernel runs as root: nobody.
+#: (In a rootless kernel only the kernel's own user is mapped: the cell's root is that.)
 NOBODY = 65534
 
 
@@ -129,8 +130,9 @@ class NamespaceMagics(Magics):
     @staticmethod
     def _spec(parser: MagicArgumentParser, args: Any, default: tuple[str, ...],
               **settings: Any) -> isolation.Isolation:
-        """The magic's flags as an Isolation; ``--user`` run by root maps root to nobody."""
-        if args.user_ns and os.geteuid() == 0:
+        """The magic's flags as an Isolation; ``--user`` maps root inside to nobody where the
+        kernel has nobody to map to (a root kernel), else to the kernel's own user."""
+        if args.user_ns and os.geteuid() == 0 and sandbox.id_is_mapped(NOBODY):
             settings["map_root_to"] = NOBODY
         return NamespaceMagics._build(
             parser, lambda: isolation.from_args(args, default, **settings))

@@ -9,6 +9,7 @@ reaps the namespace's orphans; ``%%isolate`` runs the cell body itself as PID 1.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -53,11 +54,7 @@ def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
             # /sys/class/net lists the interfaces of the netns that mounted sysfs.
             _syscalls.mount("sysfs", "/sys", "sysfs", _NOSUID_NODEV_NOEXEC)
         if isolation.net:
-            # Namespace names made in here stay in here, and go when it goes.
-            for directory in PRIVATE_RUN_DIRS:
-                if os.path.isdir(directory):
-                    _syscalls.mount("tmpfs", directory, "tmpfs", _NOSUID_NODEV_NOEXEC,
-                                    "mode=755")
+            private_run_dirs()
         if isolation.ipc:
             # POSIX shm and mqueues live in filesystems, not in the ipc namespace itself.
             _syscalls.mount("tmpfs", "/dev/shm", "tmpfs", _syscalls.MS_NOSUID | _syscalls.MS_NODEV,
@@ -115,6 +112,49 @@ KERNEL_NS = "kernel"
 PRIVATE_RUN_DIRS = (NETNS_DIR, "/run/nskernel")
 
 
+def private_run_dirs() -> None:
+    """Fresh, empty /run/netns and /run/nskernel for a new network namespace's mount namespace.
+
+    Namespace names made in here stay in here, and go when it goes. Where one of them does
+    not exist on the host and we may not create it (a rootless kernel on a machine where
+    nobody ever ran `ip netns add`), /run itself becomes a tmpfs with every entry of the
+    host's /run bound back at its place (as bubblewrap builds a root), plus the two.
+    """
+    for directory in PRIVATE_RUN_DIRS:
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError:
+            break
+    else:
+        for directory in PRIVATE_RUN_DIRS:
+            _syscalls.mount("tmpfs", directory, "tmpfs", _NOSUID_NODEV_NOEXEC, "mode=755")
+        return
+    _rebuild_run()
+
+
+def _rebuild_run(run: str = "/run") -> None:
+    """Cover ``run`` with a tmpfs holding the private directories and, bound back, all that
+    was there before (reached through an fd opened before covering it)."""
+    host_run = os.open(run, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _syscalls.mount("tmpfs", run, "tmpfs", _syscalls.MS_NOSUID | _syscalls.MS_NODEV,
+                        "mode=755")
+        for entry in os.scandir(f"/proc/self/fd/{host_run}"):
+            target = os.path.join(run, entry.name)
+            if entry.is_symlink():
+                os.symlink(os.readlink(entry.path), target)
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                os.mkdir(target)
+            else:
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o600))
+            _syscalls.mount(entry.path, target, None, _syscalls.MS_BIND | _syscalls.MS_REC)
+    finally:
+        os.close(host_run)
+    for directory in PRIVATE_RUN_DIRS:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+
+
 def join_named_netns(name: str) -> None:
     """setns into /run/netns/NAME (what `ip netns exec NAME` does first)."""
     try:
@@ -132,7 +172,8 @@ def _map_writer(uid: int, gid: int) -> Callable[[bool], None]:
     ``uid``/``gid`` once we have unshared; return the function that tells it whether to.
 
     A process can only map its own ids itself; root mapping root-inside to "nobody" outside
-    needs a writer in the parent namespace (the job newuidmap does).
+    needs a writer in the parent namespace (the job newuidmap does). The helper exits with
+    the errno of a failed write, so the message can say what failed.
     """
     target = os.getpid()
     read_end, write_end = os.pipe()
@@ -144,6 +185,8 @@ def _map_writer(uid: int, gid: int) -> Callable[[bool], None]:
             if os.read(read_end, 1) == b"y":
                 _syscalls.write_id_maps(uid, gid, pid=target)
                 code = 0
+        except OSError as exc:
+            code = exc.errno or 1
         finally:
             os._exit(code)
     os.close(read_end)
@@ -152,10 +195,28 @@ def _map_writer(uid: int, gid: int) -> Callable[[bool], None]:
         os.write(write_end, b"y" if unshared else b"n")
         os.close(write_end)
         _pid, status = os.waitpid(helper, 0)
-        if unshared and status != 0:
-            raise _syscalls.NamespaceError("write /proc/PID/uid_map", 1)
+        code = os.waitstatus_to_exitcode(status)
+        if unshared and code != 0:
+            raise _syscalls.NamespaceError(
+                f"write /proc/{target}/uid_map ('0 {uid} 1')", code if code > 0 else errno.EPERM,
+                f"uid {uid} must be mapped in the writer's own user namespace "
+                "(see /proc/self/uid_map); map root to your own uid instead")
 
     return finish
+
+
+def id_is_mapped(outside: int) -> bool:
+    """Whether uid and gid ``outside`` exist in the calling process's user namespace.
+
+    Root on the host has every id; the root of a rootless kernel's user namespace usually
+    has one (its user's), so a nested user namespace can only map to that one.
+    """
+    for name in ("uid_map", "gid_map"):
+        with open(f"/proc/self/{name}") as handle:
+            ranges = [tuple(int(word) for word in line.split()) for line in handle]
+        if not any(inside <= outside < inside + count for inside, _, count in ranges):
+            return False
+    return True
 
 
 def mount_proc() -> None:

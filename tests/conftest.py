@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import pwd
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,7 +26,16 @@ from nskernel import kernelspec  # noqa: E402
 from nskernel.isolation import Isolation  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-TEST_USER = "nskernel-test"
+IS_ROOT = os.geteuid() == 0
+
+#: Marks everything this run starts: every process inherits it through its environment, so
+#: the leak check can tell our processes from those of another run or another Jupyter.
+RUN_ID = f"{os.getpid()}-{time.time_ns()}"
+RUN_MARK_ENV = "NSKERNEL_TEST_RUN"
+os.environ[RUN_MARK_ENV] = RUN_ID
+#: Names this run gives to things the host can see (named namespaces, links, sleep lengths):
+#: fixed width, so that one run's prefix is never the start of another's.
+RUN_PREFIX = f"t{os.getpid() % 10000:04d}"
 
 # Kernelspecs for the whole run live in a world-readable temporary JUPYTER_PATH, so that the
 # tests never depend on (or change) what is installed, and the unprivileged user sees them.
@@ -35,6 +48,10 @@ kernelspec.write_spec(KERNELS_DIR / "isolated-python", Isolation.kernel_default(
 # which leaves frozen modules on, so the debugger's warning lands on iopub at start-up).
 write_stock_kernel_spec(str(KERNELS_DIR / "python3"), python_arguments=["-Xfrozen_modules=off"])
 os.environ["JUPYTER_PATH"] = str(JUPYTER_DIR)
+
+needs_root = pytest.mark.skipif(
+    not IS_ROOT, reason="needs root: named network namespaces in the host's /run/netns "
+                        "(as another user the lab runs inside Isolated Python; tested there)")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -50,50 +67,93 @@ def write_kernel(name: str, spec: Isolation) -> str:
 
 
 # ---------------------------------------------------------------------------- leak checks
-#: What the command lines of our processes contain: the launcher and the kernel forked from it,
-#: the supervisor it becomes, the kernel's init (``dumb-init -- sleep infinity``), the probe.
-OUR_COMMAND_LINES = (b"nskernel.launch", b"nskernel.supervisor", b"dumb-init",
-                     b"kernel_probe.py")
-
+# The suite judges only what it made: other Jupyter kernels, another checkout's test run and
+# whatever the machine does meanwhile are none of its business.
 
 def our_processes() -> list[str]:
-    """Processes that run our launcher or kernel (anything from a test still alive is a leak)."""
+    """Processes of this run still alive (they carry RUN_ID in their environment)."""
+    mark = f"{RUN_MARK_ENV}={RUN_ID}".encode()
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
+            environment = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+            if mark not in environment:
+                continue
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
+        except OSError:  # gone, or another user's (not ours: ours are readable to us)
             continue
-        if any(marker in cmdline for marker in OUR_COMMAND_LINES):
-            found.append(f"{entry}: {cmdline.decode(errors='replace')}")
+        found.append(f"{entry}: {cmdline.decode(errors='replace')}")
     return found
 
 
-def host_state() -> dict[str, set[str]]:
-    mounts = {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
-    netns = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
-    links = set(os.listdir("/sys/class/net"))
-    return {"mounts": mounts, "named netns": netns, "links": links}
+#: Where nskernel mounts inside its namespaces: a mount appearing at one of these on the host
+#: would be one of ours that propagated out.
+NSKERNEL_MOUNT_POINTS = ("/proc", "/sys", "/dev/shm", "/dev/mqueue", "/run", "/run/netns",
+                         "/run/nskernel")
+
+
+def our_mounts() -> set[tuple[str, str, str]]:
+    """(mount point, fs type, source) of host mounts that could be ours.
+
+    /run/netns bound onto itself is how iproute2 (and the lab, the same way) keeps named
+    namespaces; like `ip netns add`, the first lab on a machine makes it and it stays.
+    """
+    found = set()
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        root, point = fields[3], fields[4]
+        fstype, source = fields[fields.index("-") + 1:][:2]
+        if point == root == "/run/netns":
+            continue  # the iproute2 convention, not a leak
+        if point in NSKERNEL_MOUNT_POINTS or point.startswith(
+                (f"/run/netns/{RUN_PREFIX}", str(JUPYTER_DIR))):
+            found.add((point, fstype, source))
+    return found
+
+
+def our_named_netns() -> set[str]:
+    try:
+        return {name for name in os.listdir("/run/netns") if name.startswith(RUN_PREFIX)}
+    except FileNotFoundError:
+        return set()
+
+
+def our_links() -> set[str]:
+    """Host links a lab made whose owner is dead (a live owner's are its own business)."""
+    from nskernel.net import owner_alive
+
+    found = set()
+    for name in os.listdir("/sys/class/net"):
+        try:
+            alias = Path(f"/sys/class/net/{name}/ifalias").read_text().strip()
+        except OSError:
+            continue
+        owner = alias.removeprefix("nskernel:")
+        if owner != alias and not owner_alive(owner) or name.startswith(RUN_PREFIX):
+            found.add(name)
+    return found
+
+
+def host_state() -> dict[str, set]:
+    return {"mounts": our_mounts(), "named netns": our_named_netns(), "links": our_links()}
 
 
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_behind() -> Iterator[None]:
     before = host_state()
     yield
+    wait_for(lambda: not our_processes(), timeout=5)
     after = host_state()
     leaks = {what: sorted(after[what] - before[what]) for what in after}
     leaks = {what: items for what, items in leaks.items() if items}
-    wait_for(lambda: not our_processes(), timeout=5)
     procs = our_processes()
     assert not leaks and not procs, f"left behind: {leaks} processes: {procs}"
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
     """Poll ``condition`` until true or ``timeout`` s pass (for things that settle)."""
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -135,61 +195,108 @@ def isolated() -> Iterator[tuple]:
 # ---------------------------------------------------------------------------- rootless
 @pytest.fixture(scope="session")
 def unprivileged_user() -> Iterator[pwd.struct_passwd]:
-    """A system user made for the run (removed after), who can run the project's venv."""
-    created = False
+    """Who runs the rootless tests: the caller when not root; as root, a system user made
+    for this run alone (removed after), who can reach the project's venv."""
+    if not IS_ROOT:
+        yield pwd.getpwuid(os.getuid())
+        return
+    name = f"nskernel-{RUN_PREFIX}"
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                    name], check=True, capture_output=True)
     try:
-        entry = pwd.getpwnam(TEST_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                        TEST_USER], check=True)
-        created = True
-        entry = pwd.getpwnam(TEST_USER)
-    opened = _let_others_traverse([REPO, Path(sys.prefix), Path(sys.executable).resolve()])
-    try:
-        check = as_user(entry, [sys.executable, "-c", "import nskernel, ipykernel"])
-        assert check.returncode == 0, (
-            f"{TEST_USER} cannot run {sys.executable} with nskernel: {check.stderr.strip()} "
-            "(the venv and its base Python must be readable by other users)")
-        yield entry
+        entry = pwd.getpwnam(name)
+        with others_may_traverse([REPO, Path(sys.prefix), Path(sys.executable).resolve()]):
+            check = as_user(entry, [sys.executable, "-c", "import nskernel, ipykernel"])
+            assert check.returncode == 0, (
+                f"{name} cannot run {sys.executable} with nskernel: {check.stderr.strip()} "
+                "(the venv and its base Python must be readable by other users)")
+            yield entry
     finally:
-        for directory, mode in opened:
-            directory.chmod(mode)
-        if created:
-            subprocess.run(["userdel", TEST_USER], check=False)
+        subprocess.run(["userdel", name], check=False, capture_output=True)
 
 
-def _let_others_traverse(paths: list[Path]) -> list[tuple[Path, int]]:
-    """Add search permission (x, not read) for others on the directories above ``paths``,
-    so the test user can reach the checkout and its venv wherever CI cloned them (a clone
-    under /root, say); returns the original modes, to be put back."""
-    opened = []
-    for path in paths:
-        for directory in [path, *path.parents] if path.is_dir() else path.parents:
-            mode = directory.stat().st_mode & 0o7777
-            if not mode & 0o001 and directory not in (d for d, _ in opened):
-                directory.chmod(mode | 0o001)
-                opened.append((directory, mode))
-    return opened
+#: Directories whose search permission for others the runs on this machine added, with
+#: their modes before, and the runs that still need it: shared by concurrent runs as root.
+TRAVERSE_REGISTRY = Path(tempfile.gettempdir()) / "nskernel-tests-traverse.json"
+
+
+@contextlib.contextmanager
+def others_may_traverse(paths: list[Path]) -> Iterator[None]:
+    """Search permission (x, not read) for others on the directories above ``paths``, so a
+    test user reaches the checkout and its venv wherever CI cloned them (under /root, say).
+
+    The original modes are put back when the last run that needed them ends: two runs of
+    two checkouts at once must not take each other's access away.
+    """
+    with _registry() as registry:
+        for path in paths:
+            for directory in [path, *path.parents] if path.is_dir() else path.parents:
+                mode = directory.stat().st_mode & 0o7777
+                if not mode & 0o001:
+                    registry["modes"].setdefault(str(directory), mode)
+                    directory.chmod(mode | 0o001)
+        registry["runs"].append(os.getpid())
+    try:
+        yield
+    finally:
+        with _registry() as registry:
+            registry["runs"] = [pid for pid in registry["runs"]
+                                if pid != os.getpid() and Path(f"/proc/{pid}").exists()]
+            if not registry["runs"]:
+                for directory, mode in registry.pop("modes").items():
+                    Path(directory).chmod(mode)
+
+
+@contextlib.contextmanager
+def _registry() -> Iterator[dict]:
+    """TRAVERSE_REGISTRY, read and written under an exclusive lock; removed when empty.
+
+    The lock is taken on the directory that holds the registry, so that no lock file is
+    left behind (flock works on a directory's fd as on a file's).
+    """
+    lock = os.open(TRAVERSE_REGISTRY.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            registry = json.loads(TRAVERSE_REGISTRY.read_text())
+        except (FileNotFoundError, ValueError):
+            registry = {}
+        registry.setdefault("modes", {})
+        registry.setdefault("runs", [])
+        yield registry
+        if registry.get("modes") or registry["runs"]:
+            TRAVERSE_REGISTRY.write_text(json.dumps(registry))
+        else:
+            TRAVERSE_REGISTRY.unlink(missing_ok=True)
+    finally:
+        os.close(lock)
 
 
 def as_user(user: pwd.struct_passwd, argv: list[str], timeout: float = 120,
-            user_namespaces: bool = True) -> subprocess.CompletedProcess:
+            user_namespaces: bool = True, run_netns: bool = True
+            ) -> subprocess.CompletedProcess:
     """Run ``argv`` as ``user`` with a private, writable Jupyter runtime directory.
 
-    ``user_namespaces=False`` runs it where unprivileged user namespaces are disabled
-    (see without_userns.py), as on machines that turn them off.
+    ``user_namespaces=False``: where unprivileged user namespaces are disabled, as on
+    machines that turn them off; ``run_netns=False``: where /run has no netns directory and
+    the user may not make one (see machine_like.py).
     """
     runtime = Path(tempfile.mkdtemp(prefix="nskernel-user-"))
     os.chown(runtime, user.pw_uid, user.pw_gid)
     env = {"PATH": os.environ["PATH"], "HOME": str(runtime), "JUPYTER_PATH": str(JUPYTER_DIR),
-           "JUPYTER_RUNTIME_DIR": str(runtime), "PYTHONPATH": str(REPO)}
+           "JUPYTER_RUNTIME_DIR": str(runtime), "PYTHONPATH": str(REPO),
+           RUN_MARK_ENV: RUN_ID}
     command = ["env", "-i", *[f"{key}={value}" for key, value in env.items()], *argv]
-    if user_namespaces:
+    options = [*([] if user_namespaces else ["--no-userns"]),
+               *([] if run_netns else ["--no-run-netns"])]
+    if options:
+        switch = [sys.executable, str(Path(__file__).with_name("machine_like.py")),
+                  str(user.pw_uid), str(user.pw_gid), *options]
+    elif IS_ROOT:
         switch = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
                   "--clear-groups"]
     else:
-        switch = [sys.executable, str(Path(__file__).with_name("without_userns.py")),
-                  str(user.pw_uid), str(user.pw_gid)]
+        switch = []
     try:
         return subprocess.run([*switch, *command], capture_output=True, text=True,
                               timeout=timeout, cwd=runtime)

@@ -34,8 +34,15 @@ class Execution:
 
 
 def execute(client: BlockingKernelClient, code: str, timeout: float = 30,
-            stdin: list[str] | None = None) -> Execution:
-    """Run ``code``; wait for the reply and for iopub to go idle; answer input() from stdin."""
+            stdin: list[str] | None = None,
+            interrupt: tuple[KernelManager, str] | None = None) -> Execution:
+    """Run ``code``; wait for the reply and for iopub to go idle; answer input() from stdin.
+
+    ``interrupt=(manager, marker)``: interrupt the kernel as Jupyter does once ``marker``
+    has appeared on the cell's stdout (so the interrupt never races the cell's start), and
+    still wait for the reply and for idle, so that the next request never races ipykernel's
+    clean-up after the interrupted one.
+    """
     msg_id = client.execute(code, allow_stdin=stdin is not None)
     done = Execution()
     deadline = time.monotonic() + timeout
@@ -66,6 +73,9 @@ def execute(client: BlockingKernelClient, code: str, timeout: float = 30,
         if kind == "stream":
             setattr(done, content["name"], getattr(done, content["name"]) + content["text"])
             done.outputs.append((time.monotonic(), content["name"], content["text"]))
+            if interrupt is not None and interrupt[1] in done.stdout:
+                interrupt[0].interrupt_kernel()
+                interrupt = None
         elif kind == "execute_result":
             done.result = content["data"].get("text/plain")
         elif kind == "error":

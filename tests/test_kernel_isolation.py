@@ -7,6 +7,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+from conftest import IS_ROOT, RUN_PREFIX
 from kernels import execute
 
 
@@ -58,26 +59,31 @@ def test_kernel_ports_are_not_reachable_from_inside(isolated):
 
 def test_mounts_inside_do_not_leak(isolated):
     _manager, client = isolated
-    execute(client, "!mkdir -p /tmp/nskernel-mnt && mount -t tmpfs none /tmp/nskernel-mnt "
-                    "&& touch /tmp/nskernel-mnt/inside")
-    assert execute(client, "os.listdir('/tmp/nskernel-mnt')").value == ["inside"]
+    point = f"/tmp/{RUN_PREFIX}-mnt"
+    execute(client, f"!mkdir -p {point} && mount -t tmpfs none {point} && touch {point}/inside")
+    assert execute(client, f"os.listdir({point!r})").value == ["inside"]
     try:
-        assert os.listdir("/tmp/nskernel-mnt") == []
-        assert "/tmp/nskernel-mnt" not in Path("/proc/self/mountinfo").read_text()
+        assert os.listdir(point) == []
+        assert point not in Path("/proc/self/mountinfo").read_text()
     finally:
-        execute(client, "!umount /tmp/nskernel-mnt")
-        os.rmdir("/tmp/nskernel-mnt")
+        execute(client, f"!umount {point}")
+        os.rmdir(point)
+
+
+def sysv_keys(table: str) -> list[str]:
+    """The keys in a /proc/sysvipc table's text (its first column, after the header)."""
+    return [line.split()[0] for line in table.splitlines()[1:]]
 
 
 def test_system_v_and_posix_ipc_are_private(isolated):
     _manager, client = isolated
-    code = ("import subprocess; key = subprocess.run(['ipcmk', '-Q'], capture_output=True, "
-            "text=True).stdout.split()[-1]; open('/dev/shm/nskernel-shm', 'w').write('x'); "
-            "(key, open('/proc/sysvipc/msg').read().count('\\n'))")
-    key, queues_inside = execute(client, code).value
-    assert queues_inside == 2  # header + ours
-    assert key not in Path("/proc/sysvipc/msg").read_text()
-    assert not os.path.exists("/dev/shm/nskernel-shm")
+    code = ("import subprocess; subprocess.run(['ipcmk', '-Q'], capture_output=True); "
+            f"open('/dev/shm/{RUN_PREFIX}-shm', 'w').write('x'); "
+            "open('/proc/sysvipc/msg').read()")
+    inside = sysv_keys(execute(client, code).value)
+    assert len(inside) == 1  # ours alone: the kernel's namespace has nobody else's
+    assert inside[0] not in sysv_keys(Path("/proc/sysvipc/msg").read_text())
+    assert not os.path.exists(f"/dev/shm/{RUN_PREFIX}-shm")
 
 
 def test_namespaces_differ_from_the_host(isolated):
@@ -88,10 +94,13 @@ def test_namespaces_differ_from_the_host(isolated):
         assert link != os.readlink(f"/proc/self/ns/{name}"), name
 
 
-def test_user_namespace_is_not_used_as_root(isolated):
+def test_a_user_namespace_exactly_when_not_root(isolated):
     _manager, client = isolated
-    assert execute(client, "open('/proc/self/uid_map').read().split()").value == \
-        ["0", "0", "4294967295"]
+    uid_map = execute(client, "open('/proc/self/uid_map').read().split()").value
+    if IS_ROOT:
+        assert uid_map == ["0", "0", "4294967295"]  # the host's own: no user namespace
+    else:
+        assert uid_map == ["0", str(os.getuid()), "1"]  # root inside is the user outside
 
 
 def test_ipc_transport_works(start_kernel):

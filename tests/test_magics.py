@@ -8,8 +8,9 @@ import socket
 import subprocess
 
 import pytest
-from conftest import wait_for
+from conftest import IS_ROOT, RUN_PREFIX, needs_root, wait_for
 from kernels import execute, start, stop
+from test_kernel_isolation import sysv_keys
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -22,6 +23,7 @@ def kernel(request):
         if request.param == "python3":
             assert execute(client, "%load_ext nskernel").status == "ok"
         client.test_manager = manager  # for interrupts
+        client.kernel_name = request.param
         yield client
     finally:
         stop(manager, client)
@@ -142,21 +144,28 @@ def test_mounts_inside_are_invisible_outside(kernel):
 def test_ipc_objects_are_private(kernel):
     inside = cell(kernel, "%%isolate --ipc\nimport subprocess\n"
                           "subprocess.run(['ipcmk', '-M', '4096'], capture_output=True)\n"
-                          "open('/dev/shm/nsk-magic', 'w').write('x')\n"
-                          "open('/proc/sysvipc/shm').read().count('\\n')").value
-    assert inside == 2  # header + the new segment
-    outside = cell(kernel, "import os; (open('/proc/sysvipc/shm').read().count('\\n'), "
-                           "os.path.exists('/dev/shm/nsk-magic'))").value
-    assert outside == (1, False)
+                          f"open('/dev/shm/{RUN_PREFIX}-magic', 'w').write('x')\n"
+                          "open('/proc/sysvipc/shm').read()").value
+    keys_inside = sysv_keys(inside)
+    assert len(keys_inside) == 1  # ours alone: a new ipc namespace has nobody else's
+    outside = cell(kernel, "import os; (open('/proc/sysvipc/shm').read(), "
+                           f"os.path.exists('/dev/shm/{RUN_PREFIX}-magic'))").value
+    assert keys_inside[0] not in sysv_keys(outside[0]) and outside[1] is False
 
 
 def test_user_is_root_inside_and_nobody_outside(kernel):
-    path = f"/tmp/nsk-user-{os.getpid()}"
+    """Root inside maps to nobody where the kernel has nobody to map to (as root), and to the
+    kernel's own user in a rootless kernel or stock kernel: never to more than the kernel."""
+    path = f"/tmp/{RUN_PREFIX}-user"
     done = cell(kernel, f"%%isolate --user --mount\nimport os\nopen({path!r}, 'w').close()\n"
-                        "(os.getuid(), os.getgid())")
+                        "(os.getuid(), os.getgid(), open('/proc/self/uid_map').read().split())")
     try:
-        assert done.value == (0, 0)
-        assert os.stat(path).st_uid == 65534 and os.stat(path).st_gid == 65534
+        uid, gid, uid_map = done.value
+        assert (uid, gid) == (0, 0)
+        owner = 65534 if IS_ROOT else os.getuid()
+        assert (os.stat(path).st_uid, os.stat(path).st_gid) == (owner, 65534 if IS_ROOT
+                                                               else os.getgid())
+        assert uid_map[0] == "0" and uid_map[2] == "1", uid_map
     finally:
         os.unlink(path)
 
@@ -180,30 +189,31 @@ def test_sh_runs_a_shell_script_as_pid_1(kernel):
 # ---------------------------------------------------------------------------- stopping
 def test_timeout_stops_the_cell_and_what_it_started(kernel):
     done = cell(kernel, "%%isolate --timeout 0.5 --net\nimport subprocess, time\n"
-                        "subprocess.Popen(['sleep', '77'])\ntime.sleep(60)")
+                        f"subprocess.Popen(['sleep', '{SLEEP}'])\ntime.sleep(60)")
     assert one_line_error(done) == ("UsageError: isolated cell: timed out after 0.5 s: "
                                     "killed the cell and everything it started")
     assert cell(kernel, "1 + 1").value == 2
-    assert not _sleepers("77")
+    assert not _sleepers()
 
 
 def test_interrupt_stops_the_cell_and_what_it_started(kernel):
-    msg_id = kernel.execute("%%isolate --pid\nimport subprocess, time\n"
-                            "subprocess.Popen(['sleep', '78'], start_new_session=True)\n"
-                            "time.sleep(100)")
-    import time
-
-    time.sleep(1)
-    kernel.test_manager.interrupt_kernel()  # as Jupyter does: SIGINT to the process group
-    reply = kernel.get_shell_msg(timeout=10)
-    assert reply["parent_header"]["msg_id"] == msg_id
-    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    done = cell(kernel, "%%isolate --pid\nimport subprocess, time\n"
+                        f"subprocess.Popen(['sleep', '{SLEEP}'], start_new_session=True)\n"
+                        "print('ready', flush=True)\ntime.sleep(100)",
+                interrupt=(kernel.test_manager, "ready"))
+    assert done.error is not None and done.error[0] == "KeyboardInterrupt", done
     assert cell(kernel, "1 + 1").value == 2
-    assert wait_for(lambda: not _sleepers("78"), timeout=5)
+    assert wait_for(lambda: not _sleepers(), timeout=5)
 
 
-def _sleepers(arg: str) -> list[str]:
-    out = subprocess.run(["pgrep", "-f", f"^sleep {arg}$"], capture_output=True, text=True)
+#: How long this run's stray sleepers would sleep: a number no other run uses, so that
+#: looking for them on the host finds only ours.
+SLEEP = f"77.{RUN_PREFIX[1:]}"
+
+
+def _sleepers() -> list[str]:
+    out = subprocess.run(["pgrep", "-f", f"^sleep {re.escape(SLEEP)}$"], capture_output=True,
+                         text=True)
     return out.stdout.split()
 
 
@@ -246,12 +256,12 @@ def test_bad_input_gets_one_line(kernel, code, message):
 
 # ---------------------------------------------------------------------------- %%netns
 def test_netns_runs_in_a_named_namespace_and_lists_the_others(kernel):
-    name = f"nsk-magic-{os.getpid()}"
-    mounted = "import os; any(l.split()[4] == '/run/netns' for l in open('/proc/self/mountinfo'))"
-    was_mounted = cell(kernel, mounted).value
+    if kernel.kernel_name == "python3" and not IS_ROOT:
+        pytest.skip(needs_root.kwargs["reason"])
+    name = f"{RUN_PREFIX}-magic"
     assert cell(kernel, f"!ip netns add {name}").status == "ok"
     try:
-        inode = cell(kernel, f"os.stat('/run/netns/{name}').st_ino").value
+        inode = cell(kernel, f"import os; os.stat('/run/netns/{name}').st_ino").value
         inside = cell(kernel, f"%%netns {name}\nimport os\n"
                               "(os.readlink('/proc/self/ns/net'), os.listdir('/sys/class/net'))")
         assert inside.value == (f"net:[{inode}]", ["lo"])
@@ -261,8 +271,6 @@ def test_netns_runs_in_a_named_namespace_and_lists_the_others(kernel):
         assert "no network namespace named 'no-such-ns'" in error and name in error
     finally:
         cell(kernel, f"!ip netns del {name}")
-        if not was_mounted:  # `ip netns add` made /run/netns a mount point; undo that too
-            cell(kernel, "!umount /run/netns")
 
 
 # ---------------------------------------------------------------------------- %nsinfo
@@ -279,8 +287,10 @@ def test_nsinfo_compares_with_the_host_or_parent(kernel):
 
 
 def test_nsinfo_of_a_child_in_new_namespaces(kernel):
-    done = cell(kernel, "import subprocess; p = subprocess.Popen(['unshare', '--net', "
-                        "'sleep', '5'])\nimport time; time.sleep(0.3)\np.pid")
+    done = cell(kernel, "import os, subprocess, time\np = subprocess.Popen(['unshare', '--user', "
+                        "'--map-root-user', '--net', 'sleep', '30'])\n"
+                        "while os.readlink(f'/proc/{p.pid}/ns/net') == "
+                        "os.readlink('/proc/self/ns/net'):\n    time.sleep(0.01)\np.pid")
     try:
         table = cell(kernel, f"%nsinfo {done.value}").result
         assert f"Namespaces of process {done.value} compared with" in table

@@ -6,6 +6,7 @@ Traffic goes only to addresses inside namespaces these tests made.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,13 +14,16 @@ import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
 
 import pytest
-from conftest import wait_for
+from conftest import IS_ROOT, RUN_PREFIX, needs_root, wait_for
 from kernels import execute, start, stop
 
 from nskernel import net, probe, topology
 from nskernel.net import Lab, LabError
 
-PREFIX = f"t{os.getpid() % 10000}"  # namespace names of this run, short enough for ifnames
+PREFIX = RUN_PREFIX  # namespace names of this run, short enough for ifnames
+#: The second octet of the subnets this run puts in the host's own network namespace, so
+#: that two runs at once never route into each other's links.
+HOST_NET = f"10.{100 + os.getpid() % 150}"
 
 
 def ns(name: str) -> str:
@@ -28,6 +32,9 @@ def ns(name: str) -> str:
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
+    """A lab in the test process itself: in the host's network namespace, so root only."""
+    if not IS_ROOT:
+        pytest.skip(needs_root.kwargs["reason"])
     made = Lab()
     try:
         yield made
@@ -102,7 +109,7 @@ def test_star_of_five_around_a_bridge(lab):
     assert "10.1.0.3/24" in picture._repr_svg_()
 
 
-def test_topology_shows_what_was_made_by_hand(lab):
+def test_topology_shows_what_was_made_by_hand(lab):  # `ip netns add`: root only
     a, b = ns("ha"), ns("hb")
     try:
         for command in (f"ip netns add {a}", f"ip netns add {b}",
@@ -174,48 +181,53 @@ def test_a_failing_address_undoes_the_veth(lab):
 
 
 # ---------------------------------------------------------------------------- ownership
+@needs_root
 def test_close_removes_everything_the_lab_made():
     lab = Lab()
-    a, b = ns("c0"), ns("c1")
+    a, b, bridge = ns("c0"), ns("c1"), ns("brc")
     lab.add(a, b)
-    lab.link("kernel:10.8.0.1/24", f"{a}:10.8.0.2/24")
-    lab.bridge("brc", [b])
+    kernel_end, _ = lab.link(f"kernel:{HOST_NET}.8.1/24", f"{a}:{HOST_NET}.8.2/24")
+    lab.bridge(bridge, [b])
     removed = lab.close()
     lab.shutdown()
-    assert set(removed) >= {f"netns {a}", f"netns {b}", "link brc"}
+    assert set(removed) >= {f"netns {a}", f"netns {b}", f"link {bridge}"}
     assert net.netns_inode(a) is None and net.netns_inode(b) is None
     assert not os.path.exists(lab.record_path)
-    assert not [name for name in os.listdir("/sys/class/net") if name.startswith(("k-eth", "brc"))]
+    assert not {kernel_end, bridge} & set(os.listdir("/sys/class/net"))
 
 
-def test_magics_in_both_kernels_and_cleanup_on_shutdown():
-    for kernel_name in ("python3", "isolated-python"):
-        manager, client = start(kernel_name)
-        name = ns("m")
-        try:
-            if kernel_name == "python3":
-                execute(client, "%load_ext nskernel")
-            assert execute(client, f"%netns add {name}").status == "ok"
-            veth = execute(client, f"%veth kernel:10.9.9.1/24 {name}:10.9.9.2/24")
-            assert "10.9.9.2/24" in veth.result
-            ping = execute(client, f"%ping {name} 10.9.9.1 -c 2")
-            assert ping.result == "2/2 replies from 10.9.9.1"
-            picture = execute(client, "%topology")
-            assert f"link kernel:k-eth0 10.9.9.1/24 <-> {name}:{name}-eth0 10.9.9.2/24" in \
-                picture.result
-            listing = execute(client, "%netns list").result
-            assert name in listing and "lab" in listing
-            tables = execute(client, f"%ip {name}").result
-            assert "10.9.9.2/24" in tables
-            error = execute(client, "%ping kernel 10.9.9.300")
-            assert "bad IPv4 address '10.9.9.300'" in error.stderr
-        finally:
-            stop(manager, client)
-        # normal shutdown: nothing of the lab is left on the host
-        assert net.netns_inode(name) is None
-        assert not [n for n in os.listdir("/sys/class/net") if n.startswith("k-eth")]
+@pytest.mark.parametrize("kernel_name", ["python3", "isolated-python"])
+def test_magics_in_both_kernels_and_cleanup_on_shutdown(kernel_name):
+    if kernel_name == "python3" and not IS_ROOT:
+        pytest.skip(needs_root.kwargs["reason"])
+    manager, client = start(kernel_name)
+    name = ns("m")
+    try:
+        if kernel_name == "python3":
+            execute(client, "%load_ext nskernel")
+        assert execute(client, f"%netns add {name}").status == "ok"
+        veth = execute(client, f"%veth kernel:{HOST_NET}.9.1/24 {name}:{HOST_NET}.9.2/24")
+        assert f"{HOST_NET}.9.2/24" in veth.result
+        kernel_end = re.search(r"k-eth\d+", veth.result).group()
+        ping = execute(client, f"%ping {name} {HOST_NET}.9.1 -c 2")
+        assert ping.result == f"2/2 replies from {HOST_NET}.9.1"
+        picture = execute(client, "%topology")
+        assert (f"link kernel:{kernel_end} {HOST_NET}.9.1/24 <-> {name}:{name}-eth0 "
+                f"{HOST_NET}.9.2/24") in picture.result
+        listing = execute(client, "%netns list").result
+        assert name in listing and "lab" in listing
+        tables = execute(client, f"%ip {name}").result
+        assert f"{HOST_NET}.9.2/24" in tables
+        error = execute(client, "%ping kernel 10.9.9.300")
+        assert "bad IPv4 address '10.9.9.300'" in error.stderr
+    finally:
+        stop(manager, client)
+    # normal shutdown: nothing of the lab is left on the host
+    assert net.netns_inode(name) is None
+    assert kernel_end not in os.listdir("/sys/class/net") or kernel_name != "python3"
 
 
+@needs_root
 def test_nskernel_clean_removes_what_a_killed_kernel_left_and_nothing_else():
     foreign = ns("foreign")
     subprocess.run(["ip", "netns", "add", foreign], check=True)
@@ -224,13 +236,15 @@ def test_nskernel_clean_removes_what_a_killed_kernel_left_and_nothing_else():
     try:
         execute(client, "%load_ext nskernel")
         execute(client, f"%netns add {name}")
-        execute(client, f"%veth kernel:10.9.8.1/24 {name}")
+        veth = execute(client, f"%veth kernel:{HOST_NET}.10.1/24 {name}")
+        kernel_end = re.search(r"k-eth\d+", veth.result).group()
         os.kill(manager.provisioner.pid, signal.SIGKILL)  # no chance to clean up
         assert wait_for(lambda: not manager.is_alive(), timeout=5)
         assert net.netns_inode(name) is not None  # left behind...
         done = subprocess.run([sys.executable, "-m", "nskernel", "clean"], capture_output=True,
                               text=True, check=True)
-        assert f"removed netns {name}" in done.stdout and "removed link k-eth0" in done.stdout
+        assert f"removed netns {name}" in done.stdout
+        assert f"removed link {kernel_end}" in done.stdout
         assert net.netns_inode(name) is None
         assert net.netns_inode(foreign) is not None  # ...and only that was removed
     finally:
@@ -238,6 +252,7 @@ def test_nskernel_clean_removes_what_a_killed_kernel_left_and_nothing_else():
         subprocess.run(["ip", "netns", "del", foreign], check=False)
 
 
+@needs_root
 def test_restart_removes_the_lab():
     manager, client = start("python3")
     name = ns("rs")

@@ -1,4 +1,7 @@
-"""The unprivileged path: an ordinary user runs the kernel through a user namespace."""
+"""The unprivileged path: an ordinary user runs the kernel through a user namespace.
+
+As root these tests run as a user made for the run; as anybody else, as the caller.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +13,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-from conftest import as_user
+from conftest import RUN_PREFIX, as_user
 
 PROBE = str(Path(__file__).with_name("kernel_probe.py"))
 
-def probe(user, *codes: str) -> list[dict]:
-    done = as_user(user, [sys.executable, PROBE, "isolated-python", *codes])
+
+def probe(user, *codes: str, **machine: bool) -> list[dict]:
+    """Run cells in a fresh Isolated Python kernel as ``user``; ``machine``: see as_user."""
+    done = as_user(user, [sys.executable, PROBE, "isolated-python", *codes], **machine)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.splitlines()[-1])["results"]
 
 
 def test_kernel_runs_as_root_inside_a_user_namespace(unprivileged_user, tmp_path):
-    marker = Path("/tmp") / f"nskernel-rootless-{os.getpid()}"
+    marker = Path("/tmp") / f"{RUN_PREFIX}-rootless"
     try:
         results = probe(
             unprivileged_user,
@@ -122,13 +127,53 @@ def test_magics_without_user_namespaces_say_why_in_one_line(unprivileged_user):
     assert "Traceback" not in done.stdout + done.stderr
 
 
+LAB_CELLS = ("%netns add ua ub", "%veth ua:10.11.0.1/24 ub:10.11.0.2/24",
+             "%ping ua 10.11.0.2 -c 1")
+
+
 def test_network_lab_as_a_user_inside_isolated_python(unprivileged_user):
-    os.makedirs("/run/netns", exist_ok=True)  # the mount point root provides, as iproute2 does
-    results = probe(unprivileged_user, "%netns add ua ub",
-                    "%veth ua:10.11.0.1/24 ub:10.11.0.2/24", "%ping ua 10.11.0.2 -c 1")
+    results = probe(unprivileged_user, *LAB_CELLS)
     assert [r["status"] for r in results] == ["ok", "ok", "ok"], results
     assert results[2]["result"] == "1/1 replies from 10.11.0.2"
     assert not os.path.exists("/run/netns/ua")  # private to the user's kernel
+
+
+def test_network_lab_as_a_user_where_run_has_no_netns_directory(unprivileged_user):
+    """A machine where nobody ever ran `ip netns add`: the kernel gets a /run of its own,
+    with the host's entries bound back and the lab's directories in it."""
+    results = probe(unprivileged_user, *LAB_CELLS,
+                    "import os; (sorted(os.listdir('/run')), open('/run/lock/probe').read(), "
+                    "os.readlink('/run/shm'))", run_netns=False)
+    assert [r["status"] for r in results] == ["ok"] * 4, results
+    assert "1/1 replies from 10.11.0.2" in results[2]["result"]
+    assert ast.literal_eval(results[3]["result"]) == (
+        ["lock", "netns", "nskernel", "shm", "utmp"], "kept", "/dev/shm")
+
+
+def test_every_magic_as_a_user_inside_isolated_python(unprivileged_user):
+    """Nested user namespaces: the cell's root is mapped as the kernel is (to the user)."""
+    marker = Path("/tmp") / f"{RUN_PREFIX}-nested"
+    try:
+        results = probe(
+            unprivileged_user,
+            "%%isolate --all --hostname every\nimport os, socket\n"
+            "(os.getpid(), os.getuid(), socket.gethostname(), "
+            "[n for _, n in socket.if_nameindex()])",
+            f"%%isolate --user --mount\nopen({str(marker)!r}, 'w').close()\n"
+            "open('/proc/self/uid_map').read().split()",
+            "%%uts inner\nimport socket; socket.gethostname()",
+            "%%isolate --pid --sh\necho $$",
+            "import os, nskernel; nskernel.isolate(os.getuid, user=True, net=True)",
+        )
+        assert [r["status"] for r in results] == ["ok"] * 5, results
+        assert ast.literal_eval(results[0]["result"]) == (1, 0, "every", ["lo"])
+        assert ast.literal_eval(results[1]["result"]) == ["0", "0", "1"]  # the kernel's root
+        assert marker.stat().st_uid == unprivileged_user.pw_uid  # ...who is the user outside
+        assert ast.literal_eval(results[2]["result"]) == "inner"
+        assert results[3]["stdout"].strip() == "1"
+        assert ast.literal_eval(results[4]["result"]) == 0
+    finally:
+        marker.unlink(missing_ok=True)
 
 
 def test_network_lab_as_a_user_without_privileges_says_so(unprivileged_user):
