@@ -195,7 +195,11 @@ def write_id_maps(uid: int, gid: int, pid: int | str = "self") -> None:
             with open(path, "w") as handle:
                 handle.write(text)
         except OSError as exc:
-            raise NamespaceError(f"write {path}", exc.errno or errno.EPERM) from None
+            hint = (f"without privileges outside, a process may map only its own ids "
+                    f"(here uid {uid}, gid {gid}), once, after denying setgroups"
+                    if exc.errno == errno.EPERM else "")
+            raise NamespaceError(f"write {path} ({text!r})", exc.errno or errno.EPERM,
+                                 hint) from None
 
 
 def set_link_up(name: str = "lo") -> None:

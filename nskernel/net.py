@@ -124,8 +124,9 @@ def _ensure_netns_dir() -> None:
     try:
         os.makedirs(NETNS_DIR, exist_ok=True)
     except OSError as exc:
-        raise LabError(f"cannot create {NETNS_DIR} ({exc.strerror}): as root run "
-                       f"'mkdir -p {NETNS_DIR} {RECORDS_DIR}' once") from None
+        raise LabError(f"cannot create {NETNS_DIR}: {exc.strerror} (named network namespaces "
+                       "on the host need root: run as root, or use the Isolated Python "
+                       "kernel, where you are root of your own namespaces)") from None
     try:
         try:
             _syscalls.mount("", NETNS_DIR, None, _syscalls.MS_SHARED | _syscalls.MS_REC)

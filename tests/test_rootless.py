@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -183,3 +184,17 @@ def test_network_lab_as_a_user_without_privileges_says_so(unprivileged_user):
     assert errors[0].startswith("UsageError: %netns: ")
     assert "Permission denied" in errors[0] or "Operation not permitted" in errors[0]
     assert not os.path.exists("/run/netns/nopriv")
+
+
+def test_a_map_that_cannot_be_written_names_the_file_and_the_fix(unprivileged_user):
+    """In a rootless kernel only the user's id is mapped: asking for nobody must say so."""
+    results = probe(unprivileged_user,
+                    "import nskernel, os\n"
+                    "try:\n    nskernel.isolate(os.getuid, user=True, net=True,"
+                    " map_root_to=65534)\n"
+                    "except RuntimeError as exc:\n    print(exc)")
+    message = results[0]["stdout"].strip()
+    assert re.fullmatch(r"write /proc/\d+/uid_map \('0 65534 1'\): .+ \(uid 65534 must be "
+                        r"mapped in the writer's own user namespace \(see /proc/self/uid_map\); "
+                        r"map root to your own uid instead\)", message), message
+
