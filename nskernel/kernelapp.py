@@ -8,7 +8,6 @@ creating a socket. Everything else is stock ipykernel, message for message.
 
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
 import tempfile
@@ -69,9 +68,19 @@ class IsolatedKernelApp(IPKernelApp):
             s.bind(DEBUG_SHELL_ENDPOINT)
         return port
 
+    debug_directory = ""
+
     def init_kernel(self) -> None:
         self._private_debug_directory()
         super().init_kernel()
+
+    def start(self) -> None:
+        """Run the kernel; then remove its debugger directory (the forked kernel process ends
+        with ``os._exit``, so this is the place, not ``atexit``)."""
+        try:
+            super().start()
+        finally:
+            shutil.rmtree(self.debug_directory, ignore_errors=True)
 
     def _private_debug_directory(self) -> None:
         """Give the debugger's cell files a directory of this kernel's own.
@@ -79,14 +88,14 @@ class IsolatedKernelApp(IPKernelApp):
         ipykernel names it /tmp/ipykernel_PID, and every isolated kernel is PID 2: a root
         kernel's /tmp/ipykernel_2 (mode 0700) would lock every later kernel of another user
         out of its debugger. The connection file's name is unique on the host; the directory
-        goes when the kernel exits.
+        goes when the kernel stops.
         """
         from ipykernel import compiler, debugger  # here: debugpy warns when imported early
 
         name = os.path.splitext(os.path.basename(self.connection_file))[0]
         directory = os.path.join(tempfile.gettempdir(), f"ipykernel_nskernel_{name}")
         compiler.get_tmp_directory = debugger.get_tmp_directory = lambda: directory
-        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        self.debug_directory = directory
 
     def init_poller(self) -> None:
         """No parent poller: inside a pid namespace the kernel's parent (the launcher) is not

@@ -22,7 +22,8 @@ def main(argv: list[str]) -> int:
     manager, client = kernels.start(name)
     try:
         results = [dataclasses.asdict(kernels.execute(client, code)) for code in codes]
-        print(json.dumps({"launcher_pid": manager.provisioner.pid, "results": results}),
+        print(json.dumps({"launcher_pid": manager.provisioner.pid, "results": results,
+                          "connection_file": manager.connection_file}),
               flush=True)
         while hold:
             time.sleep(60)

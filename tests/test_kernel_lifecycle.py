@@ -5,12 +5,14 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import kernels
 import pytest
 from conftest import wait_for, write_kernel
 from kernels import execute
@@ -83,6 +85,7 @@ def test_a_killed_jupyter_server_takes_the_kernel_with_it():
         + NS_CODE
     server = subprocess.Popen([sys.executable, str(probe), "isolated-python", code, "--hold"],
                               stdout=subprocess.PIPE, text=True)
+    report = None
     try:
         line = server.stdout.readline()
         report = json.loads(line)
@@ -96,6 +99,8 @@ def test_a_killed_jupyter_server_takes_the_kernel_with_it():
     finally:
         server.kill()
         server.wait()
+        if report:  # the killed "server" could not remove the kernel's connection file
+            Path(report["connection_file"]).unlink(missing_ok=True)
 
 
 def test_orphans_are_reaped_by_init(start_kernel):
@@ -130,7 +135,7 @@ def test_without_a_pid_namespace_the_launcher_reaps_and_cleans_up(start_kernel):
 
 @pytest.mark.parametrize("kernel_name", ["isolated-python", "python3"])
 def test_debugger_stops_at_a_breakpoint(start_kernel, kernel_name):
-    _manager, client = start_kernel(kernel_name)
+    manager, client = start_kernel(kernel_name)
     seq = iter(range(1, 100))
 
     def debug(command: str, arguments: dict | None = None) -> dict:
@@ -168,3 +173,11 @@ def test_debugger_stops_at_a_breakpoint(start_kernel, kernel_name):
     assert debug("continue", {"threadId": thread})["success"]
     client.get_shell_msg(timeout=20)
     debug("disconnect", {"restart": False, "terminateDebuggee": True})
+    directory = os.path.dirname(source)
+    assert os.path.isdir(directory)
+    if kernel_name == "python3":  # ipykernel's own /tmp/ipykernel_PID stays; this test made it
+        shutil.rmtree(directory)
+    else:  # the isolated kernel's goes with it
+        assert os.path.basename(directory).startswith("ipykernel_nskernel_")
+        kernels.stop(manager, client)
+        assert not os.path.exists(directory)
