@@ -248,15 +248,22 @@ def others_may_traverse(paths: list[Path]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _registry() -> Iterator[dict]:
-    """TRAVERSE_REGISTRY, read and written under an exclusive lock; removed when empty.
-
-    The lock is taken on the directory that holds the registry, so that no lock file is
-    left behind (flock works on a directory's fd as on a file's).
-    """
-    lock = os.open(TRAVERSE_REGISTRY.parent, os.O_RDONLY | os.O_DIRECTORY)
+def one_run_at_a_time() -> Iterator[None]:
+    """Exclusive among the test runs on this machine, for the few steps that act on the whole
+    machine (`nskernel clean`, the traverse registry). The lock is taken on the temporary
+    directory itself, so that no lock file is left behind (flock works on a directory)."""
+    lock = os.open(tempfile.gettempdir(), os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(lock)
+
+
+@contextlib.contextmanager
+def _registry() -> Iterator[dict]:
+    """TRAVERSE_REGISTRY, read and written under the lock; removed when empty."""
+    with one_run_at_a_time():
         try:
             registry = json.loads(TRAVERSE_REGISTRY.read_text())
         except (FileNotFoundError, ValueError):
@@ -268,8 +275,6 @@ def _registry() -> Iterator[dict]:
             TRAVERSE_REGISTRY.write_text(json.dumps(registry))
         else:
             TRAVERSE_REGISTRY.unlink(missing_ok=True)
-    finally:
-        os.close(lock)
 
 
 def as_user(user: pwd.struct_passwd, argv: list[str], timeout: float = 120,

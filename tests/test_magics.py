@@ -126,19 +126,18 @@ def test_hostname_changes_do_not_leak(kernel):
 
 
 def test_mounts_inside_are_invisible_outside(kernel):
-    cell(kernel, "import os; os.makedirs('/tmp/nsk-magic-mnt', exist_ok=True)")
+    point = f"/tmp/{RUN_PREFIX}-magic-mnt"
+    cell(kernel, f"import os; os.makedirs({point!r}, exist_ok=True)")
     try:
         inside = cell(kernel, "%%isolate --mount\nimport subprocess, os\n"
-                              "subprocess.run(['mount', '-t', 'tmpfs', 'none', "
-                              "'/tmp/nsk-magic-mnt'], check=True)\n"
-                              "open('/tmp/nsk-magic-mnt/f', 'w').close()\n"
-                              "os.listdir('/tmp/nsk-magic-mnt')").value
+                              f"subprocess.run(['mount', '-t', 'tmpfs', 'none', {point!r}], "
+                              f"check=True)\nopen({point!r} + '/f', 'w').close()\n"
+                              f"os.listdir({point!r})").value
         assert inside == ["f"]
-        assert cell(kernel, "os.listdir('/tmp/nsk-magic-mnt')").value == []
-        assert "/tmp/nsk-magic-mnt" not in cell(kernel, "open('/proc/self/mountinfo')"
-                                                        ".read()").value
+        assert cell(kernel, f"os.listdir({point!r})").value == []
+        assert point not in cell(kernel, "open('/proc/self/mountinfo').read()").value
     finally:
-        cell(kernel, "os.rmdir('/tmp/nsk-magic-mnt')")
+        cell(kernel, f"os.rmdir({point!r})")
 
 
 def test_ipc_objects_are_private(kernel):

@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
 
 import pytest
-from conftest import IS_ROOT, RUN_PREFIX, needs_root, wait_for
+from conftest import IS_ROOT, RUN_PREFIX, needs_root, one_run_at_a_time, wait_for
 from kernels import execute, start, stop
 
 from nskernel import net, probe, topology
@@ -160,11 +160,12 @@ def test_a_duplicate_namespace_is_refused(lab):
 def test_an_error_halfway_through_a_bridge_leaves_nothing(lab):
     hosts = [ns("p0"), ns("p1"), ns("longlonglong")]  # the third one's ifname is too long
     lab.add(*hosts)
+    bridge = ns("brx")
     with pytest.raises(LabError, match="Linux allows 1 to 15"):
-        lab.bridge("brx:10.3.0.254/24", [f"{host}:10.3.0.{i + 1}/24"
-                                         for i, host in enumerate(hosts)])
+        lab.bridge(f"{bridge}:10.3.0.254/24", [f"{host}:10.3.0.{i + 1}/24"
+                                               for i, host in enumerate(hosts)])
     kernel_links = [link["ifname"] for link in lab.state("kernel")["links"]]
-    assert not [name for name in kernel_links if name.startswith("brx")]
+    assert not [name for name in kernel_links if name.startswith(bridge)]
     for host in hosts:  # the two members attached before the failure were detached again
         assert [link["ifname"] for link in lab.state(host)["links"]] == ["lo"]
     assert lab.links == {}
@@ -208,11 +209,12 @@ def test_magics_in_both_kernels_and_cleanup_on_shutdown(kernel_name):
         assert execute(client, f"%netns add {name}").status == "ok"
         veth = execute(client, f"%veth kernel:{HOST_NET}.9.1/24 {name}:{HOST_NET}.9.2/24")
         assert f"{HOST_NET}.9.2/24" in veth.result
-        kernel_end = re.search(r"k-eth\d+", veth.result).group()
+        # NS-ethN, N the first free on both sides (another lab may hold k-eth0 meanwhile)
+        kernel_end, far_end = re.findall(rf"\b(?:k|{name})-eth\d+\b", veth.result)[:2]
         ping = execute(client, f"%ping {name} {HOST_NET}.9.1 -c 2")
         assert ping.result == f"2/2 replies from {HOST_NET}.9.1"
         picture = execute(client, "%topology")
-        assert (f"link kernel:{kernel_end} {HOST_NET}.9.1/24 <-> {name}:{name}-eth0 "
+        assert (f"link kernel:{kernel_end} {HOST_NET}.9.1/24 <-> {name}:{far_end} "
                 f"{HOST_NET}.9.2/24") in picture.result
         listing = execute(client, "%netns list").result
         assert name in listing and "lab" in listing
@@ -229,27 +231,30 @@ def test_magics_in_both_kernels_and_cleanup_on_shutdown(kernel_name):
 
 @needs_root
 def test_nskernel_clean_removes_what_a_killed_kernel_left_and_nothing_else():
-    foreign = ns("foreign")
-    subprocess.run(["ip", "netns", "add", foreign], check=True)
-    manager, client = start("python3")
-    name = ns("k")
-    try:
-        execute(client, "%load_ext nskernel")
-        execute(client, f"%netns add {name}")
-        veth = execute(client, f"%veth kernel:{HOST_NET}.10.1/24 {name}")
-        kernel_end = re.search(r"k-eth\d+", veth.result).group()
-        os.kill(manager.provisioner.pid, signal.SIGKILL)  # no chance to clean up
-        assert wait_for(lambda: not manager.is_alive(), timeout=5)
-        assert net.netns_inode(name) is not None  # left behind...
-        done = subprocess.run([sys.executable, "-m", "nskernel", "clean"], capture_output=True,
-                              text=True, check=True)
-        assert f"removed netns {name}" in done.stdout
-        assert f"removed link {kernel_end}" in done.stdout
-        assert net.netns_inode(name) is None
-        assert net.netns_inode(foreign) is not None  # ...and only that was removed
-    finally:
-        stop(manager, client)
-        subprocess.run(["ip", "netns", "del", foreign], check=False)
+    # `nskernel clean` removes what every dead kernel left: another run's clean must not
+    # take this one's leftovers first, nor this one theirs.
+    with one_run_at_a_time():
+        foreign = ns("foreign")
+        subprocess.run(["ip", "netns", "add", foreign], check=True)
+        manager, client = start("python3")
+        name = ns("k")
+        try:
+            execute(client, "%load_ext nskernel")
+            execute(client, f"%netns add {name}")
+            veth = execute(client, f"%veth kernel:{HOST_NET}.10.1/24 {name}")
+            kernel_end = re.search(r"k-eth\d+", veth.result).group()
+            os.kill(manager.provisioner.pid, signal.SIGKILL)  # no chance to clean up
+            assert wait_for(lambda: not manager.is_alive(), timeout=5)
+            assert net.netns_inode(name) is not None  # left behind...
+            done = subprocess.run([sys.executable, "-m", "nskernel", "clean"],
+                                  capture_output=True, text=True, check=True)
+            assert f"removed netns {name}" in done.stdout
+            assert f"removed link {kernel_end}" in done.stdout
+            assert net.netns_inode(name) is None
+            assert net.netns_inode(foreign) is not None  # ...and only that was removed
+        finally:
+            stop(manager, client)
+            subprocess.run(["ip", "netns", "del", foreign], check=False)
 
 
 @needs_root
