@@ -24,7 +24,12 @@ from nskernel.net import Lab, LabError
 PREFIX = RUN_PREFIX  # namespace names of this run, short enough for ifnames
 #: The second octet of the subnets this run puts in the host's own network namespace, so
 #: that two runs at once never route into each other's links.
-HOST_NET = f"10.{100 + os.getpid() % 150}"
+_RUN = os.getpid() % 150 * 80 + os.getpid() // 150 % 80
+
+
+def host_net(k: int) -> str:
+    """'10.A.B': the k-th (0-2) /24 of this run for the host's own namespace."""
+    return f"10.{100 + _RUN // 80}.{_RUN % 80 * 3 + k}"
 
 
 def ns(name: str) -> str:
@@ -199,14 +204,15 @@ def test_close_removes_everything_the_lab_made():
     lab = Lab()
     a, b, bridge = ns("c0"), ns("c1"), ns("brc")
     lab.add(a, b)
-    kernel_end, _ = lab.link(f"kernel:{HOST_NET}.8.1/24", f"{a}:{HOST_NET}.8.2/24")
+    kernel_end, _ = lab.link(f"kernel:{host_net(0)}.1/24", f"{a}:{host_net(0)}.2/24")
     lab.bridge(bridge, [b])
+    indexes = {Path(f"/sys/class/net/{link}/ifindex").read_text() for link in (kernel_end, bridge)}
     removed = lab.close()
     lab.shutdown()
     assert set(removed) >= {f"netns {a}", f"netns {b}", f"link {bridge}"}
     assert net.netns_inode(a) is None and net.netns_inode(b) is None
     assert not os.path.exists(lab.record_path)
-    assert not {kernel_end, bridge} & set(os.listdir("/sys/class/net"))
+    assert not indexes & host_ifindexes()  # by index: another lab may reuse the names
 
 
 @pytest.mark.parametrize("kernel_name", ["python3", "isolated-python"])
@@ -219,21 +225,21 @@ def test_magics_in_both_kernels_and_cleanup_on_shutdown(kernel_name):
         if kernel_name == "python3":
             execute(client, "%load_ext nskernel")
         assert execute(client, f"%netns add {name}").status == "ok"
-        veth = execute(client, f"%veth kernel:{HOST_NET}.9.1/24 {name}:{HOST_NET}.9.2/24")
-        assert f"{HOST_NET}.9.2/24" in veth.result
+        veth = execute(client, f"%veth kernel:{host_net(1)}.1/24 {name}:{host_net(1)}.2/24")
+        assert veth.status == "ok" and f"{host_net(1)}.2/24" in veth.result, veth
         # NS-ethN, N the first free on both sides (another lab may hold k-eth0 meanwhile)
         kernel_end, far_end = re.findall(rf"\b(?:k|{name})-eth\d+\b", veth.result)[:2]
         if kernel_name == "python3":  # its kernel end is in the host's namespace
             index = Path(f"/sys/class/net/{kernel_end}/ifindex").read_text()
-        ping = execute(client, f"%ping {name} {HOST_NET}.9.1 -c 2")
-        assert ping.result == f"2/2 replies from {HOST_NET}.9.1"
+        ping = execute(client, f"%ping {name} {host_net(1)}.1 -c 2")
+        assert ping.result == f"2/2 replies from {host_net(1)}.1"
         picture = execute(client, "%topology")
-        assert (f"link kernel:{kernel_end} {HOST_NET}.9.1/24 <-> {name}:{far_end} "
-                f"{HOST_NET}.9.2/24") in picture.result
+        assert (f"link kernel:{kernel_end} {host_net(1)}.1/24 <-> {name}:{far_end} "
+                f"{host_net(1)}.2/24") in picture.result
         listing = execute(client, "%netns list").result
         assert name in listing and "lab" in listing
         tables = execute(client, f"%ip {name}").result
-        assert f"{HOST_NET}.9.2/24" in tables
+        assert f"{host_net(1)}.2/24" in tables
         error = execute(client, "%ping kernel 10.9.9.300")
         assert "bad IPv4 address '10.9.9.300'" in error.stderr
     finally:
@@ -256,7 +262,7 @@ def test_nskernel_clean_removes_what_a_killed_kernel_left_and_nothing_else():
         try:
             execute(client, "%load_ext nskernel")
             execute(client, f"%netns add {name}")
-            veth = execute(client, f"%veth kernel:{HOST_NET}.10.1/24 {name}")
+            veth = execute(client, f"%veth kernel:{host_net(2)}.1/24 {name}")
             kernel_end = re.search(r"k-eth\d+", veth.result).group()
             os.kill(manager.provisioner.pid, signal.SIGKILL)  # no chance to clean up
             assert wait_for(lambda: not manager.is_alive(), timeout=5)
