@@ -68,6 +68,11 @@ def _forward_signals_to(pid: int) -> None:
 
 
 def _reap_all_but(child: int) -> None:
+    """Reap exited orphans, leaving ``child`` for :func:`supervise` to wait for.
+
+    A SIGCHLD handler: it can run again inside itself when orphans die in a burst, so the
+    inner call may reap what the outer one just saw (ECHILD there is not an error).
+    """
     while True:
         try:
             info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -75,7 +80,10 @@ def _reap_all_but(child: int) -> None:
             return
         if info is None or info.si_pid == child:
             return
-        os.waitpid(info.si_pid, 0)
+        try:
+            os.waitpid(info.si_pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
 
 
 def kill_descendants(pid: int) -> None:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import pytest
@@ -70,10 +70,11 @@ def write_kernel(name: str, spec: Isolation) -> str:
 # The suite judges only what it made: other Jupyter kernels, another checkout's test run and
 # whatever the machine does meanwhile are none of its business.
 
-def our_processes() -> list[str]:
-    """Processes of this run still alive (they carry RUN_ID in their environment)."""
+def our_processes() -> dict[int, str]:
+    """Processes of this run still alive (they carry RUN_ID in their environment): {pid:
+    command line}. Zombies have no environment left and are not counted."""
     mark = f"{RUN_MARK_ENV}={RUN_ID}".encode()
-    found = []
+    found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
@@ -84,7 +85,7 @@ def our_processes() -> list[str]:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
         except OSError:  # gone, or another user's (not ours: ours are readable to us)
             continue
-        found.append(f"{entry}: {cmdline.decode(errors='replace')}")
+        found[int(entry)] = cmdline.decode(errors="replace")
     return found
 
 
@@ -142,14 +143,44 @@ def host_state() -> dict[str, set]:
 
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_behind() -> Iterator[None]:
+    """After the whole run (notebooks included): nothing of ours on the host."""
     before = host_state()
     yield
     wait_for(lambda: not our_processes(), timeout=5)
+    _assert_nothing_new(before, {})
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_by_this_test() -> Iterator[None]:
+    """After each test: no process, mount, named namespace or link of ours that was not
+    there before it, unless it descends from a process that was (the kernels of a class's or
+    module's fixture: what they leave is judged when the run ends)."""
+    before, running = host_state(), our_processes()
+    yield
+    wait_for(lambda: not our_processes().keys() - running.keys(), timeout=5)
+    _assert_nothing_new(before, running)
+
+
+def _assert_nothing_new(before: dict[str, set], running: dict[int, str]) -> None:
     after = host_state()
     leaks = {what: sorted(after[what] - before[what]) for what in after}
     leaks = {what: items for what, items in leaks.items() if items}
-    procs = our_processes()
+    procs = [f"{pid}: {command}" for pid, command in our_processes().items()
+             if not _descends_from(pid, running.keys())]
     assert not leaks and not procs, f"left behind: {leaks} processes: {procs}"
+
+
+def _descends_from(pid: int, ancestors: Collection[int]) -> bool:
+    """Whether ``pid`` or a parent of a parent... is one of ``ancestors`` (a kernel that a
+    class or module fixture started goes on making its own processes during a test)."""
+    while pid > 1:
+        if pid in ancestors:
+            return True
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
