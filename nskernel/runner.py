@@ -82,7 +82,8 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
     channel = _Channel()
     status = None
     try:
-        _pump(child, {pipes[name][0]: name for name in pipes}, channel, on_stream, timeout)
+        _pump(child, {pipes[name][0]: name for name in pipes}, channel, on_stream, timeout,
+              until_exit=not callable(target))
     finally:
         for read_end, _write_end in pipes.values():
             _close_quietly(read_end)
@@ -118,11 +119,15 @@ class _Channel:
 
 
 def _pump(child: int, fds: dict[int, str], channel: _Channel, on_stream: StreamCallback,
-          timeout: float | None) -> None:
+          timeout: float | None, until_exit: bool) -> None:
     """Forward the child's output until it is done; enforce timeout and interrupt.
 
-    When the child exits, whatever it left running in its process group is killed and the
-    pipes are drained (for at most a second: a process that escaped the group may hold them).
+    Done: the pipes are closed and the child has exited, or (for a callable, unless
+    ``until_exit``) has sent its result: its exit, tearing down a kernel-sized process, need
+    not be waited for. An exec'd command's result is its exit status, so the child must be
+    left to exit by itself before anything is killed. When the child exits, whatever it left
+    running in its process group is killed and the pipes are drained (for at most a second:
+    a process that escaped the group may hold them).
     """
     decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in fds.values()}
     started = time.monotonic()
@@ -132,7 +137,7 @@ def _pump(child: int, fds: dict[int, str], channel: _Channel, on_stream: StreamC
     kill_at = None if timeout is None else started + timeout
     drain_until = None
     try:
-        while open_fds:
+        while open_fds or (drain_until is None and (until_exit or not channel.has_result)):
             watch = list(open_fds) + ([child_fd] if drain_until is None else [])
             limits = [t for t in (kill_at, drain_until) if t is not None]
             wait = max(0.0, min(limits) - time.monotonic()) if limits else None

@@ -329,6 +329,19 @@ def test_python_api_returns_the_functions_value():
         nskernel.isolate(lambda: 1 / 0, net=True)
 
 
+def test_a_commands_exit_status_is_its_own_every_time():
+    """The status of an exec'd command comes from the process between it and us (a pid
+    namespace under a user namespace): it must be left to exit, not killed once the
+    command's output ends (which reported SIGKILL, 137, for most runs on a loaded machine)."""
+    from nskernel import runner
+    from nskernel.isolation import Isolation
+
+    spec = Isolation(pid=True, user=True)
+    statuses = [runner.run(spec, ["/bin/sh", "-c", "exit 3"], on_stream=lambda *_: None)
+                for _ in range(50)]
+    assert set(statuses) == {3}, statuses
+
+
 def test_the_lab_inside_an_isolated_cell_says_where_it_works(kernel):
     done = cell(kernel, "%%isolate --net\n%ip")
     assert one_line_error(done) == (
