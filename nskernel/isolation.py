@@ -28,9 +28,10 @@ class IsolationError(ValueError):
 
 
 def check_hostname(name: str) -> str:
-    if not _HOSTNAME.match(name):
+    if len(name) > 64 or not _HOSTNAME.match(name):  # length first: the pattern backtracks
+        shown = repr(name) if len(name) <= 70 else f"{name[:60]!r}... ({len(name)} characters)"
         raise IsolationError(
-            f"bad hostname {name!r}: use 1-64 letters, digits, '-' and '.', "
+            f"bad hostname {shown}: use 1-64 letters, digits, '-' and '.', "
             "not starting or ending with '-'")
     return name
 

@@ -68,8 +68,15 @@ def with_usage(parser: MagicArgumentParser) -> Callable[[Callable], Callable]:
     return decorate
 
 
+#: Longer magic lines are refused before parsing (quoting them costs time; nothing needs it).
+MAX_LINE = 4096
+
+
 def parse_line(parser: MagicArgumentParser, line: str) -> Any:
-    """Parse a magic's line; bad quoting is a one-line UsageError too."""
+    """Parse a magic's line; bad quoting and oversized lines are one-line UsageErrors too."""
+    if len(line) > MAX_LINE:
+        raise UsageError(f"%{parser.prog}: the line is {len(line)} characters; at most "
+                         f"{MAX_LINE}")
     try:
         return parser.parse_args(shlex.split(line))
     except ValueError as exc:  # shlex: unbalanced quotes
@@ -146,8 +153,10 @@ class NamespaceMagics(Magics):
             raise UsageError(f"%{parser.prog}: {exc}") from None
 
     def _run(self, spec: isolation.Isolation, args: Any, cell: str) -> Any:
-        if args.timeout is not None and args.timeout <= 0:
-            raise UsageError("--timeout: give a positive number of seconds")
+        try:
+            runner.check_timeout(args.timeout)
+        except ValueError:
+            raise UsageError("--timeout: give a finite number of seconds above 0") from None
         exports = [name.strip() for name in args.export.split(",") if name.strip()]
         bad = [name for name in exports if not name.isidentifier()]
         if bad:

@@ -76,6 +76,15 @@ class Endpoint:
         return self.ns + (f":{self.address}" if self.address else "")
 
 
+def check_ns_name(name: str) -> str:
+    """A namespace name as `ip netns` takes it; anything else would be a path."""
+    if len(name) > 64 or not _NAME.match(name):
+        shown = repr(name) if len(name) <= 70 else f"{name[:60]!r}... ({len(name)} characters)"
+        raise LabError(f"bad namespace name {shown}: use letters, digits, '.', '_', '-' "
+                       "(not first), at most 64")
+    return name
+
+
 def check_ifname(name: str) -> str:
     size = len(name.encode())
     if size > IFNAMSIZ or not size:
@@ -241,6 +250,7 @@ class Lab:
     def _open_ns(self, name: str) -> int:
         if name == KERNEL_NS:
             return os.dup(self._home)
+        check_ns_name(name)  # a name, never a path: '../../proc/1/ns/net' is not one
         try:
             return os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -268,9 +278,7 @@ class Lab:
         for name in names:
             if name == KERNEL_NS:
                 raise LabError(f"{KERNEL_NS!r} is reserved: it names the kernel's own namespace")
-            if not _NAME.match(name) or len(name) > 64:
-                raise LabError(f"bad namespace name {name!r}: use letters, digits, '.', '_', "
-                               "'-' (not first), at most 64")
+            check_ns_name(name)
         if len(set(names)) != len(names):
             raise LabError("a namespace name is given twice")
         existing = [name for name in names if netns_inode(name) is not None]

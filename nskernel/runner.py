@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import errno
+import math
 import os
 import pickle
 import select
@@ -31,6 +33,9 @@ _HEADER = struct.Struct("!I")
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 #: How long an interrupted child gets to stop on SIGINT before it is killed.
 INTERRUPT_GRACE = 0.5
+
+#: The child's exit status when it cannot send its result: the cell closed the pipe.
+RESULT_PIPE_GONE = 125
 
 #: In the child: the fd of the message pipe, for :func:`publish_display`.
 _child_messages: int | None = None
@@ -65,6 +70,7 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
     metadata)`` gets rich display output. An exception in ``target`` is raised here, with the
     child's traceback as its cause.
     """
+    check_timeout(timeout)
     on_stream = on_stream or _write_to_sys
     main = target if callable(target) else lambda: _exec(target)
     pipes = {name: os.pipe() for name in ("stdout", "stderr", "messages")}
@@ -93,6 +99,13 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
         else:
             status = _reap(child)
     return _outcome(channel, status, on_display, exec_mode=not callable(target))
+
+
+def check_timeout(timeout: float | None) -> None:
+    """None, or a finite number of seconds above zero (inf and nan would never fire)."""
+    if timeout is not None and not (isinstance(timeout, (int, float))
+                                    and math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"timeout {timeout!r}: give a finite number of seconds above 0")
 
 
 # ---------------------------------------------------------------------------- parent side
@@ -140,7 +153,8 @@ def _pump(child: int, fds: dict[int, str], channel: _Channel, on_stream: StreamC
         while open_fds or (drain_until is None and (until_exit or not channel.has_result)):
             watch = list(open_fds) + ([child_fd] if drain_until is None else [])
             limits = [t for t in (kill_at, drain_until) if t is not None]
-            wait = max(0.0, min(limits) - time.monotonic()) if limits else None
+            # At most an hour per wait: select() refuses huge timeouts (OverflowError).
+            wait = min(max(0.0, min(limits) - time.monotonic()), 3600.0) if limits else None
             try:
                 ready = select.select(watch, [], [], wait)[0]
             except KeyboardInterrupt:
@@ -247,6 +261,9 @@ def _outcome(channel: _Channel, status: int | None, on_display: DisplayCallback 
     if result is None:
         reason = (f"was killed by signal {signal.Signals(-code).name}" if code < 0
                   else f"exited with status {code}")
+        if code == RESULT_PIPE_GONE:
+            raise IsolatedRunError("the cell closed the pipe its result comes back through "
+                                   "(an fd it did not open), so there is no result")
         raise IsolatedRunError(f"the isolated process {reason} before returning a result")
     if result[0] == "value":
         return result[1]
@@ -307,33 +324,43 @@ def _child_main(isolation: Isolation, target: Callable[[], Any],
         else:
             code = _call(target, messages)
     except BaseException:  # noqa: BLE001 - report anything, and never return into the kernel
-        traceback.print_exc()
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        try:
+            _flush_quietly()
+        finally:
+            os._exit(code)
 
 
 def _call(target: Callable[[], Any], messages: int) -> int:
-    """Run the target and send its value or error; the process exits with the result."""
+    """Run the target and send its value or error; the process exits with the result
+    (RESULT_PIPE_GONE when the cell closed the pipe to send it on)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        value = target()
-    except BaseException as exc:  # noqa: BLE001 - the notebook gets it, with our traceback
-        text = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc)))
-        _send(messages, ("error", _picklable(exc), text))
-        _hang_up(messages)
-        return 1
-    try:
-        _send(messages, ("value", value))
-    except Exception as exc:  # noqa: BLE001 - unpicklable value
-        error = IsolatedRunError(
-            f"the result, of type {type(value).__name__}, cannot be sent back: {exc}")
-        _send(messages, ("error", error, ""))
-        return 1
+        try:
+            value = target()
+        except BaseException as exc:  # noqa: BLE001 - the notebook gets it, with our traceback
+            sys.setrecursionlimit(max(sys.getrecursionlimit(), 1000))  # enough to report it
+            text = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc)))
+            _send(messages, ("error", _picklable(exc), text))
+            return 1
+        try:
+            _send(messages, ("value", value))
+        except (OSError, RecursionError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - unpicklable value
+            error = IsolatedRunError(
+                f"the result, of type {type(value).__name__}, cannot be sent back: {exc}")
+            _send(messages, ("error", error, ""))
+            return 1
+        return 0
+    except OSError as exc:
+        if exc.errno in (errno.EBADF, errno.EPIPE):
+            return RESULT_PIPE_GONE
+        raise
     finally:
         _hang_up(messages)
-    return 0
 
 
 def _user_frames(exc: BaseException) -> Any:
@@ -345,19 +372,27 @@ def _user_frames(exc: BaseException) -> Any:
 
 
 def _hang_up(messages: int) -> None:
-    """Close our ends of the pipes now, so the parent sees the end before we finish exiting."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    for fd in (1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
-    os.close(messages)
+    """Close our ends of the pipes now, so the parent sees the end before we finish exiting.
+    Whatever the cell did to its streams and fds, this does not raise."""
+    _flush_quietly()
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+    with contextlib.suppress(OSError):
+        os.close(messages)
+
+
+def _flush_quietly() -> None:
+    """Flush sys.stdout and sys.stderr, which the cell may have closed, replaced or broken."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(BaseException):
+            stream.flush()
 
 
 def _exec(argv: list[str]) -> int:
-    sys.stdout.flush()
-    sys.stderr.flush()
+    _flush_quietly()
     os.execvp(argv[0], argv)
     return 127  # not reached: execvp raises on failure
 
