@@ -241,7 +241,7 @@ def test_a_body_that_forks_a_thousand_processes_is_cleaned_up(kernel):
 @pytest.mark.parametrize(("code", "message"), [
     ("%%isolate --bogus\n1", "unrecognized arguments: --bogus"),
     ("%%isolate --hostname under_score\n1", "bad hostname 'under_score'"),
-    ("%%isolate --timeout -1\n1", "--timeout: give a positive number of seconds"),
+    ("%%isolate --timeout -1\n1", "--timeout: give a finite number of seconds above 0"),
     ("%%isolate --timeout soon\n1", "argument --timeout: invalid float value: 'soon'"),
     ("%%isolate --export 1a\n1", "--export: 1a is not a Python name"),
     ("%%isolate --no-pid --no-net --no-mount --no-uts --no-ipc\n1", "no namespace chosen"),
