@@ -138,7 +138,11 @@ def our_links() -> set[str]:
 
 
 def host_state() -> dict[str, set]:
-    return {"mounts": our_mounts(), "named netns": our_named_netns(), "links": our_links()}
+    """Taken under the machine-wide test lock: another run's `nskernel clean` test, which
+    kills a kernel and then removes its links, is never seen half-way."""
+    with one_run_at_a_time():
+        return {"mounts": our_mounts(), "named netns": our_named_netns(),
+                "links": our_links()}
 
 
 @pytest.fixture(scope="session", autouse=True)
