@@ -80,8 +80,32 @@ def current_lab() -> Lab:
         raise LabError(OUTSIDE_ONLY)
     if _lab is None:
         _lab = Lab()
-        atexit.register(_lab.shutdown)
+        _remove_with_the_kernel(_lab)
     return _lab
+
+
+def _remove_with_the_kernel(lab: Lab) -> None:
+    """Remove the lab when the kernel is asked to shut down or restart, and at exit.
+
+    atexit alone is too late: after the shutdown reply ipykernel waits for the kernel's
+    child processes (seconds, for a zombie the notebook never reaped), and Jupyter kills
+    a kernel that has not exited by then, so atexit never runs.
+    """
+    atexit.register(lab.shutdown)
+    from IPython import get_ipython
+
+    kernel = getattr(get_ipython(), "kernel", None)
+    if kernel is None:
+        return
+    do_shutdown = kernel.do_shutdown
+
+    def remove_lab_then_shut_down(restart: bool) -> Any:
+        try:
+            lab.close()
+        finally:
+            return do_shutdown(restart)  # noqa: B012 - the kernel's reply must go out
+
+    kernel.do_shutdown = remove_lab_then_shut_down
 
 
 class Tables:

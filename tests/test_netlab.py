@@ -279,6 +279,21 @@ def test_nskernel_clean_removes_what_a_killed_kernel_left_and_nothing_else():
 
 
 @needs_root
+def test_shutdown_removes_the_lab_even_with_a_zombie_child():
+    """ipykernel waits seconds for a zombie child at shutdown and Jupyter then kills the
+    kernel: the lab must be gone before that, not at exit."""
+    manager, client = start("python3")
+    name = ns("zb")
+    try:
+        execute(client, "%load_ext nskernel")
+        execute(client, f"%netns add {name}")
+        execute(client, f"import subprocess; p = subprocess.Popen(['sleep', '{RUN_PREFIX[1:]}'])")
+    finally:
+        stop(manager, client)
+    assert net.netns_inode(name) is None
+
+
+@needs_root
 def test_restart_removes_the_lab():
     manager, client = start("python3")
     name = ns("rs")
