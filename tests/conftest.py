@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ipykernel.kernelspec import write_kernel_spec as write_stock_kernel_spec
@@ -223,6 +224,20 @@ def isolated() -> Iterator[tuple]:
     manager, client = kernels.start("isolated-python")
     try:
         yield manager, client
+    finally:
+        kernels.stop(manager, client)
+
+
+@pytest.fixture(scope="module", params=["isolated-python", "python3"])
+def kernel(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A module's tests run in both kernels; the stock one loads the extension itself."""
+    manager, client = kernels.start(request.param)
+    try:
+        if request.param == "python3":
+            assert kernels.execute(client, "%load_ext nskernel").status == "ok"
+        client.test_manager = manager  # for interrupts
+        client.kernel_name = request.param
+        yield client
     finally:
         kernels.stop(manager, client)
 

@@ -7,19 +7,8 @@ per-test leak check (conftest) finds nothing new on the host.
 from __future__ import annotations
 
 import pytest
-from kernels import execute, start, stop
+from kernels import execute
 from test_magics import one_line_error
-
-
-@pytest.fixture(scope="module", params=["isolated-python", "python3"])
-def kernel(request):
-    manager, client = start(request.param)
-    try:
-        if request.param == "python3":
-            assert execute(client, "%load_ext nskernel").status == "ok"
-        yield client
-    finally:
-        stop(manager, client)
 
 
 def still_answers(kernel) -> None:

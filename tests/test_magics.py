@@ -9,24 +9,10 @@ import subprocess
 
 import pytest
 from conftest import IS_ROOT, RUN_PREFIX, needs_root, wait_for
-from kernels import execute, start, stop
+from kernels import execute
 from test_kernel_isolation import sysv_keys
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-@pytest.fixture(scope="module", params=["isolated-python", "python3"])
-def kernel(request):
-    """Each test runs in both kernels; the stock one loads the extension itself."""
-    manager, client = start(request.param)
-    try:
-        if request.param == "python3":
-            assert execute(client, "%load_ext nskernel").status == "ok"
-        client.test_manager = manager  # for interrupts
-        client.kernel_name = request.param
-        yield client
-    finally:
-        stop(manager, client)
 
 
 def cell(client, code: str, **kwargs):
