@@ -27,11 +27,15 @@ class IsolationError(ValueError):
     """Bad isolation settings; the message is one line saying what to change."""
 
 
+def short_repr(text: str) -> str:
+    """repr(text), cut short for a one-line message when it is long."""
+    return repr(text) if len(text) <= 70 else f"{text[:60]!r}... ({len(text)} characters)"
+
+
 def check_hostname(name: str) -> str:
     if len(name) > 64 or not _HOSTNAME.match(name):  # length first: the pattern backtracks
-        shown = repr(name) if len(name) <= 70 else f"{name[:60]!r}... ({len(name)} characters)"
         raise IsolationError(
-            f"bad hostname {shown}: use 1-64 letters, digits, '-' and '.', "
+            f"bad hostname {short_repr(name)}: use 1-64 letters, digits, '-' and '.', "
             "not starting or ending with '-'")
     return name
 

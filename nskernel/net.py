@@ -34,6 +34,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK
 
 from nskernel import _syscalls, sandbox
+from nskernel.isolation import short_repr
 
 T = TypeVar("T")
 NETNS_DIR = sandbox.NETNS_DIR
@@ -79,8 +80,7 @@ class Endpoint:
 def check_ns_name(name: str) -> str:
     """A namespace name as `ip netns` takes it; anything else would be a path."""
     if len(name) > 64 or not _NAME.match(name):
-        shown = repr(name) if len(name) <= 70 else f"{name[:60]!r}... ({len(name)} characters)"
-        raise LabError(f"bad namespace name {shown}: use letters, digits, '.', '_', '-' "
+        raise LabError(f"bad namespace name {short_repr(name)}: use letters, digits, '.', '_', '-' "
                        "(not first), at most 64")
     return name
 

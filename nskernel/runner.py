@@ -347,7 +347,7 @@ def _call(target: Callable[[], Any], messages: int) -> int:
             return 1
         try:
             _send(messages, ("value", value))
-        except (OSError, RecursionError):
+        except OSError:
             raise
         except Exception as exc:  # noqa: BLE001 - unpicklable value
             error = IsolatedRunError(

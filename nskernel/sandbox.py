@@ -120,16 +120,20 @@ def private_run_dirs() -> None:
     nobody ever ran `ip netns add`), /run itself becomes a tmpfs with every entry of the
     host's /run bound back at its place (as bubblewrap builds a root), plus the two.
     """
-    for directory in PRIVATE_RUN_DIRS:
-        try:
-            os.makedirs(directory, exist_ok=True)
-        except OSError:
-            break
-    else:
-        for directory in PRIVATE_RUN_DIRS:
-            _syscalls.mount("tmpfs", directory, "tmpfs", _NOSUID_NODEV_NOEXEC, "mode=755")
+    if not all(_made(directory) for directory in PRIVATE_RUN_DIRS):
+        _rebuild_run()
         return
-    _rebuild_run()
+    for directory in PRIVATE_RUN_DIRS:
+        _syscalls.mount("tmpfs", directory, "tmpfs", _NOSUID_NODEV_NOEXEC, "mode=755")
+
+
+def _made(directory: str) -> bool:
+    """Whether ``directory`` exists or we could create it."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError:
+        return False
+    return True
 
 
 def _rebuild_run(run: str = "/run") -> None:

@@ -50,9 +50,10 @@ kernelspec.write_spec(KERNELS_DIR / "isolated-python", Isolation.kernel_default(
 write_stock_kernel_spec(str(KERNELS_DIR / "python3"), python_arguments=["-Xfrozen_modules=off"])
 os.environ["JUPYTER_PATH"] = str(JUPYTER_DIR)
 
-needs_root = pytest.mark.skipif(
-    not IS_ROOT, reason="needs root: named network namespaces in the host's /run/netns "
-                        "(as another user the lab runs inside Isolated Python; tested there)")
+#: Why a test needs root: pytest.skip(ROOT_ONLY) where only some parameters do.
+ROOT_ONLY = ("needs root: named network namespaces in the host's /run/netns "
+             "(as another user the lab runs inside Isolated Python; tested there)")
+needs_root = pytest.mark.skipif(not IS_ROOT, reason=ROOT_ONLY)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -8,7 +8,7 @@ import socket
 import subprocess
 
 import pytest
-from conftest import IS_ROOT, RUN_PREFIX, needs_root, wait_for
+from conftest import IS_ROOT, ROOT_ONLY, RUN_PREFIX, wait_for
 from kernels import execute
 from test_kernel_isolation import sysv_keys
 
@@ -244,7 +244,7 @@ def test_bad_input_gets_one_line(kernel, code, message):
 # ---------------------------------------------------------------------------- %%netns
 def test_netns_runs_in_a_named_namespace_and_lists_the_others(kernel):
     if kernel.kernel_name == "python3" and not IS_ROOT:
-        pytest.skip(needs_root.kwargs["reason"])
+        pytest.skip(ROOT_ONLY)
     name = f"{RUN_PREFIX}-magic"
     assert cell(kernel, f"!ip netns add {name}").status == "ok"
     try:

@@ -5,6 +5,7 @@ Traffic goes only to addresses inside namespaces these tests made.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -15,13 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import IS_ROOT, RUN_PREFIX, needs_root, one_run_at_a_time, wait_for
+from conftest import IS_ROOT, ROOT_ONLY, RUN_PREFIX, needs_root, one_run_at_a_time, wait_for
 from kernels import execute, start, stop
 
 from nskernel import net, probe, topology
 from nskernel.net import Lab, LabError
 
-PREFIX = RUN_PREFIX  # namespace names of this run, short enough for ifnames
 #: The second octet of the subnets this run puts in the host's own network namespace, so
 #: that two runs at once never route into each other's links.
 _RUN = os.getpid() % 150 * 80 + os.getpid() // 150 % 80
@@ -33,14 +33,14 @@ def host_net(k: int) -> str:
 
 
 def ns(name: str) -> str:
-    return f"{PREFIX}{name}"
+    return f"{RUN_PREFIX}{name}"  # this run's names, short enough for ifnames
 
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
     """A lab in the test process itself: in the host's network namespace, so root only."""
     if not IS_ROOT:
-        pytest.skip(needs_root.kwargs["reason"])
+        pytest.skip(ROOT_ONLY)
     made = Lab()
     try:
         yield made
@@ -48,14 +48,17 @@ def lab() -> Iterator[Lab]:
         made.shutdown()
 
 
+def ifindex(link: str) -> str:
+    """A host link's index: names are reused by other labs, indexes are not."""
+    return Path(f"/sys/class/net/{link}/ifindex").read_text()
+
+
 def host_ifindexes() -> set[str]:
     """The interface indexes in the host's network namespace (links come and go meanwhile)."""
     found = set()
     for link in os.listdir("/sys/class/net"):
-        try:
-            found.add(Path(f"/sys/class/net/{link}/ifindex").read_text())
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            found.add(ifindex(link))
     return found
 
 
@@ -206,7 +209,7 @@ def test_close_removes_everything_the_lab_made():
     lab.add(a, b)
     kernel_end, _ = lab.link(f"kernel:{host_net(0)}.1/24", f"{a}:{host_net(0)}.2/24")
     lab.bridge(bridge, [b])
-    indexes = {Path(f"/sys/class/net/{link}/ifindex").read_text() for link in (kernel_end, bridge)}
+    indexes = {ifindex(kernel_end), ifindex(bridge)}
     removed = lab.close()
     lab.shutdown()
     assert set(removed) >= {f"netns {a}", f"netns {b}", f"link {bridge}"}
@@ -218,7 +221,7 @@ def test_close_removes_everything_the_lab_made():
 @pytest.mark.parametrize("kernel_name", ["python3", "isolated-python"])
 def test_magics_in_both_kernels_and_cleanup_on_shutdown(kernel_name):
     if kernel_name == "python3" and not IS_ROOT:
-        pytest.skip(needs_root.kwargs["reason"])
+        pytest.skip(ROOT_ONLY)
     manager, client = start(kernel_name)
     name = ns("m")
     try:
@@ -230,7 +233,7 @@ def test_magics_in_both_kernels_and_cleanup_on_shutdown(kernel_name):
         # NS-ethN, N the first free on both sides (another lab may hold k-eth0 meanwhile)
         kernel_end, far_end = re.findall(rf"\b(?:k|{name})-eth\d+\b", veth.result)[:2]
         if kernel_name == "python3":  # its kernel end is in the host's namespace
-            index = Path(f"/sys/class/net/{kernel_end}/ifindex").read_text()
+            index = ifindex(kernel_end)
         ping = execute(client, f"%ping {name} {host_net(1)}.1 -c 2")
         assert ping.result == f"2/2 replies from {host_net(1)}.1"
         picture = execute(client, "%topology")
