@@ -43,8 +43,11 @@ MS_SHARED = 0x100000
 MNT_DETACH = 0x2
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_NAME = 15
+PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
 
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
@@ -171,6 +174,27 @@ def set_parent_death_signal(signum: int) -> None:
 def set_child_subreaper() -> None:
     """Orphaned descendants get reparented to this process instead of the host's init."""
     prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def set_dumpable() -> None:
+    """Own our /proc/self files again after changing ids (which gives them to global root,
+    so that a nested user namespace could not write its own maps)."""
+    prctl(PR_SET_DUMPABLE, 1)
+
+
+def set_no_new_privs() -> None:
+    """execve can never grant more privileges again (setuid bits, file capabilities)."""
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def drop_bounding_set() -> None:
+    """Remove every capability from the bounding set: after the next execve, this process
+    has none, even as root (it needs CAP_SETPCAP now to do this)."""
+    cap = 0
+    while _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
+        cap += 1
+    if ctypes.get_errno() != errno.EINVAL or cap == 0:  # EINVAL: past the last capability
+        _check(-1, f"prctl(PR_CAPBSET_DROP, {cap})")
 
 
 def set_process_name(name: str) -> None:

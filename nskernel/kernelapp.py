@@ -8,6 +8,7 @@ creating a socket. Everything else is stock ipykernel, message for message.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -15,7 +16,7 @@ import tempfile
 import zmq
 from ipykernel.heartbeat import Heartbeat
 from ipykernel.kernelapp import IPKernelApp
-from traitlets import Dict, default
+from traitlets import Dict, Unicode, default
 
 from nskernel.launch import LISTEN_FDS_ENV
 
@@ -29,6 +30,14 @@ def inherited_listeners(value: str | None = None) -> dict[int, int]:
     value = os.environ.get(LISTEN_FDS_ENV, "") if value is None else value
     pairs = (item.split(":") for item in value.split(",") if item)
     return {int(port): int(fd) for port, fd in pairs}
+
+
+def _may_write(directory: str) -> bool:
+    """Whether ``directory`` is writable, or could be made (IPython's own test)."""
+    if os.path.exists(directory):
+        return os.access(directory, os.W_OK)
+    parent = os.path.dirname(directory)
+    return os.path.isdir(parent) and os.access(parent, os.W_OK)
 
 
 class AdoptingHeartbeat(Heartbeat):
@@ -48,6 +57,9 @@ class IsolatedKernelApp(IPKernelApp):
 
     name = "nskernel-kernel"
     listen_fds = Dict(help="port -> inherited listening fd, from the launcher").tag(config=False)
+    connection_info = Dict(
+        help="the connection file's contents, read by the launcher: a root kernel acts on the "
+             "host as nobody, who may not read the file itself").tag(config=False)
 
     @default("extra_extensions")
     def _extra_extensions_default(self) -> list[str]:
@@ -58,44 +70,56 @@ class IsolatedKernelApp(IPKernelApp):
         return inherited_listeners()
 
     def _try_bind_socket(self, s: zmq.Socket, port: int) -> int:
-        fd = self.listen_fds.get(port) if self.transport == "tcp" else None
+        fd = self.listen_fds.get(port)
         if fd is None:
             port = super()._try_bind_socket(s, port)
         else:
             s.setsockopt(zmq.USE_FD, fd)
-            s.bind(f"tcp://{self.ip}:{port}")
+            separator = ":" if self.transport == "tcp" else "-"
+            s.bind(f"{self.transport}://{self.ip}{separator}{port}")
         if s is self.shell_socket:
             s.bind(DEBUG_SHELL_ENDPOINT)
         return port
 
-    debug_directory = ""
+    def init_connection_file(self) -> None:
+        if not self.connection_info:
+            return super().init_connection_file()
+        self.connection_file = os.path.abspath(self.connection_file)
+        self.load_connection_info(self.connection_info)
+
+    def write_connection_file(self, **kwargs: object) -> None:
+        """Jupyter wrote the file with every port in it; nothing is left to add."""
+        if not self.connection_info:
+            super().write_connection_file(**kwargs)
+
+    scratch_directory = Unicode(
+        help="this kernel's own directory, made by the launcher and removed when the kernel "
+             "ends: the debugger's cell files, and IPython's directory when the home "
+             "directory is not writable (a root kernel is nobody outside)").tag(config=False)
+
+    def initialize(self, argv: list[str] | None = None) -> None:
+        self._use_scratch_directory()
+        super().initialize(argv)
 
     def init_kernel(self) -> None:
-        self._private_debug_directory()
-        super().init_kernel()
-
-    def start(self) -> None:
-        """Run the kernel; then remove its debugger directory (the forked kernel process ends
-        with ``os._exit``, so this is the place, not ``atexit``)."""
-        try:
-            super().start()
-        finally:
-            shutil.rmtree(self.debug_directory, ignore_errors=True)
-
-    def _private_debug_directory(self) -> None:
-        """Give the debugger's cell files a directory of this kernel's own.
-
-        ipykernel names it /tmp/ipykernel_PID, and every isolated kernel is PID 2: a root
-        kernel's /tmp/ipykernel_2 (mode 0700) would lock every later kernel of another user
-        out of its debugger. The connection file's name is unique on the host; the directory
-        goes when the kernel stops.
-        """
         from ipykernel import compiler, debugger  # here: debugpy warns when imported early
 
-        name = os.path.splitext(os.path.basename(self.connection_file))[0]
-        directory = os.path.join(tempfile.gettempdir(), f"ipykernel_nskernel_{name}")
-        compiler.get_tmp_directory = debugger.get_tmp_directory = lambda: directory
-        self.debug_directory = directory
+        compiler.get_tmp_directory = debugger.get_tmp_directory = lambda: self.scratch_directory
+        super().init_kernel()
+
+    def _use_scratch_directory(self) -> None:
+        """Point the debugger and, where needed, IPython at the kernel's own directory.
+
+        ipykernel names the debugger's directory /tmp/ipykernel_PID, and every isolated
+        kernel is PID 2: a root kernel's /tmp/ipykernel_2 (mode 0700) would lock every later
+        kernel of another user out of its debugger. Where IPython cannot write its usual
+        directory it makes a temporary one and leaves it behind: it gets one in here.
+        """
+        if not self.scratch_directory:
+            self.scratch_directory = tempfile.mkdtemp(prefix="ipykernel_nskernel_")
+            atexit.register(shutil.rmtree, self.scratch_directory, ignore_errors=True)
+        if "IPYTHONDIR" not in os.environ and not _may_write(os.path.expanduser("~/.ipython")):
+            os.environ["IPYTHONDIR"] = os.path.join(self.scratch_directory, "ipython")
 
     def init_poller(self) -> None:
         """No parent poller: inside a pid namespace the kernel's parent (the launcher) is not
@@ -105,7 +129,7 @@ class IsolatedKernelApp(IPKernelApp):
         """
 
     def init_heartbeat(self) -> None:
-        fd = self.listen_fds.get(self.hb_port) if self.transport == "tcp" else None
+        fd = self.listen_fds.get(self.hb_port)
         if fd is None:
             return super().init_heartbeat()
         self.heartbeat = AdoptingHeartbeat(

@@ -22,12 +22,15 @@ RSS together), where forks of the launcher would each count the launcher's heap 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import signal
 import socket
+import stat
 import sys
+import tempfile
 from typing import NoReturn
 
 from nskernel import _syscalls, isolation, nsinfo, sandbox, supervisor
@@ -41,28 +44,48 @@ class LaunchError(RuntimeError):
     """The kernel cannot start; the message is one line for the Jupyter server's log."""
 
 
-def bind_listeners(connection: dict) -> list[socket.socket]:
-    """Listen on every TCP port of the connection file, in the current (host) netns."""
-    if connection.get("transport", "tcp") != "tcp":
-        return []  # ipc sockets are paths, reachable from any network namespace
+def bind_listeners(connection: dict) -> dict[int, socket.socket]:
+    """Listen on every channel of the connection file: {port: listening socket}.
+
+    TCP ports are bound here, in the host netns, which the kernel will have left. ipc
+    sockets (paths, ``IP-PORT``) are bound here too: a root kernel acts on the host as
+    nobody, who may not create files where Jupyter keeps them.
+    """
+    transport = connection.get("transport", "tcp")
     ip = connection.get("ip") or "127.0.0.1"
-    host = "" if ip in ("*", "0.0.0.0") else ip
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listeners = []
-    for channel in CHANNELS:
-        port = int(connection.get(channel) or 0)
-        if port <= 0:
-            raise LaunchError(f"connection file has no {channel}; nskernel needs fixed ports")
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
+    listeners: dict[int, socket.socket] = {}
+    try:
+        for channel in CHANNELS:
+            port = int(connection.get(channel) or 0)
+            if port <= 0:
+                raise LaunchError(f"connection file has no {channel}; nskernel needs fixed ports")
+            listeners[port] = _listen(transport, ip, port, channel)
+    except BaseException:
+        for sock in listeners.values():
             sock.close()
-            raise LaunchError(f"cannot listen on {ip}:{port} ({channel}): {exc.strerror}") from None
-        sock.listen(100)
-        listeners.append(sock)
+        raise
     return listeners
+
+
+def _listen(transport: str, ip: str, port: int, channel: str) -> socket.socket:
+    if transport == "ipc":
+        address: str | tuple[str, int] = f"{ip}-{port}"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(address)  # a socket file left by an earlier kernel (libzmq does this)
+    else:
+        host = "" if ip in ("*", "0.0.0.0") else ip
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                             socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        address = (host, port)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise LaunchError(f"cannot listen on {ip}:{port} ({channel}): {exc.strerror}") from None
+    sock.listen(100)
+    return sock
 
 
 def find_dumb_init() -> str:
@@ -80,22 +103,57 @@ def run_init(dumb_init: str, go: int) -> NoReturn:
     dumb-init needs a child to run; ``sleep infinity`` is the smallest. PID 1 leaves the
     launcher's process group, so Jupyter's interrupts and kills (sent to that group) reach
     the kernel and not the init; it dies with the launcher (parent-death signal) or when the
-    supervisor kills it after the kernel has exited.
+    supervisor kills it after the kernel has exited. It keeps no capability across the
+    exec: a rootless kernel may trace it (same user), and must gain nothing by that.
     """
     os.setsid()
+    _syscalls.drop_bounding_set()
+    _syscalls.set_no_new_privs()
     os.read(go, 1)
     os.close(go)
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # ignored by the launcher; exec would keep it
     os.execv(dumb_init, [dumb_init, "--", "sleep", "infinity"])
 
 
-def run_kernel(connection_file: str, kernel_app: type, launcher_fds: list[int]) -> int:
-    """The kernel process proper: ipykernel with adopted sockets (see kernelapp)."""
+def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation,
+               map_root_to: int | None, launcher_fds: list[int]) -> int:
+    """The kernel process proper: its own namespaces, then ipykernel with the adopted
+    sockets (see kernelapp). Its /proc is already mounted (it is PID 2 of the new pid
+    namespace); entering its own user namespace now locks that mount in place."""
+    from nskernel.kernelapp import IsolatedKernelApp  # imported by the launcher already
+
     for fd in launcher_fds:
         os.close(fd)
+    sandbox.enter_kernel_rooms(spec, map_root_to=map_root_to)
+    scratch = scratch_directory(connection_file)
+    os.mkdir(scratch, 0o700)  # as the kernel's own user; the supervisor removes it
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the launcher ignored it
-    kernel_app.launch_instance(argv=["-f", connection_file])
+    IsolatedKernelApp.launch_instance(argv=["-f", connection_file], connection_info=connection,
+                                      scratch_directory=scratch)
     return 0
+
+
+def scratch_directory(connection_file: str) -> str:
+    """The kernel's own temporary directory, named after its connection file (unique on the
+    host, unlike the kernel's pid, which is 2 in every isolated kernel)."""
+    name = os.path.splitext(os.path.basename(connection_file))[0]
+    return os.path.join(tempfile.gettempdir(), f"ipykernel_nskernel_{name}")
+
+
+def check_nobody_can_read(paths: list[str]) -> None:
+    """A root kernel acts on the host as nobody: it must still reach its own code."""
+    for path in paths:
+        directory = os.path.realpath(path)
+        while True:
+            info = os.stat(directory)
+            if not info.st_mode & stat.S_IXOTH and info.st_uid != sandbox.NOBODY:
+                raise LaunchError(
+                    f"a root kernel acts on the host as the user nobody, who cannot enter "
+                    f"{directory} (mode {stat.filemode(info.st_mode)}): install Python and "
+                    "nskernel where every user can read them, or run Jupyter as another user")
+            if directory == "/":
+                break
+            directory = os.path.dirname(directory)
 
 
 def parse_args(argv: list[str] | None) -> tuple[isolation.Isolation, str]:
@@ -120,31 +178,40 @@ def launch(spec: isolation.Isolation, connection_file: str) -> NoReturn:
     except (OSError, ValueError) as exc:
         raise LaunchError(f"cannot read connection file {connection_file}: {exc}") from None
     dumb_init = find_dumb_init() if spec.pid else ""
+    host_root = os.geteuid() == 0
+    if host_root:
+        import ipykernel
+        check_nobody_can_read([os.path.dirname(os.__file__), os.path.dirname(__file__),
+                               os.path.dirname(ipykernel.__file__)])
     listeners = bind_listeners(connection)
     os.environ[LISTEN_FDS_ENV] = ",".join(
-        f"{sock.getsockname()[1]}:{sock.fileno()}" for sock in listeners)
+        f"{port}:{sock.fileno()}" for port, sock in listeners.items())
     os.environ[nsinfo.HOST_NS_ENV] = nsinfo.encode_host_namespaces()  # for %nsinfo inside
     # Imported here, once, so that the kernel forked below starts warm (as fast as stock).
-    from nskernel.kernelapp import IsolatedKernelApp
+    import nskernel.kernelapp  # noqa: F401
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for the kernel alone
-    sandbox.enter(spec)
+    sandbox.enter_kernel_walls(spec)
     init = ready = None
     if spec.pid:
         go, ready = os.pipe()
-        init = sandbox.fork_pid1(spec, lambda: run_init(dumb_init, go))
+        init = sandbox.fork_child(lambda: run_init(dumb_init, go))
         os.close(go)
     else:
         _syscalls.set_child_subreaper()  # no init: orphans come to us
     ours = [fd for fd in (server, ready) if fd is not None]
-    kernel = sandbox.fork_child(lambda: run_kernel(connection_file, IsolatedKernelApp, ours))
+    map_root_to = sandbox.NOBODY if host_root else None
+    kernel = sandbox.fork_child(
+        lambda: run_kernel(connection_file, connection, spec, map_root_to, ours),
+        new_proc=spec.pid)
     if ready is not None:
         os.write(ready, b"1")  # the kernel is PID 2: the init may start its own child now
         os.close(ready)
-    for sock in listeners:
+    for sock in listeners.values():
         sock.close()  # the kernel owns them now; a restart must be able to bind again
     os.set_inheritable(server, True)
-    argv = supervisor.command(server, kernel, init=init)
+    argv = supervisor.command(server, kernel, init=init,
+                              remove=scratch_directory(connection_file))
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     os.execve(argv[0], argv, {**os.environ, "PYTHONPATH": package_parent})
 

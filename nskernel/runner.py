@@ -23,7 +23,7 @@ import struct
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from nskernel import _syscalls, sandbox, supervisor
@@ -74,31 +74,48 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
     on_stream = on_stream or _write_to_sys
     main = target if callable(target) else lambda: _exec(target)
     pipes = {name: os.pipe() for name in ("stdout", "stderr", "messages")}
-    if isolation.pid and not isolation.uses_user_namespace:
-        with sandbox.children_in_new_pid_namespace():
-            child = os.fork()
-            if child == 0:
-                _child_main(isolation, main, pipes, is_pid1=True)
-    else:
-        child = os.fork()
-        if child == 0:
-            _child_main(isolation, main, pipes, is_pid1=False)
-    for _read_end, write_end in pipes.values():
-        os.close(write_end)
     channel = _Channel()
     status = None
-    try:
-        _pump(child, {pipes[name][0]: name for name in pipes}, channel, on_stream, timeout,
-              until_exit=not callable(target))
-    finally:
-        for read_end, _write_end in pipes.values():
-            _close_quietly(read_end)
-        _signal_tree(child, signal.SIGKILL)  # whatever the cell left running
-        if channel.has_result and callable(target):
-            _reap_soon(child)  # its exit status is not needed, only that it goes
-        else:
-            status = _reap(child)
+    with _forked_child(isolation, main, pipes) as child:
+        for _read_end, write_end in pipes.values():
+            os.close(write_end)
+        try:
+            _pump(child, {pipes[name][0]: name for name in pipes}, channel, on_stream,
+                  timeout, until_exit=not callable(target))
+        finally:
+            for read_end, _write_end in pipes.values():
+                _close_quietly(read_end)
+            _signal_tree(child, signal.SIGKILL)  # whatever the cell left running
+            if channel.has_result and callable(target):
+                _reap_soon(child)  # its exit status is not needed, only that it goes
+            else:
+                status = _reap(child)
     return _outcome(channel, status, on_display, exec_mode=not callable(target))
+
+
+@contextlib.contextmanager
+def _forked_child(isolation: Isolation, main: Callable[[], Any],
+                  pipes: dict[str, tuple[int, int]]) -> Iterator[int]:
+    """Fork the child that runs ``main`` in ``isolation``; the block gets its pid.
+
+    Without a new user namespace a new pid namespace is made from a thread of ours (see
+    :func:`sandbox.forked_in_new_pid_namespace`), and the child is its PID 1 at once.
+    """
+    with contextlib.ExitStack() as stack:
+        try:
+            if isolation.pid and not isolation.uses_user_namespace:
+                child = stack.enter_context(sandbox.forked_in_new_pid_namespace(
+                    lambda: _child_main(isolation, main, pipes, is_pid1=True)))
+            else:
+                child = os.fork()
+                if child == 0:
+                    _child_main(isolation, main, pipes, is_pid1=False)
+        except BaseException:
+            for fds in pipes.values():
+                for fd in fds:
+                    _close_quietly(fd)
+            raise
+        yield child
 
 
 def check_timeout(timeout: float | None) -> None:

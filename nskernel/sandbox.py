@@ -12,8 +12,10 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from typing import NoReturn
 
 from nskernel import _syscalls
 from nskernel.isolation import Isolation
@@ -25,15 +27,88 @@ def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
     Afterwards the process is root inside its user namespace (if it made one), its mounts no
     longer propagate to the host, its hostname and loopback are set; a new pid namespace
     takes effect for its children only. ``is_pid1``: the caller already is PID 1 of a new
-    pid namespace (see :func:`children_in_new_pid_namespace`) and only needs its /proc.
+    pid namespace (see :func:`forked_in_new_pid_namespace`) and only needs its /proc.
     """
-    uid, gid = os.geteuid(), os.getegid()
     flags = isolation.clone_flags() & ~(_syscalls.CLONE_NEWPID if is_pid1 else 0)
     if isolation.netns is not None:
         join_named_netns(isolation.netns)  # first: a new user namespace has no rights on it
-    outside = isolation.map_root_to
-    privileged_map = isolation.uses_user_namespace and outside not in (None, uid)
-    finish_map = _map_writer(outside, outside) if privileged_map else None
+    if isolation.uses_user_namespace:
+        _unshare_as_root(flags, isolation.map_root_to)
+    else:
+        _syscalls.unshare(flags)
+    if isolation.mount:
+        _syscalls.mount("none", "/", None, _syscalls.MS_REC | _syscalls.MS_PRIVATE)
+        if isolation.net or isolation.netns is not None:
+            _mount_sys()
+        if isolation.net:
+            private_run_dirs()
+        if isolation.ipc:
+            _mount_ipc_filesystems()
+    _set_hostname_and_lo(isolation)
+    if is_pid1:
+        mount_proc()
+
+
+#: The outside uid and gid a root kernel stands for: on the host it acts as nobody.
+NOBODY = 65534
+
+
+def enter_kernel_walls(isolation: Isolation) -> None:
+    """The kernel's first step of two, in the launcher: new mount, pid and ipc namespaces
+    (and, when not root, the user namespace that owns them), with the mounts that must
+    stay where they are: the private /run directories, /dev/shm and /dev/mqueue.
+
+    Every mount made here, and the /proc that the kernel mounts next, ends up *locked* in
+    the kernel's own mount namespace (:func:`enter_kernel_rooms`): that one belongs to a
+    less privileged user namespace, so the kernel cannot unmount them to uncover what lies
+    beneath (the host's /proc). bubblewrap reaches the same end by a different road.
+    """
+    flags = _syscalls.CLONE_NEWNS
+    if isolation.pid:
+        flags |= _syscalls.CLONE_NEWPID
+    if isolation.ipc:
+        flags |= _syscalls.CLONE_NEWIPC
+    host_root = os.geteuid() == 0
+    if host_root:
+        _syscalls.unshare(flags)
+    else:
+        _unshare_as_root(flags | _syscalls.CLONE_NEWUSER, None)
+    _syscalls.mount("none", "/", None, _syscalls.MS_REC | _syscalls.MS_PRIVATE)
+    if isolation.net:
+        # Owned by whoever the kernel's root will be, in this namespace's ids.
+        private_run_dirs(owner=NOBODY if host_root else 0)
+    if isolation.ipc:
+        _mount_ipc_filesystems()
+
+
+def enter_kernel_rooms(isolation: Isolation, *, map_root_to: int | None) -> None:
+    """The kernel's second step, after its /proc is mounted: a user namespace of its own
+    that owns new mount, net and uts namespaces.
+
+    The kernel is root in there, with every capability over its own namespaces (the lab
+    needs them) and none over anything outside: not over the host's network (SIOCGSKNS on
+    the adopted listening sockets fails), sysctls, devices, modules or processes, and not
+    over the mounts of the first step. ``map_root_to``: whom root stands for outside;
+    ``None`` for the caller itself (a rootless kernel is its user), else e.g. NOBODY.
+    """
+    flags = _syscalls.CLONE_NEWUSER | _syscalls.CLONE_NEWNS
+    if isolation.net:
+        flags |= _syscalls.CLONE_NEWNET
+    if isolation.uts:
+        flags |= _syscalls.CLONE_NEWUTS
+    _unshare_as_root(flags, map_root_to)
+    if isolation.net:
+        _mount_sys()
+    _set_hostname_and_lo(isolation)
+    _syscalls.set_no_new_privs()
+
+
+def _unshare_as_root(flags: int, map_root_to: int | None) -> None:
+    """unshare(flags), which include CLONE_NEWUSER; afterwards we are root in the new user
+    namespace, standing for ``map_root_to`` outside (``None``: for our own ids)."""
+    uid, gid = os.geteuid(), os.getegid()
+    privileged_map = map_root_to not in (None, uid)
+    finish_map = _map_writer(map_root_to, map_root_to) if privileged_map else None
     try:
         _syscalls.unshare(flags)
     except _syscalls.NamespaceError:
@@ -46,27 +121,29 @@ def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
         os.setgroups([])
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
-    if isolation.uses_user_namespace and not privileged_map:
+        _syscalls.set_dumpable()
+    else:
         _syscalls.write_id_maps(uid, gid)
-    if isolation.mount:
-        _syscalls.mount("none", "/", None, _syscalls.MS_REC | _syscalls.MS_PRIVATE)
-        if isolation.net or isolation.netns is not None:
-            # /sys/class/net lists the interfaces of the netns that mounted sysfs.
-            _syscalls.mount("sysfs", "/sys", "sysfs", _NOSUID_NODEV_NOEXEC)
-        if isolation.net:
-            private_run_dirs()
-        if isolation.ipc:
-            # POSIX shm and mqueues live in filesystems, not in the ipc namespace itself.
-            _syscalls.mount("tmpfs", "/dev/shm", "tmpfs", _syscalls.MS_NOSUID | _syscalls.MS_NODEV,
-                            "mode=1777")
-            if os.path.isdir("/dev/mqueue"):
-                _syscalls.mount("mqueue", "/dev/mqueue", "mqueue", _NOSUID_NODEV_NOEXEC)
+
+
+def _mount_sys() -> None:
+    """/sys/class/net lists the interfaces of the netns that mounted sysfs."""
+    _syscalls.mount("sysfs", "/sys", "sysfs", _NOSUID_NODEV_NOEXEC)
+
+
+def _mount_ipc_filesystems() -> None:
+    """POSIX shm and mqueues live in filesystems, not in the ipc namespace itself."""
+    _syscalls.mount("tmpfs", "/dev/shm", "tmpfs", _syscalls.MS_NOSUID | _syscalls.MS_NODEV,
+                    "mode=1777")
+    if os.path.isdir("/dev/mqueue"):
+        _syscalls.mount("mqueue", "/dev/mqueue", "mqueue", _NOSUID_NODEV_NOEXEC)
+
+
+def _set_hostname_and_lo(isolation: Isolation) -> None:
     if isolation.hostname:
         _syscalls.sethostname(isolation.hostname)
     if isolation.net and isolation.loopback_up:
         _syscalls.set_link_up("lo")
-    if is_pid1:
-        mount_proc()
 
 
 def thread_in_new_netns() -> AbstractContextManager[None]:
@@ -78,16 +155,47 @@ def thread_in_new_netns() -> AbstractContextManager[None]:
     return _for_this_thread(_syscalls.CLONE_NEWNET, "net")
 
 
-def children_in_new_pid_namespace() -> AbstractContextManager[None]:
-    """Within the block, a fork from the calling thread is PID 1 of a new pid namespace.
+@contextmanager
+def forked_in_new_pid_namespace(child_main: Callable[[], NoReturn]) -> Iterator[int]:
+    """Fork a child that is PID 1 of a new pid namespace and runs ``child_main``; the block
+    gets its pid. For a multi-threaded caller (a kernel).
 
-    For a multi-threaded caller (a kernel): unshare(CLONE_NEWPID) changes only the calling
-    thread's pid namespace for children, and is switched back on leaving the block, so one
-    fork makes the PID 1 instead of a fork that unshares and forks again (every fork of a
-    big kernel process costs milliseconds). Needs root; not for new user namespaces, which
-    must own the pid namespace.
+    unshare(CLONE_NEWPID) changes only the calling thread's namespace for children, so a
+    thread of our own unshares and forks: one fork makes the PID 1, instead of a fork that
+    unshares and forks again (every fork of a big kernel process costs milliseconds), and
+    no thread of the kernel is left pointing at the new namespace. (Switching a thread back
+    with setns would need privileges over the kernel's own pid namespace, which an isolated
+    kernel does not have.) The thread lives until the block ends, because the child's
+    parent-death signal fires when the thread that forked it ends. Needs root in the
+    caller's user namespace; not for new user namespaces, which must own the pid namespace.
     """
-    return _for_this_thread(_syscalls.CLONE_NEWPID, "pid_for_children")
+    outcome: dict[str, int | BaseException] = {}
+    forked, finished = threading.Event(), threading.Event()
+
+    def unshare_and_fork() -> None:
+        try:
+            _syscalls.unshare(_syscalls.CLONE_NEWPID)
+            pid = os.fork()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller
+            outcome["error"] = exc
+            forked.set()
+            return
+        if pid == 0:
+            child_main()  # in the child this thread is the only one, and never returns
+        outcome["pid"] = pid
+        forked.set()
+        finished.wait()
+
+    forker = threading.Thread(target=unshare_and_fork, name="nskernel-pid-ns", daemon=True)
+    forker.start()
+    try:
+        forked.wait()
+        if "error" in outcome:
+            raise outcome["error"]
+        yield outcome["pid"]
+    finally:
+        finished.set()
+        forker.join()
 
 
 @contextmanager
@@ -112,19 +220,21 @@ KERNEL_NS = "kernel"
 PRIVATE_RUN_DIRS = (NETNS_DIR, "/run/nskernel")
 
 
-def private_run_dirs() -> None:
+def private_run_dirs(owner: int | None = None) -> None:
     """Fresh, empty /run/netns and /run/nskernel for a new network namespace's mount namespace.
 
     Namespace names made in here stay in here, and go when it goes. Where one of them does
     not exist on the host and we may not create it (a rootless kernel on a machine where
     nobody ever ran `ip netns add`), /run itself becomes a tmpfs with every entry of the
     host's /run bound back at its place (as bubblewrap builds a root), plus the two.
+    ``owner``: the uid and gid that the directories belong to (default: ours).
     """
     if not all(_made(directory) for directory in PRIVATE_RUN_DIRS):
-        _rebuild_run()
+        _rebuild_run(owner=owner)
         return
+    ids = "" if owner is None else f",uid={owner},gid={owner}"
     for directory in PRIVATE_RUN_DIRS:
-        _syscalls.mount("tmpfs", directory, "tmpfs", _NOSUID_NODEV_NOEXEC, "mode=755")
+        _syscalls.mount("tmpfs", directory, "tmpfs", _NOSUID_NODEV_NOEXEC, "mode=755" + ids)
 
 
 def _made(directory: str) -> bool:
@@ -136,7 +246,7 @@ def _made(directory: str) -> bool:
     return True
 
 
-def _rebuild_run(run: str = "/run") -> None:
+def _rebuild_run(run: str = "/run", owner: int | None = None) -> None:
     """Cover ``run`` with a tmpfs holding the private directories and, bound back, all that
     was there before (reached through an fd opened before covering it)."""
     host_run = os.open(run, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -157,6 +267,8 @@ def _rebuild_run(run: str = "/run") -> None:
         os.close(host_run)
     for directory in PRIVATE_RUN_DIRS:
         os.makedirs(directory, mode=0o755, exist_ok=True)
+        if owner is not None:
+            os.chown(directory, owner, owner)
 
 
 def join_named_netns(name: str) -> None:
