@@ -28,7 +28,6 @@ import os
 import shutil
 import signal
 import socket
-import stat
 import sys
 import tempfile
 from typing import NoReturn
@@ -104,9 +103,12 @@ def run_init(dumb_init: str, go: int) -> NoReturn:
     launcher's process group, so Jupyter's interrupts and kills (sent to that group) reach
     the kernel and not the init; it dies with the launcher (parent-death signal) or when the
     supervisor kills it after the kernel has exited. It keeps no capability across the
-    exec: a rootless kernel may trace it (same user), and must gain nothing by that.
+    exec: a rootless kernel may trace it (same user), and must gain nothing by that. It
+    leaves the host's network namespace for an empty one: /proc/1/net would show the host's
+    sockets and interfaces to the kernel.
     """
     os.setsid()
+    _syscalls.unshare(_syscalls.CLONE_NEWNET)
     _syscalls.drop_bounding_set()
     _syscalls.set_no_new_privs()
     os.read(go, 1)
@@ -140,22 +142,6 @@ def scratch_directory(connection_file: str) -> str:
     return os.path.join(tempfile.gettempdir(), f"ipykernel_nskernel_{name}")
 
 
-def check_nobody_can_read(paths: list[str]) -> None:
-    """A root kernel acts on the host as nobody: it must still reach its own code."""
-    for path in paths:
-        directory = os.path.realpath(path)
-        while True:
-            info = os.stat(directory)
-            if not info.st_mode & stat.S_IXOTH and info.st_uid != sandbox.NOBODY:
-                raise LaunchError(
-                    f"a root kernel acts on the host as the user nobody, who cannot enter "
-                    f"{directory} (mode {stat.filemode(info.st_mode)}): install Python and "
-                    "nskernel where every user can read them, or run Jupyter as another user")
-            if directory == "/":
-                break
-            directory = os.path.dirname(directory)
-
-
 def parse_args(argv: list[str] | None) -> tuple[isolation.Isolation, str]:
     parser = argparse.ArgumentParser(prog="python -m nskernel.launch",
                                      description="Start an IPython kernel in new namespaces.")
@@ -179,19 +165,21 @@ def launch(spec: isolation.Isolation, connection_file: str) -> NoReturn:
         raise LaunchError(f"cannot read connection file {connection_file}: {exc}") from None
     dumb_init = find_dumb_init() if spec.pid else ""
     host_root = os.geteuid() == 0
-    if host_root:
-        import ipykernel
-        check_nobody_can_read([os.path.dirname(os.__file__), os.path.dirname(__file__),
-                               os.path.dirname(ipykernel.__file__)])
     listeners = bind_listeners(connection)
     os.environ[LISTEN_FDS_ENV] = ",".join(
         f"{port}:{sock.fileno()}" for port, sock in listeners.items())
     os.environ[nsinfo.HOST_NS_ENV] = nsinfo.encode_host_namespaces()  # for %nsinfo inside
     # Imported here, once, so that the kernel forked below starts warm (as fast as stock).
+    import ipykernel
+
     import nskernel.kernelapp  # noqa: F401
 
+    # A root kernel is nobody on the host; it must still reach its Python and the notebooks.
+    code = [sys.prefix, sys.base_prefix, os.path.dirname(os.__file__),
+            os.path.dirname(os.path.dirname(__file__)), os.path.dirname(ipykernel.__file__),
+            os.getcwd()]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for the kernel alone
-    sandbox.enter_kernel_walls(spec)
+    sandbox.enter_kernel_walls(spec, expose=code if host_root else ())
     init = ready = None
     if spec.pid:
         go, ready = os.pipe()

@@ -12,8 +12,9 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import NoReturn
 
@@ -53,7 +54,7 @@ def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
 NOBODY = 65534
 
 
-def enter_kernel_walls(isolation: Isolation) -> None:
+def enter_kernel_walls(isolation: Isolation, *, expose: Sequence[str] = ()) -> None:
     """The kernel's first step of two, in the launcher: new mount, pid and ipc namespaces
     (and, when not root, the user namespace that owns them), with the mounts that must
     stay where they are: the private /run directories, /dev/shm and /dev/mqueue.
@@ -62,6 +63,8 @@ def enter_kernel_walls(isolation: Isolation) -> None:
     the kernel's own mount namespace (:func:`enter_kernel_rooms`): that one belongs to a
     less privileged user namespace, so the kernel cannot unmount them to uncover what lies
     beneath (the host's /proc). bubblewrap reaches the same end by a different road.
+    ``expose``: directories a root kernel, which is nobody on the host, must still reach
+    (see :func:`expose_to_everyone`).
     """
     flags = _syscalls.CLONE_NEWNS
     if isolation.pid:
@@ -74,6 +77,7 @@ def enter_kernel_walls(isolation: Isolation) -> None:
     else:
         _unshare_as_root(flags | _syscalls.CLONE_NEWUSER, None)
     _syscalls.mount("none", "/", None, _syscalls.MS_REC | _syscalls.MS_PRIVATE)
+    expose_to_everyone(expose)
     if isolation.net:
         # Owned by whoever the kernel's root will be, in this namespace's ids.
         private_run_dirs(owner=NOBODY if host_root else 0)
@@ -101,6 +105,56 @@ def enter_kernel_rooms(isolation: Isolation, *, map_root_to: int | None) -> None
         _mount_sys()
     _set_hostname_and_lo(isolation)
     _syscalls.set_no_new_privs()
+
+
+def expose_to_everyone(directories: Sequence[str]) -> None:
+    """Make ``directories`` reachable by every user, in this mount namespace only.
+
+    A root kernel is nobody on the host, and Python, nskernel or the notebooks may live
+    under a directory only root may enter (/root, say). Each such directory on the way is
+    covered with a tmpfs that holds nothing but the way on, with the directory needed bound
+    back at its place (reached through an fd opened before covering). What else was in
+    there stays hidden from the kernel. Modes below the directories are left as they are.
+    """
+    for _ in range(8):  # each round opens the topmost closed directory on every way
+        closed: dict[str, list[str]] = {}
+        for directory in directories:
+            target = os.path.realpath(directory)
+            blocked = _closed_to_others(target)
+            if blocked is not None:
+                closed.setdefault(blocked, []).append(target)
+        if not closed:
+            return
+        for blocked, targets in closed.items():
+            _cover_all_but(blocked, targets)
+    raise _syscalls.NamespaceError(f"expose {', '.join(directories)}", errno.ELOOP)
+
+
+def _closed_to_others(path: str) -> str | None:
+    """The topmost directory above ``path`` that others may not enter."""
+    parts = path.strip("/").split("/")
+    for depth in range(1, len(parts)):
+        directory = "/" + "/".join(parts[:depth])
+        info = os.stat(directory)
+        if not info.st_mode & stat.S_IXOTH and info.st_uid != NOBODY:
+            return directory
+    return None
+
+
+def _cover_all_but(blocked: str, targets: list[str]) -> None:
+    """Cover ``blocked`` with a tmpfs that shows only ``targets`` (paths below it)."""
+    keep = [t for t in targets if not any(t.startswith(o + "/") for o in targets if o != t)]
+    fds = {target: os.open(target, os.O_PATH | os.O_CLOEXEC) for target in set(keep)}
+    try:
+        _syscalls.mount("tmpfs", blocked, "tmpfs", _syscalls.MS_NOSUID | _syscalls.MS_NODEV,
+                        "mode=755")
+        for target, fd in fds.items():
+            os.makedirs(target, mode=0o755, exist_ok=True)
+            _syscalls.mount(f"/proc/self/fd/{fd}", target, None,
+                            _syscalls.MS_BIND | _syscalls.MS_REC)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
 
 
 def _unshare_as_root(flags: int, map_root_to: int | None) -> None:

@@ -1,0 +1,185 @@
+"""The escape battery: every known route out of an Isolated Python kernel, tried for real.
+
+Each attempt is a cell that a hostile user could type. It runs in the default Isolated Python
+kernel of whoever runs the suite and, when that is root, also in a rootless kernel of an
+unprivileged user: the two build their walls differently (a root kernel is nobody on the
+host; a rootless one is its user). Bait on the host side, made by the test: a process with
+a secret in its command line and environment, and a listener on the host's loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import kernels
+import pytest
+from conftest import IS_ROOT, as_user
+
+PROBE = str(Path(__file__).with_name("kernel_probe.py"))
+
+#: name -> cell. The cell's value says what the attempt reached; placeholders come from the
+#: bait. ``libc`` and ``os`` are defined by PRELUDE.
+PRELUDE = "import ctypes, errno, fcntl, os, socket, subprocess\n" \
+          "libc = ctypes.CDLL(None, use_errno=True)\n" \
+          "def pids(root='/proc'): return [int(p) for p in os.listdir(root) if p.isdigit()]\n" \
+          "def attempt(call):\n" \
+          "    try:\n" \
+          "        return call()\n" \
+          "    except OSError as exc:\n" \
+          "        return errno.errorcode[exc.errno]\n" \
+          "def read(path):\n" \
+          "    data = attempt(lambda: open(path, 'rb').read())\n" \
+          "    return data if isinstance(data, bytes) else b''\n"
+
+ATTEMPTS = {
+    # Uncover the host's procfs beneath the kernel's own.
+    "umount /proc": "(libc.umount2(b'/proc', 2), len(pids()))",
+    "umount -l /proc (the command)":
+        "subprocess.run(['umount', '-l', '/proc'], capture_output=True).returncode != 0 "
+        "and len(pids())",
+    "mount a new /proc over it": "libc.mount(b'proc', b'/proc', b'proc', 0, None)",
+    "mount a proc elsewhere":
+        "os.makedirs('/tmp/escape-proc', exist_ok=True) or "
+        "(libc.mount(b'proc', b'/tmp/escape-proc', b'proc', 0, None), "
+        " os.rmdir('/tmp/escape-proc'))[0]",
+    "/proc/1/root/proc": "len(pids('/proc/1/root/proc')) if os.access('/proc/1/root/proc', "
+                         "os.R_OK) else 0",
+    # Look for the host's bait process by what it carries.
+    "the bait's secret in any /proc/*/cmdline or environ":
+        "any(SECRET.encode() in read(f'/proc/{p}/{f}') "
+        "    for p in pids() for f in ('cmdline', 'environ'))",
+    "signal the bait by its host pid": "attempt(lambda: os.kill(BAIT_PID, 0))",
+    "ptrace the bait by its host pid": "libc.ptrace(16, BAIT_PID, 0, 0) == 0",
+    # Reach the host's network namespace.
+    "SIOCGSKNS on every open fd": "[os.fstat(ns).st_ino for fd in map(int, "
+                                  "os.listdir('/proc/self/fd')) "
+                                  "for ns in [libc.ioctl(fd, 0x894C)] if ns >= 0]",
+    "a netns of any visible process": "[os.stat(f'/proc/{p}/ns/net').st_ino for p in pids() "
+                                      "if os.access(f'/proc/{p}/ns/net', os.R_OK)]",
+    "the host's loopback listener":
+        "socket.socket().connect_ex(('127.0.0.1', HOST_PORT)) == 0",
+    "/proc/1/net shows host sockets": "str(HOST_PORT_HEX) in open('/proc/1/net/tcp').read() "
+                                      "if os.access('/proc/1/net/tcp', os.R_OK) else False",
+    # Change the machine.
+    "write a global sysctl":
+        "(lambda v: open('/proc/sys/kernel/printk_ratelimit', 'w').write(v))"
+        "(open('/proc/sys/kernel/printk_ratelimit').read()) if os.access("
+        "'/proc/sys/kernel/printk_ratelimit', os.W_OK) else 'refused'",
+    "open a raw block device": "[d for d in os.listdir('/sys/block') if os.path.exists("
+                               "f'/dev/{d}') and os.access(f'/dev/{d}', os.R_OK)]",
+    "make a device node": "libc.mknod(b'/tmp/escape-node', 0o60600, os.makedev(8, 0)) == 0",
+    "unload a kernel module": "(libc.delete_module(b'nskernel_no_such_module', 0), "
+                              "ctypes.get_errno())[1]",
+    "set the machine's clock": "libc.clock_settime(0, (ctypes.c_long * 2)(0, 0))",
+    # What root inside is outside.
+    "its own uid map": "open('/proc/self/uid_map').read().split()",
+}
+
+
+@pytest.fixture(scope="module")
+def bait() -> Iterator[dict]:
+    """A host process with a secret, and a listener on the host's 127.0.0.1."""
+    secret = f"nskernel-secret-{secrets.token_hex(8)}"
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(300)", secret],
+        env={**os.environ, "NSKERNEL_ESCAPE_SECRET": secret})
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        port = listener.getsockname()[1]
+        yield {"SECRET": secret, "BAIT_PID": process.pid, "HOST_PORT": port,
+               "HOST_PORT_HEX": f"{port:04X}",
+               "host_netns": os.stat("/proc/self/ns/net").st_ino}
+    finally:
+        listener.close()
+        process.kill()
+        process.wait()
+
+
+def cells(bait: dict) -> list[str]:
+    """PRELUDE with the bait's values, then one cell per attempt."""
+    values = "".join(f"{key} = {value!r}\n" for key, value in bait.items())
+    return [values + PRELUDE, *ATTEMPTS.values()]
+
+
+@pytest.fixture(scope="module", params=["kernel", "rootless"] if IS_ROOT else ["kernel"])
+def reached(request: pytest.FixtureRequest, bait: dict, unprivileged_user) -> dict:
+    """{attempt: its cell's value} from a kernel of the suite's user or, as root, a rootless
+    kernel of an unprivileged user."""
+    if request.param == "kernel":
+        manager, client = kernels.start("isolated-python")
+        try:
+            values = [kernels.execute(client, code).result for code in cells(bait)]
+        finally:
+            kernels.stop(manager, client)
+    else:
+        done = as_user(unprivileged_user, [sys.executable, PROBE, "isolated-python",
+                                           *cells(bait)])
+        assert done.returncode == 0, done.stderr
+        values = [result["result"] for result in json.loads(done.stdout.splitlines()[-1])
+                  ["results"]]
+    answers = dict(zip(ATTEMPTS, values[1:], strict=True))
+    assert None not in answers.values(), answers  # every attempt ran to a value
+    return {name: eval(value) for name, value in answers.items()}  # noqa: S307
+
+
+def test_the_host_procfs_stays_covered(reached: dict):
+    assert reached["umount /proc"][0] == -1
+    assert reached["umount /proc"][1] < 10  # the kernel's own few processes
+    assert reached["umount -l /proc (the command)"] < 10
+    assert reached["mount a new /proc over it"] == -1
+    assert reached["mount a proc elsewhere"] == -1
+    assert reached["/proc/1/root/proc"] < 10
+
+
+def test_no_host_process_can_be_found_or_touched(reached: dict):
+    assert reached["the bait's secret in any /proc/*/cmdline or environ"] is False
+    assert reached["signal the bait by its host pid"] == "ESRCH"
+    assert reached["ptrace the bait by its host pid"] is False
+
+
+def test_the_host_network_is_out_of_reach(reached: dict, bait: dict):
+    assert bait["host_netns"] not in reached["SIOCGSKNS on every open fd"]
+    assert bait["host_netns"] not in reached["a netns of any visible process"]
+    assert reached["the host's loopback listener"] is False
+    assert reached["/proc/1/net shows host sockets"] is False
+
+
+def test_the_machine_cannot_be_changed(reached: dict):
+    assert reached["write a global sysctl"] == "refused"
+    assert reached["open a raw block device"] == []
+    assert reached["make a device node"] is False
+    # EPERM, or ENOSYS where the machine has no modules; ENOENT would mean "allowed".
+    assert reached["unload a kernel module"] in (1, 38)
+    assert reached["set the machine's clock"] == -1
+
+
+def test_root_inside_is_nobody_or_the_user_outside(reached: dict):
+    """One id mapped, never the host's whole range (which would make root inside root)."""
+    inside, _outside, count = reached["its own uid map"]
+    assert (inside, count) == ("0", "1")
+
+
+def test_notebooks_in_a_private_directory_stay_readable_and_nothing_else_shows(
+        start_kernel, tmp_path):
+    """A root kernel is nobody on the host, yet notebooks (and Python) often live where only
+    root may enter, such as /root: the way to them is opened for the kernel alone, and what
+    else is in there stays hidden from it. A rootless kernel is its user and reads both."""
+    private = tmp_path / "private"
+    notebooks = private / "notebooks"
+    notebooks.mkdir(parents=True)
+    private.chmod(0o700)
+    (notebooks / "data.txt").write_text("data beside the notebook")
+    (private / "secret.txt").write_text("not for the kernel")
+    _manager, client = start_kernel(cwd=str(notebooks))
+    seen = kernels.execute(client, f"import os\n(os.getcwd(), open('data.txt').read(), "
+                                   f"os.path.exists({str(private / 'secret.txt')!r}))").value
+    assert seen == (str(notebooks), "data beside the notebook", not IS_ROOT)
