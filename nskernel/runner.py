@@ -76,7 +76,8 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
     pipes = {name: os.pipe() for name in ("stdout", "stderr", "messages")}
     channel = _Channel()
     status = None
-    with _forked_child(isolation, main, pipes) as child:
+    exec_mode = not callable(target)
+    with _forked_child(isolation, main, pipes, exec_mode) as child:
         for _read_end, write_end in pipes.values():
             os.close(write_end)
         try:
@@ -90,12 +91,12 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
                 _reap_soon(child)  # its exit status is not needed, only that it goes
             else:
                 status = _reap(child)
-    return _outcome(channel, status, on_display, exec_mode=not callable(target))
+    return _outcome(channel, status, on_display, exec_mode, contained=isolation.pid)
 
 
 @contextlib.contextmanager
 def _forked_child(isolation: Isolation, main: Callable[[], Any],
-                  pipes: dict[str, tuple[int, int]]) -> Iterator[int]:
+                  pipes: dict[str, tuple[int, int]], exec_mode: bool) -> Iterator[int]:
     """Fork the child that runs ``main`` in ``isolation``; the block gets its pid.
 
     Without a new user namespace a new pid namespace is made from a thread of ours (see
@@ -105,11 +106,11 @@ def _forked_child(isolation: Isolation, main: Callable[[], Any],
         try:
             if isolation.pid and not isolation.uses_user_namespace:
                 child = stack.enter_context(sandbox.forked_in_new_pid_namespace(
-                    lambda: _child_main(isolation, main, pipes, is_pid1=True)))
+                    lambda: _child_main(isolation, main, pipes, True, exec_mode)))
             else:
                 child = os.fork()
                 if child == 0:
-                    _child_main(isolation, main, pipes, is_pid1=False)
+                    _child_main(isolation, main, pipes, False, exec_mode)
         except BaseException:
             for fds in pipes.values():
                 for fd in fds:
@@ -217,7 +218,8 @@ def _signal_tree(child: int, signum: int) -> None:
     With a pid namespace, killing its PID 1 (in the group) takes everything inside along.
     """
     if signum == signal.SIGKILL:
-        supervisor.kill_descendants(child)
+        for _ in range(3):  # a process that forks while the tree is walked adds a child
+            supervisor.kill_descendants(child)
     try:
         os.killpg(child, signum)
     except ProcessLookupError:
@@ -263,7 +265,7 @@ def _reap_exited() -> None:
 
 
 def _outcome(channel: _Channel, status: int | None, on_display: DisplayCallback | None,
-             exec_mode: bool) -> Any:
+             exec_mode: bool, contained: bool) -> Any:
     result = None
     for message in channel.messages:
         kind = message[0]
@@ -281,7 +283,10 @@ def _outcome(channel: _Channel, status: int | None, on_display: DisplayCallback 
         if code == RESULT_PIPE_GONE:
             raise IsolatedRunError("the cell closed the pipe its result comes back through "
                                    "(an fd it did not open), so there is no result")
-        raise IsolatedRunError(f"the isolated process {reason} before returning a result")
+        left = "" if contained else (
+            "; anything it started may still run (the cell ended the process that stops "
+            "it; with --pid nothing outlives the cell)")
+        raise IsolatedRunError(f"the isolated process {reason} before returning a result{left}")
     if result[0] == "value":
         return result[1]
     _kind, error, text = result
@@ -305,10 +310,11 @@ def _close_quietly(fd: int) -> None:
 
 # ---------------------------------------------------------------------------- child side
 def _child_main(isolation: Isolation, target: Callable[[], Any],
-                pipes: dict[str, tuple[int, int]], is_pid1: bool) -> None:
+                pipes: dict[str, tuple[int, int]], is_pid1: bool, exec_mode: bool) -> None:
     """The child: own process group, pipes as stdio, enter, run the target; with a pid
-    namespace it either is PID 1 already or forks it. Never returns; never touches the
-    kernel's zmq sockets or output streams."""
+    namespace it either is PID 1 already or forks it. Without one, it is the subreaper of
+    everything the target starts, and ends all of it before it exits. Never returns; never
+    touches the kernel's zmq sockets or output streams."""
     code = 1
     try:
         os.setpgid(0, 0)
@@ -332,14 +338,22 @@ def _child_main(isolation: Isolation, target: Callable[[], Any],
         except _syscalls.NamespaceError as exc:
             _send(messages, ("error", IsolatedRunError(str(exc)), ""))
             return
-        if isolation.pid and not is_pid1:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # PID 1 gets it from the group
-            grandchild = sandbox.fork_pid1(isolation, lambda: _call(target, messages))
-            _hang_up(messages)  # the pipes are PID 1's alone now
-            code = supervisor.supervise(grandchild)
+        if not isolation.pid:
+            # Daemons (double forks, setsid) leave the group but not us: orphans come here.
+            _syscalls.set_child_subreaper()
+        if (isolation.pid and not is_pid1) or (exec_mode and not isolation.pid):
+            # PID 1 runs in a new pid namespace; or a command runs below us, so that what it
+            # leaves behind still comes to us when it exits.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # it gets it from the group
+            grandchild = sandbox.fork_child(lambda: _call(target, messages),
+                                            new_proc=isolation.pid)
+            _hang_up(messages)  # the pipes are the grandchild's alone now
+            code = supervisor.supervise(grandchild, reap_orphans=not isolation.pid)
             code = code if code >= 0 else 128 - code  # died of a signal: as a shell says
         else:
             code = _call(target, messages)
+        if not isolation.pid:
+            supervisor.end_descendants()
     except BaseException:  # noqa: BLE001 - report anything, and never return into the kernel
         with contextlib.suppress(BaseException):
             traceback.print_exc()

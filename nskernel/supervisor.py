@@ -97,6 +97,17 @@ def kill_descendants(pid: int) -> None:
             pass
 
 
+def end_descendants() -> None:
+    """Kill and reap every descendant of ours (a child subreaper: orphans of our
+    descendants are our children), until none is left."""
+    while True:
+        kill_descendants(os.getpid())
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
 def _children(pid: int) -> list[int]:
     children: list[int] = []
     try:

@@ -6,7 +6,11 @@ per-test leak check (conftest) finds nothing new on the host.
 
 from __future__ import annotations
 
+import os
+import secrets
+
 import pytest
+from conftest import wait_for
 from kernels import execute
 from test_magics import one_line_error
 
@@ -67,4 +71,64 @@ def test_a_hostile_cell_leaves_the_kernel_answering(kernel, code, shown):
         assert shown in one_line_error(done), done
     else:
         assert shown in f"{done.error[0]}: {done.error[1]}", done
+    still_answers(kernel)
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Host pids whose command line holds ``marker``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if marker.encode() in handle.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+DAEMON = ("import os, sys, time\n"
+          "if os.fork() == 0:\n"
+          "    os.setsid()\n"
+          "    if os.fork() == 0:\n"
+          "        os.execvp('sleep', ['sleep', '{seconds}'])\n"
+          "    os._exit(0)\n"
+          "os.wait()\n"
+          "{ending}")
+
+
+@pytest.mark.parametrize("flags", ["--uts", "--uts --pid", "--net --sh"])
+@pytest.mark.parametrize("ending", ["'done'", "time.sleep(30)", "sys.exit(1)"])
+def test_a_daemon_does_not_outlive_its_cell(kernel, flags, ending):
+    """Double-forked, setsid'd, exec'd: whether the cell returns, times out or exits, the
+    daemon is gone afterwards, and the message says what happened."""
+    seconds = f"{1000 + secrets.randbelow(10**6)}.{secrets.randbelow(10**6)}"  # unique
+    if "--sh" in flags:
+        body = f"setsid sh -c 'sleep {seconds} &' &\nwait\n" + (
+            "sleep 30" if "sleep" in ending else "echo done")
+    else:
+        body = DAEMON.format(seconds=seconds, ending=ending)
+    done = execute(kernel, f"%%isolate {flags} --timeout 2\n{body}", timeout=60)
+    if "sleep" in ending:
+        assert "timed out after 2 s: killed the cell and everything it started" in (
+            one_line_error(done)), done
+    assert wait_for(lambda: not _processes_with(seconds), timeout=5), (
+        f"the daemon survived: {_processes_with(seconds)}")
+    still_answers(kernel)
+
+
+@pytest.mark.parametrize("ending", ["os._exit(0)",
+                                    "import signal\nos.kill(os.getpid(), signal.SIGKILL)"])
+def test_a_cell_that_ends_its_own_keeper_says_what_may_be_left(kernel, ending):
+    """Outside a pid namespace a body can end the process that would stop its daemons; then
+    the message says so (and the pid namespace is the way to contain everything)."""
+    seconds = f"{1000 + secrets.randbelow(10**6)}.{secrets.randbelow(10**6)}"
+    body = DAEMON.format(seconds=seconds, ending=ending)
+    try:
+        done = execute(kernel, f"%%isolate --uts\n{body}", timeout=60)
+        assert "anything it started may still run" in one_line_error(done), done
+    finally:
+        for pid in _processes_with(seconds):
+            os.kill(pid, 9)
     still_answers(kernel)
