@@ -56,6 +56,10 @@ HOSTILE_CELLS = [
     ("%%isolate --timeout 1e300 --net\n'patient'", "'patient'"),
     (f"%%uts {'a' * 5000}\n1", "the line is 5000 characters; at most 4096"),
     (f"%%isolate --hostname {'b' * 1000}\n1", "bad hostname 'bbbb"),
+    # refused before IPython's own expansion of the line, which takes minutes at this size
+    (f"%%uts {'a' * 300_000}\n1", "the line is 300000 characters; at most 4096"),
+    (f"%veth {'b' * 300_000}", "the line is 300000 characters; at most 4096"),
+    ("%%isolate --hostname {'c' * 5000}\n1", "the line is 5011 characters; at most 4096"),
     ("%ip ../../proc/1/ns/net", "bad namespace name '../../proc/1/ns/net'"),
     ("%veth kernel /run/netns/../../proc/1/ns/net", "bad namespace name"),
 ]

@@ -335,3 +335,12 @@ def test_the_lab_inside_an_isolated_cell_says_where_it_works(kernel):
     assert one_line_error(done) == (
         "UsageError: %ip: the network lab is run by the kernel itself, not from inside an "
         "isolated cell: use the lab magics in a normal cell")
+
+
+def test_names_and_expressions_in_a_magic_line_are_expanded(kernel):
+    execute(kernel, "box = 'expanded'")
+    done = cell(kernel, "%%isolate --hostname $box --uts\nimport socket\nsocket.gethostname()")
+    assert done.value == "expanded"
+    done = cell(kernel, "%%isolate --hostname {box.upper()}-2 --uts\n"
+                        "import socket\nsocket.gethostname()")
+    assert done.value == "EXPANDED-2"
