@@ -126,7 +126,7 @@ def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation
 
     for fd in launcher_fds:
         os.close(fd)
-    sandbox.enter_kernel_rooms(spec, map_root_to=map_root_to)
+    sandbox.enter_rooms(spec, map_root_to=map_root_to)
     scratch = scratch_directory(connection_file)
     os.mkdir(scratch, 0o700)  # as the kernel's own user; the supervisor removes it
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the launcher ignored it
@@ -179,7 +179,9 @@ def launch(spec: isolation.Isolation, connection_file: str) -> NoReturn:
             os.path.dirname(os.path.dirname(__file__)), os.path.dirname(ipykernel.__file__),
             os.getcwd()]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for the kernel alone
-    sandbox.enter_kernel_walls(spec, expose=code if host_root else ())
+    # Rootless, the first step's root is the user; root, the kernel will be nobody.
+    sandbox.enter_walls(spec, user_namespace=not host_root, expose=code if host_root else (),
+                        run_dirs_owner=sandbox.NOBODY if host_root else 0)
     init = ready = None
     if spec.pid:
         go, ready = os.pipe()

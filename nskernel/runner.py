@@ -333,8 +333,13 @@ def _child_main(isolation: Isolation, target: Callable[[], Any],
         messages = pipes["messages"][1]
         global _child_messages
         _child_messages = messages
+        two_steps = sandbox.walls_and_rooms(isolation) and not is_pid1
         try:
-            sandbox.enter(isolation, is_pid1=is_pid1)
+            if two_steps:
+                sandbox.enter_walls(isolation, user_namespace=True, run_dirs_owner=0,
+                                    map_root_to=isolation.map_root_to)
+            else:
+                sandbox.enter(isolation, is_pid1=is_pid1)
         except _syscalls.NamespaceError as exc:
             _send(messages, ("error", IsolatedRunError(str(exc)), ""))
             return
@@ -345,8 +350,9 @@ def _child_main(isolation: Isolation, target: Callable[[], Any],
             # PID 1 runs in a new pid namespace; or a command runs below us, so that what it
             # leaves behind still comes to us when it exits.
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # it gets it from the group
-            grandchild = sandbox.fork_child(lambda: _call(target, messages),
-                                            new_proc=isolation.pid)
+            body = ((lambda: _enter_rooms_and_call(isolation, target, messages)) if two_steps
+                    else (lambda: _call(target, messages)))
+            grandchild = sandbox.fork_child(body, new_proc=isolation.pid)
             _hang_up(messages)  # the pipes are the grandchild's alone now
             code = supervisor.supervise(grandchild, reap_orphans=not isolation.pid)
             code = code if code >= 0 else 128 - code  # died of a signal: as a shell says
@@ -362,6 +368,16 @@ def _child_main(isolation: Isolation, target: Callable[[], Any],
             _flush_quietly()
         finally:
             os._exit(code)
+
+
+def _enter_rooms_and_call(isolation: Isolation, target: Callable[[], Any], messages: int) -> int:
+    """PID 1 of a cell's two-step namespaces: the second step, then the target."""
+    try:
+        sandbox.enter_rooms(isolation)
+    except _syscalls.NamespaceError as exc:
+        _send(messages, ("error", IsolatedRunError(str(exc)), ""))
+        return 1
+    return _call(target, messages)
 
 
 def _call(target: Callable[[], Any], messages: int) -> int:

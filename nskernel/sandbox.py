@@ -9,6 +9,7 @@ reaps the namespace's orphans; ``%%isolate`` runs the cell body itself as PID 1.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -54,46 +55,47 @@ def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
 NOBODY = 65534
 
 
-def enter_kernel_walls(isolation: Isolation, *, expose: Sequence[str] = ()) -> None:
-    """The kernel's first step of two, in the launcher: new mount, pid and ipc namespaces
-    (and, when not root, the user namespace that owns them), with the mounts that must
-    stay where they are: the private /run directories, /dev/shm and /dev/mqueue.
+def enter_walls(isolation: Isolation, *, user_namespace: bool, map_root_to: int | None = None,
+                run_dirs_owner: int | None = None, expose: Sequence[str] = ()) -> None:
+    """First of two steps into namespaces that must not be walked out of (the Isolated
+    Python kernel; a cell with a user and a pid namespace): new mount, pid and ipc
+    namespaces (and the user namespace that owns them, if ``user_namespace``), with the
+    mounts that must stay where they are: the private /run directories, /dev/shm and
+    /dev/mqueue. /proc comes next, mounted by the new pid namespace's first process.
 
-    Every mount made here, and the /proc that the kernel mounts next, ends up *locked* in
-    the kernel's own mount namespace (:func:`enter_kernel_rooms`): that one belongs to a
-    less privileged user namespace, so the kernel cannot unmount them to uncover what lies
-    beneath (the host's /proc). bubblewrap reaches the same end by a different road.
-    ``expose``: directories a root kernel, which is nobody on the host, must still reach
-    (see :func:`expose_to_everyone`).
+    Every mount made here, and that /proc, ends up *locked* in the mount namespace of the
+    second step (:func:`enter_rooms`): that one belongs to a less privileged user
+    namespace, so its root cannot unmount them to uncover what lies beneath (the host's
+    /proc). bubblewrap reaches the same end by a different road. ``run_dirs_owner``: the
+    second step's root, in this namespace's ids; ``expose``: directories a root kernel,
+    which is nobody on the host, must still reach (see :func:`expose_to_everyone`).
     """
     flags = _syscalls.CLONE_NEWNS
     if isolation.pid:
         flags |= _syscalls.CLONE_NEWPID
     if isolation.ipc:
         flags |= _syscalls.CLONE_NEWIPC
-    host_root = os.geteuid() == 0
-    if host_root:
-        _syscalls.unshare(flags)
+    if user_namespace:
+        _unshare_as_root(flags | _syscalls.CLONE_NEWUSER, map_root_to)
     else:
-        _unshare_as_root(flags | _syscalls.CLONE_NEWUSER, None)
+        _syscalls.unshare(flags)
     _syscalls.mount("none", "/", None, _syscalls.MS_REC | _syscalls.MS_PRIVATE)
     expose_to_everyone(expose)
     if isolation.net:
-        # Owned by whoever the kernel's root will be, in this namespace's ids.
-        private_run_dirs(owner=NOBODY if host_root else 0)
+        private_run_dirs(owner=run_dirs_owner)
     if isolation.ipc:
         _mount_ipc_filesystems()
 
 
-def enter_kernel_rooms(isolation: Isolation, *, map_root_to: int | None) -> None:
-    """The kernel's second step, after its /proc is mounted: a user namespace of its own
-    that owns new mount, net and uts namespaces.
+def enter_rooms(isolation: Isolation, *, map_root_to: int | None = None) -> None:
+    """Second step, after /proc is mounted: a user namespace of its own that owns new
+    mount, net and uts namespaces.
 
-    The kernel is root in there, with every capability over its own namespaces (the lab
-    needs them) and none over anything outside: not over the host's network (SIOCGSKNS on
-    the adopted listening sockets fails), sysctls, devices, modules or processes, and not
-    over the mounts of the first step. ``map_root_to``: whom root stands for outside;
-    ``None`` for the caller itself (a rootless kernel is its user), else e.g. NOBODY.
+    Its root has every capability over its own namespaces (the lab needs them) and none
+    over anything outside: not over the host's network (SIOCGSKNS on the kernel's adopted
+    listening sockets fails), sysctls, devices, modules or processes, and not over the
+    mounts of the first step. ``map_root_to``: whom root stands for outside; ``None`` for
+    the caller itself.
     """
     flags = _syscalls.CLONE_NEWUSER | _syscalls.CLONE_NEWNS
     if isolation.net:
@@ -105,6 +107,13 @@ def enter_kernel_rooms(isolation: Isolation, *, map_root_to: int | None) -> None
         _mount_sys()
     _set_hostname_and_lo(isolation)
     _syscalls.set_no_new_privs()
+
+
+def walls_and_rooms(isolation: Isolation) -> bool:
+    """Whether a cell enters its namespaces in the two steps above rather than one: with a
+    user namespace (whose root could otherwise unmount the /proc it mounted itself) and a
+    pid namespace (whose /proc would hide the one beneath)."""
+    return isolation.pid and isolation.uses_user_namespace and isolation.netns is None
 
 
 def expose_to_everyone(directories: Sequence[str]) -> None:
@@ -390,7 +399,13 @@ def id_is_mapped(outside: int) -> bool:
 
 
 def mount_proc() -> None:
-    """Give the calling process (PID 1 of a new pid namespace) a /proc that shows only it."""
+    """Give the calling process (PID 1 of a new pid namespace) a /proc that shows only it.
+
+    Where we may, the /proc beneath is detached first, so that unmounting the new one later
+    uncovers nothing. Where we may not, it is locked to its place (see :func:`enter_walls`).
+    """
+    with contextlib.suppress(_syscalls.NamespaceError):
+        _syscalls.umount("/proc")
     _syscalls.mount("proc", "/proc", "proc", _NOSUID_NODEV_NOEXEC)
 
 

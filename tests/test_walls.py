@@ -183,3 +183,13 @@ def test_notebooks_in_a_private_directory_stay_readable_and_nothing_else_shows(
     seen = kernels.execute(client, f"import os\n(os.getcwd(), open('data.txt').read(), "
                                    f"os.path.exists({str(private / 'secret.txt')!r}))").value
     assert seen == (str(notebooks), "data beside the notebook", not IS_ROOT)
+
+
+@pytest.mark.parametrize("flags", ["--pid", "--pid --user", "--pid --net --mount"])
+def test_a_cell_cannot_uncover_the_hosts_processes(kernel, flags):
+    """In either kernel, as root or not: unmounting a cell's /proc (where that succeeds)
+    shows no process of the host's."""
+    done = kernels.execute(kernel, f"%%isolate {flags}\nimport ctypes, os\n"
+                                   "ctypes.CDLL(None).umount2(b'/proc', 2)\n"
+                                   "len([p for p in os.listdir('/proc') if p.isdigit()])")
+    assert done.value < 10, done
