@@ -1,8 +1,8 @@
 """What to isolate: one small value object, parsed once from CLI flags or magic arguments.
 
 The kernelspec, the launcher and the magics all describe isolation with the same flags
-(``--pid --net --mount --uts --ipc --user-ns --hostname H``); this module owns their parsing,
-validation and the resulting clone flags, so the three never disagree.
+(``--pid --net --mount --uts --ipc --hostname H``, and ``--user`` for cells); this module
+owns their parsing, validation and the resulting clone flags, so the three never disagree.
 """
 
 from __future__ import annotations
@@ -103,8 +103,6 @@ class Isolation:
     def to_argv(self) -> list[str]:
         """The flags that :func:`from_args` turns back into this object."""
         argv = [f"--{name}" for name in self.namespaces]
-        if self.user:
-            argv.append("--user-ns")
         if self.hostname:
             argv += ["--hostname", self.hostname]
         if not self.loopback_up:
@@ -117,8 +115,9 @@ class Isolation:
         return ", ".join(self.namespaces) + f" (user namespace: {user})"
 
 
-def add_arguments(parser: argparse.ArgumentParser, user_flag: str = "--user-ns") -> None:
-    """Add the isolation flags to a parser; ``user_flag`` differs where ``--user`` is taken.
+def add_arguments(parser: argparse.ArgumentParser, user_flag: str | None = None) -> None:
+    """Add the isolation flags to a parser; ``user_flag`` (e.g. ``--user``) asks for a user
+    namespace even as root. The kernel needs none: it always has a user namespace.
 
     Each namespace has ``--X`` and ``--no-X``; see :func:`from_args` for how they combine
     with a default set.
@@ -127,8 +126,9 @@ def add_arguments(parser: argparse.ArgumentParser, user_flag: str = "--user-ns")
     for name in NAMESPACES:
         group.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None,
                            help=f"new {name} namespace")
-    group.add_argument(user_flag, dest="user_ns", action="store_true", default=None,
-                       help="new user namespace even as root (always used when not root)")
+    if user_flag is not None:
+        group.add_argument(user_flag, dest="user_ns", action="store_true", default=None,
+                           help="new user namespace even as root (always used when not root)")
     group.add_argument("--hostname", help="hostname inside (implies --uts)")
     group.add_argument("--no-lo", dest="loopback_up", action="store_false",
                        help="leave the new network namespace's lo down")
@@ -151,5 +151,5 @@ def from_args(args: argparse.Namespace, default: tuple[str, ...] = (),
     hostname = args.hostname
     if hostname is None and chosen["uts"]:
         hostname = default_hostname
-    return Isolation(**chosen, user=args.user_ns, hostname=hostname,
+    return Isolation(**chosen, user=getattr(args, "user_ns", None), hostname=hostname,
                      loopback_up=args.loopback_up, **settings)

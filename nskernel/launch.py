@@ -1,19 +1,24 @@
 """The kernelspec's argv: start an IPython kernel inside new namespaces.
 
-Process chain (DESIGN.md has why; here dumb-init stands in for our own init)::
+Process chain (dumb-init is the init that reaps orphans)::
 
     jupyter server ─ launcher ┬ dumb-init (PID 1) ─ sleep (PID 3)     orphans → PID 1
                               └ kernel (PID 2) ─ user processes
                    host pids    new pid namespace ──────────────────────────────
 
 The launcher starts in the host network namespace, binds and listens on the connection
-file's TCP ports and imports ipykernel, then enters the new namespaces and forks twice: PID 1,
-which becomes dumb-init (it reaps the namespace's orphans), and the kernel, PID 2, which
-starts warm from the launcher's imports. The listening sockets stay in the host netns, so
-the kernel adopts them (``zmq.USE_FD``) and Jupyter reaches it directly, with no proxy in
-between. The launcher then execs :mod:`nskernel.supervisor` in a bare interpreter: it stays
-behind to be the process Jupyter signals and waits for, ends the namespace when the kernel
-exits, and kills it if the Jupyter server dies.
+file's ports and imports ipykernel. It then builds the walls (:func:`sandbox.enter_walls`:
+new mount, pid and ipc namespaces, owned by a user namespace when not root, and the mounts
+that must stay) and forks twice: PID 1, which drops every capability and becomes dumb-init,
+and the kernel, PID 2, which starts warm from the launcher's imports. The kernel mounts its
+/proc and enters rooms of its own (:func:`sandbox.enter_rooms`: a user namespace owning new
+mount, net and uts namespaces), where the walls' mounts are locked: it has every right over
+its own namespaces and none over the host's. A root kernel is nobody on the host. The
+listening sockets stay in the host netns, so the kernel adopts them (``zmq.USE_FD``) and
+Jupyter reaches it directly, with no proxy in between. The launcher then execs
+:mod:`nskernel.supervisor` in a bare interpreter: it stays behind to be the process Jupyter
+signals and waits for, ends the namespace when the kernel exits, kills it if the Jupyter
+server dies, and removes the kernel's scratch directory.
 
 Everything beside the kernel is small: a bare Python, dumb-init and its ``sleep`` (~13 MB of
 RSS together), where forks of the launcher would each count the launcher's heap again.

@@ -49,17 +49,18 @@ def test_jupyter_kernelspec_list_shows_it(tmp_path):
 
 def test_chosen_namespaces_and_hostname_reach_argv(tmp_path):
     done = nskernel("install", "--prefix", str(tmp_path), "--no-ipc", "--no-net",
-                    "--hostname", "box", "--user-ns")
+                    "--hostname", "box")
     assert done.returncode == 0, done.stderr
     spec = json.loads((tmp_path / "share/jupyter/kernels/isolated-python/kernel.json")
                       .read_text())
-    assert spec["argv"][4:] == ["--pid", "--mount", "--uts", "--user-ns", "--hostname", "box",
+    assert spec["argv"][4:] == ["--pid", "--mount", "--uts", "--hostname", "box",
                                 "-f", "{connection_file}"]
 
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--no-pid", "--no-net", "--no-mount", "--no-uts", "--no-ipc"], "no namespace chosen"),
     (["--name", "bad name!"], "bad kernel name 'bad name!'"),
+    (["--user-ns"], "unrecognized arguments: --user-ns"),
     (["--hostname", "no_underscores"], "bad hostname 'no_underscores'"),
     (["--user", "--sys-prefix"], "choose one of --user, --sys-prefix and --prefix"),
     (["--pdi"], "unrecognized arguments: --pdi"),
