@@ -55,10 +55,10 @@ _IFF_UP = 0x1
 _IFREQ = struct.Struct("16sH22x")
 
 USERNS_HINT = (
-    "user namespaces are disabled for unprivileged users on this machine; "
+    "user namespaces are disabled on this machine; "
     "as root run 'sysctl -w user.max_user_namespaces=15000' "
     "(and 'sysctl -w kernel.unprivileged_userns_clone=1' on Debian kernels, "
-    "'sysctl -w kernel.apparmor_restrict_unprivileged_userns=0' on Ubuntu), or run as root"
+    "'sysctl -w kernel.apparmor_restrict_unprivileged_userns=0' on Ubuntu)"
 )
 
 
