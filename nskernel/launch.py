@@ -101,7 +101,7 @@ def find_dumb_init() -> str:
     return found
 
 
-def run_init(dumb_init: str, go: int) -> NoReturn:
+def run_init(dumb_init: str, go: int, dropped: int) -> NoReturn:
     """PID 1: wait until the kernel has PID 2, then become dumb-init.
 
     dumb-init needs a child to run; ``sleep infinity`` is the smallest. PID 1 leaves the
@@ -110,12 +110,14 @@ def run_init(dumb_init: str, go: int) -> NoReturn:
     supervisor kills it after the kernel has exited. It keeps no capability across the
     exec: a rootless kernel may trace it (same user), and must gain nothing by that. It
     leaves the host's network namespace for an empty one: /proc/1/net would show the host's
-    sockets and interfaces to the kernel.
+    sockets and interfaces to the kernel. ``dropped`` is closed once all that is done; the
+    kernel waits for it before it runs anything of the user's.
     """
     os.setsid()
     _syscalls.unshare(_syscalls.CLONE_NEWNET)
     _syscalls.drop_bounding_set()
     _syscalls.set_no_new_privs()
+    os.close(dropped)
     os.read(go, 1)
     os.close(go)
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # ignored by the launcher; exec would keep it
@@ -123,7 +125,8 @@ def run_init(dumb_init: str, go: int) -> NoReturn:
 
 
 def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation,
-               map_root_to: int | None, launcher_fds: list[int]) -> int:
+               map_root_to: int | None, launcher_fds: list[int], init_dropped: int | None
+               ) -> int:
     """The kernel process proper: its own namespaces, then ipykernel with the adopted
     sockets (see kernelapp). Its /proc is already mounted (it is PID 2 of the new pid
     namespace); entering its own user namespace now locks that mount in place."""
@@ -135,6 +138,9 @@ def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation
     scratch = scratch_directory(connection_file)
     os.mkdir(scratch, 0o700)  # as the kernel's own user; the supervisor removes it
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the launcher ignored it
+    if init_dropped is not None:
+        os.read(init_dropped, 1)  # end of file: the init has no capability left
+        os.close(init_dropped)
     IsolatedKernelApp.launch_instance(argv=["-f", connection_file], connection_info=connection,
                                       scratch_directory=scratch)
     return 0
@@ -187,18 +193,22 @@ def launch(spec: isolation.Isolation, connection_file: str) -> NoReturn:
     # Rootless, the first step's root is the user; root, the kernel will be nobody.
     sandbox.enter_walls(spec, user_namespace=not host_root, expose=code if host_root else (),
                         run_dirs_owner=sandbox.NOBODY if host_root else 0)
-    init = ready = None
+    init = ready = init_dropped = None
     if spec.pid:
         go, ready = os.pipe()
-        init = sandbox.fork_child(lambda: run_init(dumb_init, go))
+        init_dropped, dropped = os.pipe()
+        init = sandbox.fork_child(lambda: run_init(dumb_init, go, dropped))
         os.close(go)
+        os.close(dropped)
     else:
         _syscalls.set_child_subreaper()  # no init: orphans come to us
     ours = [fd for fd in (server, ready) if fd is not None]
     map_root_to = sandbox.NOBODY if host_root else None
     kernel = sandbox.fork_child(
-        lambda: run_kernel(connection_file, connection, spec, map_root_to, ours),
+        lambda: run_kernel(connection_file, connection, spec, map_root_to, ours, init_dropped),
         new_proc=spec.pid)
+    if init_dropped is not None:
+        os.close(init_dropped)
     if ready is not None:
         os.write(ready, b"1")  # the kernel is PID 2: the init may start its own child now
         os.close(ready)
