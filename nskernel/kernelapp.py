@@ -93,9 +93,10 @@ class IsolatedKernelApp(IPKernelApp):
             super().write_connection_file(**kwargs)
 
     scratch_directory = Unicode(
-        help="this kernel's own directory, made by the launcher and removed when the kernel "
-             "ends: the debugger's cell files, and IPython's directory when the home "
-             "directory is not writable (a root kernel is nobody outside)").tag(config=False)
+        help="this kernel's own directory, in its private /run (gone with the kernel's mount "
+             "namespace, however the kernel ends): the debugger's cell files, and IPython's "
+             "directory when the home directory is not writable (a root kernel is nobody "
+             "outside)").tag(config=False)
 
     def initialize(self, argv: list[str] | None = None) -> None:
         self._use_scratch_directory()

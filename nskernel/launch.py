@@ -17,8 +17,8 @@ its own namespaces and none over the host's. A root kernel is nobody on the host
 listening sockets stay in the host netns, so the kernel adopts them (``zmq.USE_FD``) and
 Jupyter reaches it directly, with no proxy in between. The launcher then execs
 :mod:`nskernel.supervisor` in a bare interpreter: it stays behind to be the process Jupyter
-signals and waits for, ends the namespace when the kernel exits, kills it if the Jupyter
-server dies, and removes the kernel's scratch directory.
+signals and waits for, ends the namespace when the kernel exits, and kills it if the Jupyter
+server dies.
 
 Everything beside the kernel is small: a bare Python, dumb-init and its ``sleep`` (~13 MB of
 RSS together), where forks of the launcher would each count the launcher's heap again.
@@ -34,7 +34,6 @@ import shutil
 import signal
 import socket
 import sys
-import tempfile
 from typing import NoReturn
 
 from nskernel import _syscalls, isolation, nsinfo, sandbox, supervisor
@@ -135,22 +134,14 @@ def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation
     for fd in launcher_fds:
         os.close(fd)
     sandbox.enter_rooms(spec, map_root_to=map_root_to)
-    scratch = scratch_directory(connection_file)
-    os.mkdir(scratch, 0o700)  # as the kernel's own user; the supervisor removes it
+    os.mkdir(sandbox.KERNEL_SCRATCH_DIR, 0o700)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the launcher ignored it
     if init_dropped is not None:
         os.read(init_dropped, 1)  # end of file: the init has no capability left
         os.close(init_dropped)
     IsolatedKernelApp.launch_instance(argv=["-f", connection_file], connection_info=connection,
-                                      scratch_directory=scratch)
+                                      scratch_directory=sandbox.KERNEL_SCRATCH_DIR)
     return 0
-
-
-def scratch_directory(connection_file: str) -> str:
-    """The kernel's own temporary directory, named after its connection file (unique on the
-    host, unlike the kernel's pid, which is 2 in every isolated kernel)."""
-    name = os.path.splitext(os.path.basename(connection_file))[0]
-    return os.path.join(tempfile.gettempdir(), f"ipykernel_nskernel_{name}")
 
 
 def parse_args(argv: list[str] | None) -> tuple[isolation.Isolation, str]:
@@ -192,7 +183,7 @@ def launch(spec: isolation.Isolation, connection_file: str) -> NoReturn:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for the kernel alone
     # Rootless, the first step's root is the user; root, the kernel will be nobody.
     sandbox.enter_walls(spec, user_namespace=not host_root, expose=code if host_root else (),
-                        run_dirs_owner=sandbox.NOBODY if host_root else 0)
+                        private_run=True, run_dirs_owner=sandbox.NOBODY if host_root else 0)
     init = ready = init_dropped = None
     if spec.pid:
         go, ready = os.pipe()
@@ -215,8 +206,7 @@ def launch(spec: isolation.Isolation, connection_file: str) -> NoReturn:
     for sock in listeners.values():
         sock.close()  # the kernel owns them now; a restart must be able to bind again
     os.set_inheritable(server, True)
-    argv = supervisor.command(server, kernel, init=init,
-                              remove=scratch_directory(connection_file))
+    argv = supervisor.command(server, kernel, init=init)
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     os.execve(argv[0], argv, {**os.environ, "PYTHONPATH": package_parent})
 

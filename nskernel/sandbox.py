@@ -56,7 +56,8 @@ NOBODY = 65534
 
 
 def enter_walls(isolation: Isolation, *, user_namespace: bool, map_root_to: int | None = None,
-                run_dirs_owner: int | None = None, expose: Sequence[str] = ()) -> None:
+                private_run: bool = False, run_dirs_owner: int | None = None,
+                expose: Sequence[str] = ()) -> None:
     """First of two steps into namespaces that must not be walked out of (the Isolated
     Python kernel; a cell with a user and a pid namespace): new mount, pid and ipc
     namespaces (and the user namespace that owns them, if ``user_namespace``), with the
@@ -66,9 +67,11 @@ def enter_walls(isolation: Isolation, *, user_namespace: bool, map_root_to: int 
     Every mount made here, and that /proc, ends up *locked* in the mount namespace of the
     second step (:func:`enter_rooms`): that one belongs to a less privileged user
     namespace, so its root cannot unmount them to uncover what lies beneath (the host's
-    /proc). bubblewrap reaches the same end by a different road. ``run_dirs_owner``: the
-    second step's root, in this namespace's ids; ``expose``: directories a root kernel,
-    which is nobody on the host, must still reach (see :func:`expose_to_everyone`).
+    /proc). bubblewrap reaches the same end by a different road. ``private_run``: private
+    /run directories even without a new network namespace (the kernel keeps its scratch
+    directory in there); ``run_dirs_owner``: the second step's root, in this namespace's
+    ids; ``expose``: directories a root kernel, which is nobody on the host, must still
+    reach (see :func:`expose_to_everyone`).
     """
     flags = _syscalls.CLONE_NEWNS
     if isolation.pid:
@@ -81,7 +84,7 @@ def enter_walls(isolation: Isolation, *, user_namespace: bool, map_root_to: int 
         _syscalls.unshare(flags)
     _syscalls.mount("none", "/", None, _syscalls.MS_REC | _syscalls.MS_PRIVATE)
     expose_to_everyone(expose)
-    if isolation.net:
+    if isolation.net or private_run:
         private_run_dirs(owner=run_dirs_owner)
     if isolation.ipc:
         _mount_ipc_filesystems()
@@ -281,6 +284,9 @@ NETNS_DIR = "/run/netns"
 KERNEL_NS = "kernel"
 #: Where named network namespaces and the lab's records live; private in a new netns.
 PRIVATE_RUN_DIRS = (NETNS_DIR, "/run/nskernel")
+#: The Isolated Python kernel's own scratch directory, in its private /run/nskernel: it goes
+#: with the kernel's mount namespace, however the kernel ends.
+KERNEL_SCRATCH_DIR = "/run/nskernel/kernel"
 
 
 def private_run_dirs(owner: int | None = None) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import signal
 import sys
 
@@ -123,28 +122,26 @@ def _children(pid: int) -> list[int]:
     return children
 
 
-def command(parent_fd: int, child: int, *, init: int | None, remove: str) -> list[str]:
+def command(parent_fd: int, child: int, *, init: int | None) -> list[str]:
     """The argv the launcher execs into: this module in a site-less interpreter.
 
     ``init``: PID 1 of the kernel's pid namespace, killed (taking the namespace with it)
     once the kernel has exited. Without one, we are the child subreaper: orphans are reaped
-    as they die and whatever is left is killed at the end. ``remove``: the kernel's scratch
-    directory, removed after it, however it ended.
+    as they die and whatever is left is killed at the end.
     """
     return [sys.executable, "-S", "-m", __name__, str(parent_fd), str(child),
-            str(init) if init is not None else "-", remove]
+            *([str(init)] if init is not None else [])]
 
 
 def main(argv: list[str]) -> int:
-    """``PARENT_PIDFD CHILD_PID INIT_PID|- REMOVE_DIR``, as written by :func:`command`."""
+    """``PARENT_PIDFD CHILD_PID [INIT_PID]``, as written by :func:`command`."""
     parent_fd, child = int(argv[0]), int(argv[1])
-    init = int(argv[2]) if argv[2] != "-" else None
+    init = int(argv[2]) if len(argv) > 2 else None
     _syscalls.set_process_name("nskernel-launch")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for the kernel alone
     try:
         return supervise(child, parent_fd=parent_fd, reap_orphans=init is None)
     finally:
-        shutil.rmtree(argv[3], ignore_errors=True)
         if init is None:
             kill_descendants(os.getpid())
         else:

@@ -139,12 +139,19 @@ def our_links() -> set[str]:
     return found
 
 
+def our_scratch_dirs() -> set[str]:
+    """Scratch directories of isolated kernels on the host's disk (they belong in the
+    kernel's private /run, and go with it however it ends)."""
+    return {name for name in os.listdir(tempfile.gettempdir())
+            if name.startswith("ipykernel_nskernel")}
+
+
 def host_state() -> dict[str, set]:
     """Taken under the machine-wide test lock: another run's `nskernel clean` test, which
     kills a kernel and then removes its links, is never seen half-way."""
     with one_run_at_a_time():
         return {"mounts": our_mounts(), "named netns": our_named_netns(),
-                "links": our_links()}
+                "links": our_links(), "scratch dirs": our_scratch_dirs()}
 
 
 @pytest.fixture(scope="session", autouse=True)
