@@ -7,7 +7,7 @@ Python), the median cost of a trivial cell under ``%%isolate --pid --net --mount
 and of the same body run without isolation; then, from this process, the median of
 ``unshare --pid --fork --mount-proc --net --uts --ipc python3 -c ...`` and of
 ``bwrap --unshare-all ... python3 -c ...`` (Debian's bubblewrap: apt-get install bubblewrap).
-Goals (issue 3): <= 10 ms median per isolated cell, >= 5x faster than both tools.
+Goals: <= 10 ms median per isolated cell, >= 5x faster than both tools.
 """
 
 from __future__ import annotations

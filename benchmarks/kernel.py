@@ -5,7 +5,7 @@
 Reports, for each kernel, start-to-ready, the execute round trip (median), shutdown time,
 interrupt latency and the memory of all the kernel's processes (RSS summed, and PSS, which
 counts pages shared between processes once), then the ratios.
-Goals (issue 2): start <= 1.10x, round trip <= 1.05x, shutdown <= 1.5x, extra memory <= 15 MB.
+Goals: start <= 1.10x, round trip <= 1.05x, shutdown <= 1.5x, extra memory <= 15 MB.
 Needs the isolated-python kernelspec installed (``nskernel install``), and nskernel's bytecode
 compiled (``make test`` does it; or ``python -m compileall nskernel``): an editable install
 has none, and compiling the sources at every start would be measured as start-up time.

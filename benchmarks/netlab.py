@@ -7,7 +7,7 @@ For each N, in one run: the API (``Lab.add`` + ``Lab.bridge`` with addresses, th
 tools do. After each build, sampled pairs of hosts must reach each other (ICMP, in the
 namespaces built here only); after each teardown nothing may be left. Prints times, the
 ratio, and the cost per namespace at each N.
-Goals (issue 4): >= 5x faster than the ip loop; per-namespace cost at N=1000 within 1.3x of
+Goals: >= 5x faster than the ip loop; per-namespace cost at N=1000 within 1.3x of
 N=100; teardown leaves nothing.
 """
 
@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from nskernel import net, probe
+from nskernel import netns, probe
 from nskernel.net import Lab
 
 PREFIX = f"bn{os.getpid() % 1000}"
@@ -57,7 +57,7 @@ def build_ip(n: int) -> None:
 
 def teardown_ip(n: int) -> None:
     for name in [f"{PREFIX}sw", *(host(i) for i in range(n))]:
-        if os.path.exists(os.path.join(net.NETNS_DIR, name)):
+        if os.path.exists(os.path.join(netns.NETNS_DIR, name)):
             subprocess.run(["ip", "netns", "del", name], check=True)
 
 
@@ -69,7 +69,7 @@ def check_reachability(lab: Lab, n: int, samples: int) -> None:
 
 
 def leftovers() -> list[str]:
-    return [name for name in net.named_namespaces() if name.startswith(PREFIX)]
+    return [name for name in netns.named_namespaces() if name.startswith(PREFIX)]
 
 
 def settle(previous: int) -> None:

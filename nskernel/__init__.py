@@ -16,11 +16,13 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 
-def load_ipython_extension(ipython: object) -> None:
-    """`%load_ext nskernel`: register the namespace magics."""
-    from nskernel.magics import load_ipython_extension as load
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext nskernel`: register the namespace magics and the network lab's."""
+    from nskernel.labmagics import LabMagics
+    from nskernel.magics import NamespaceMagics
 
-    load(ipython)
+    ipython.register_magics(NamespaceMagics)
+    ipython.register_magics(LabMagics)
 
 
 def isolate(function: Callable[..., T], *args: Any, **settings: Any) -> T:

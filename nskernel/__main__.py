@@ -9,8 +9,6 @@ from nskernel import isolation, kernelspec
 
 
 def _install(args: argparse.Namespace) -> int:
-    if sum(bool(x) for x in (args.user, args.sys_prefix, args.prefix)) > 1:
-        raise isolation.IsolationError("choose one of --user, --sys-prefix and --prefix")
     spec = isolation.from_args(args, isolation.KERNEL_DEFAULT, isolation.DEFAULT_HOSTNAME)
     prefix = sys.prefix if args.sys_prefix else args.prefix
     path = kernelspec.install(spec, args.name, args.display_name, user=args.user, prefix=prefix)
@@ -27,9 +25,9 @@ def _doctor(_args: argparse.Namespace) -> int:
 
 
 def _clean(_args: argparse.Namespace) -> int:
-    from nskernel import net
+    from nskernel import records
 
-    removed = net.clean()
+    removed = records.clean()
     for item in removed:
         print(f"removed {item}")
     print(f"nskernel clean: {len(removed)} left behind by kernels that died removed; "
@@ -47,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                     f"{', '.join(isolation.KERNEL_DEFAULT)}, hostname "
                     f"{isolation.DEFAULT_HOSTNAME!r}.")
     where = install.add_argument_group("where (as 'python -m ipykernel install')")
+    where = where.add_mutually_exclusive_group()
     where.add_argument("--user", action="store_true", help="install for the current user")
     where.add_argument("--sys-prefix", action="store_true", help="install into sys.prefix")
     where.add_argument("--prefix", help="install into this prefix")

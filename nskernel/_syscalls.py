@@ -16,7 +16,6 @@ import os
 import struct
 
 CLONE_NEWNS = 0x00020000
-CLONE_NEWCGROUP = 0x02000000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
@@ -63,13 +62,17 @@ USERNS_HINT = (
 
 
 class NamespaceError(OSError):
-    """A namespace step failed; ``str()`` is one line: the step, the reason, the fix."""
+    """A namespace step failed; ``str()`` is one line: the step, the reason, the fix.
+
+    The parts are kept as ``step`` (what was tried), ``reason`` (the errno's text) and
+    ``hint`` (what to do; may be empty), for callers that word their own message.
+    """
 
     def __init__(self, step: str, err: int, hint: str = "") -> None:
-        reason = os.strerror(err)
-        message = f"{step}: {reason}" + (f" ({hint})" if hint else "")
-        super().__init__(err, message)
         self.step = step
+        self.reason = os.strerror(err)
+        self.hint = hint
+        super().__init__(err, f"{step}: {self.reason}" + (f" ({hint})" if hint else ""))
 
     def __str__(self) -> str:
         return str(self.strerror)
@@ -81,7 +84,6 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                         ctypes.c_void_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
                         ctypes.c_ulong]
 
@@ -154,12 +156,6 @@ def mount(source: str, target: str, fstype: str | None, flags: int = 0, data: st
 def umount(target: str, flags: int = MNT_DETACH) -> None:
     """umount2(2), lazily by default so that busy mounts go away when released."""
     _check(_libc.umount2(target.encode(), flags), f"umount {target}")
-
-
-def sethostname(name: str) -> None:
-    data = name.encode()
-    _check(_libc.sethostname(data, len(data)), f"sethostname({name!r})",
-           {errno.EPERM: "needs a new uts namespace owned by this user"})
 
 
 def prctl(option: int, arg: int) -> None:

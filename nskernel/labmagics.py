@@ -13,13 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
-from IPython.core.magic_arguments import MagicArgumentParser
 
 from nskernel._syscalls import NamespaceError
 from nskernel.display import Table
-from nskernel.magics import parse_line as _parse
-from nskernel.magics import with_usage as _with_usage
-from nskernel.sandbox import KERNEL_NS
+from nskernel.magicargs import magic_parser, parse_line, with_usage
+from nskernel.netns import KERNEL_NS, LabError, named_namespaces
 
 if TYPE_CHECKING:  # pyroute2 is imported on first use: kernels start without paying for it
     from nskernel.net import Lab
@@ -27,11 +25,7 @@ if TYPE_CHECKING:  # pyroute2 is imported on first use: kernels start without pa
     from nskernel.topology import Topology
 
 
-def _parser(prog: str, description: str) -> MagicArgumentParser:
-    return MagicArgumentParser(prog=prog, description=description, add_help=False)
-
-
-NETNS = _parser("netns", "Named network namespaces of this kernel's lab (with a cell: "
+NETNS = magic_parser("netns", "Named network namespaces of this kernel's lab (with a cell: "
                          "%%netns NAME runs the cell inside one).")
 NETNS.add_argument("action", choices=["add", "del", "list", "reset"],
                    help="add/del NAMEs, list all, or reset: remove everything the lab made")
@@ -39,31 +33,31 @@ NETNS.add_argument("names", nargs="*", help="namespace names")
 NETNS.add_argument("--ipv6", action="store_true",
                    help="keep IPv6 on in new namespaces (off by default: on a big bridge every "
                         "new interface's IPv6 start-up floods all ports)")
-VETH = _parser("veth", f"A veth link between two namespaces ({KERNEL_NS!r} is the kernel's "
+VETH = magic_parser("veth", f"A veth link between two namespaces ({KERNEL_NS!r} is the kernel's "
                        "own), with addresses, both ends up.")
 VETH.add_argument("a", metavar="A[:ADDR/PREFIX]")
 VETH.add_argument("b", metavar="B[:ADDR/PREFIX]")
-BRIDGE = _parser("bridge", "A bridge with a veth from each member namespace attached: a LAN.")
+BRIDGE = magic_parser("bridge", "A bridge with a veth from each member namespace attached: a LAN.")
 BRIDGE.add_argument("bridge", metavar="NAME[:ADDR/PREFIX]")
 BRIDGE.add_argument("members", nargs="+", metavar="MEMBER[:ADDR/PREFIX]")
 BRIDGE.add_argument("--in", dest="ns", default=KERNEL_NS, metavar="NS",
                     help="the namespace the bridge lives in (default: the kernel's)")
-ROUTE = _parser("route", "Route a network (or 'default') through a gateway, in a namespace.")
+ROUTE = magic_parser("route", "Route a network (or 'default') through a gateway, in a namespace.")
 ROUTE.add_argument("ns")
 ROUTE.add_argument("destination", metavar="NETWORK|default")
 ROUTE.add_argument("via", choices=["via"], help="the word 'via'")
 ROUTE.add_argument("gateway")
-FORWARD = _parser("forward", "Turn IPv4 forwarding on (a router) or off in a namespace.")
+FORWARD = magic_parser("forward", "Turn IPv4 forwarding on (a router) or off in a namespace.")
 FORWARD.add_argument("ns")
 FORWARD.add_argument("state", nargs="?", choices=["on", "off"], default="on")
-PING = _parser("ping", "ICMP echo from inside a namespace, with RTTs (no ping binary needed).")
+PING = magic_parser("ping", "ICMP echo from inside a namespace, with RTTs (no ping binary needed).")
 PING.add_argument("source", metavar="SRC")
 PING.add_argument("destination", metavar="DST_ADDR")
 PING.add_argument("-c", dest="count", type=int, default=3, help="echo requests (default 3)")
 PING.add_argument("-W", dest="timeout", type=float, default=1.0, help="seconds to wait each")
-IP = _parser("ip", "Links, addresses and routes of a namespace, as tables.")
+IP = magic_parser("ip", "Links, addresses and routes of a namespace, as tables.")
 IP.add_argument("ns", nargs="?", default=KERNEL_NS)
-TOPOLOGY = _parser("topology", "Draw the namespaces, bridges and links as they are now.")
+TOPOLOGY = magic_parser("topology", "Draw the namespaces, bridges and links as they are now.")
 
 
 _lab: Lab | None = None
@@ -74,7 +68,7 @@ def current_lab() -> Lab:
     Removed at exit: kernel shutdown and restart leave nothing of it behind."""
     global _lab
     from nskernel import runner
-    from nskernel.net import OUTSIDE_ONLY, Lab, LabError
+    from nskernel.net import OUTSIDE_ONLY, Lab
 
     if runner.inside_isolated_cell():  # its lab would die with it, unremoved
         raise LabError(OUTSIDE_ONLY)
@@ -130,8 +124,6 @@ class LabMagics(Magics):
         return current_lab()
 
     def _do(self, prog: str, action: Callable[[], Any]) -> Any:
-        from nskernel.net import LabError
-
         try:
             self.lab  # noqa: B018 - refuses early inside an isolated cell
             return action()
@@ -139,10 +131,10 @@ class LabMagics(Magics):
             raise UsageError(f"%{prog}: {exc}") from None
 
     @line_magic
-    @_with_usage(NETNS)
+    @with_usage(NETNS)
     def netns(self, line: str) -> Any:
         """Add, delete, list or reset named network namespaces."""
-        args = _parse(NETNS, line)
+        args = parse_line(NETNS, line)
         if args.action in ("add", "del") and not args.names:
             raise UsageError(f"%netns {args.action}: name at least one namespace")
         if args.action == "add":
@@ -156,8 +148,6 @@ class LabMagics(Magics):
         return self._list()
 
     def _list(self) -> Table:
-        from nskernel.net import named_namespaces
-
         rows = []
         for name in named_namespaces():
             state = self._do("netns", lambda name=name: self.lab.state(name))
@@ -174,18 +164,18 @@ class LabMagics(Magics):
                      title=f"{len(rows)} named network namespaces")
 
     @line_magic
-    @_with_usage(VETH)
+    @with_usage(VETH)
     def veth(self, line: str) -> Table:
         """Link two namespaces with a veth pair."""
-        args = _parse(VETH, line)
+        args = parse_line(VETH, line)
         names = self._do("veth", lambda: self.lab.link(args.a, args.b))
         return self._ends([(args.a, names[0]), (args.b, names[1])])
 
     @line_magic
-    @_with_usage(BRIDGE)
+    @with_usage(BRIDGE)
     def bridge(self, line: str) -> Table:
         """Make a bridge and attach member namespaces to it."""
-        args = _parse(BRIDGE, line)
+        args = parse_line(BRIDGE, line)
         ports = self._do("bridge", lambda: self.lab.bridge(args.bridge, args.members, args.ns))
         rows = [(member, ifname) for member, (_port, ifname) in zip(args.members, ports,
                                                                      strict=True)]
@@ -200,34 +190,34 @@ class LabMagics(Magics):
         return Table(["namespace", "interface", "address"], rows, title=title)
 
     @line_magic
-    @_with_usage(ROUTE)
+    @with_usage(ROUTE)
     def route(self, line: str) -> None:
         """Add a route in a namespace."""
-        args = _parse(ROUTE, line)
+        args = parse_line(ROUTE, line)
         self._do("route", lambda: self.lab.route(args.ns, args.destination, args.gateway))
 
     @line_magic
-    @_with_usage(FORWARD)
+    @with_usage(FORWARD)
     def forward(self, line: str) -> None:
         """Turn IPv4 forwarding on or off in a namespace."""
-        args = _parse(FORWARD, line)
+        args = parse_line(FORWARD, line)
         self._do("forward", lambda: self.lab.forwarding(args.ns, args.state == "on"))
 
     @line_magic
-    @_with_usage(PING)
+    @with_usage(PING)
     def ping(self, line: str) -> PingResult:
         """Ping from inside a namespace."""
         from nskernel import probe
 
-        args = _parse(PING, line)
+        args = parse_line(PING, line)
         return self._do("ping", lambda: probe.ping(self.lab, args.source, args.destination,
                                                    args.count, args.timeout))
 
     @line_magic
-    @_with_usage(IP)
+    @with_usage(IP)
     def ip(self, line: str) -> Tables:
         """Show a namespace's links, addresses and routes."""
-        args = _parse(IP, line)
+        args = parse_line(IP, line)
         state = self._do("ip", lambda: self.lab.state(args.ns))
         links = Table(["interface", "kind", "state"],
                       [[link["ifname"], link["kind"], link["state"]]
@@ -241,10 +231,10 @@ class LabMagics(Magics):
         return Tables([links, addresses, routes])
 
     @line_magic
-    @_with_usage(TOPOLOGY)
+    @with_usage(TOPOLOGY)
     def topology(self, line: str) -> Topology:
         """Draw the lab."""
         from nskernel import topology
 
-        _parse(TOPOLOGY, line)
+        parse_line(TOPOLOGY, line)
         return self._do("topology", lambda: topology.read(self.lab))

@@ -10,18 +10,16 @@ from __future__ import annotations
 import ast
 import linecache
 import os
-import shlex
 from collections.abc import Callable
 from typing import Any
 
-from IPython import get_ipython
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
-from IPython.utils.text import DollarFormatter
 
-from nskernel import isolation, nsinfo, runner, sandbox
+from nskernel import isolation, netns, nsinfo, runner, sandbox
 from nskernel._syscalls import NamespaceError
+from nskernel.magicargs import magic_parser, parse_line, with_usage
 
 CELL_FILENAME = "<isolated cell>"
 #: Who root inside ``%%isolate --user`` is outside, when the kernel runs as root: nobody.
@@ -31,7 +29,7 @@ NOBODY = 65534
 
 def _parser(prog: str, description: str, *, namespaces: bool = True) -> MagicArgumentParser:
     """A magic's parser; ``prog`` lacks one '%' (IPython's usage formatter adds it)."""
-    parser = MagicArgumentParser(prog=prog, description=description, add_help=False)
+    parser = magic_parser(prog, description)
     if namespaces:
         isolation.add_arguments(parser, user_flag="--user")
         parser.add_argument("--all", action="store_true",
@@ -49,6 +47,10 @@ ISOLATE = _parser(
     "Run the cell in a child process inside new namespaces (default, with no namespace "
     "flag: pid, net, mount, uts, ipc). It sees the notebook's variables; what it assigns "
     "stays inside, except the --export names. Output streams in as it is produced.")
+ISOLATE.add_argument("--netns", metavar="NAME",
+                     help="join the named network namespace (/run/netns/NAME) instead of "
+                          "making one, as `ip netns exec` does (then no namespace is new "
+                          "unless named)")
 UTS = _parser("%uts", "Run the cell with its own hostname: %%isolate --uts --hostname H.",
               namespaces=False)
 UTS.add_argument("hostname", help="the hostname inside")
@@ -56,56 +58,37 @@ NETNS = _parser(
     "%netns", "Run the cell inside an existing named network namespace, as "
                "`ip netns exec NAME` does, optionally in further new namespaces.")
 NETNS.add_argument("name", help="a name from /run/netns (see `ip netns list`)")
-NSINFO = MagicArgumentParser(prog="nsinfo", add_help=False, description=(
+
+
+def isolate_flags(args: Any) -> list[str]:
+    """The %%isolate flags that a shorthand's parsed ``args`` stand for (the inverse of the
+    parser, for the flags the shorthands share with it)."""
+    flags = []
+    for name in isolation.NAMESPACES:
+        value = getattr(args, name, None)
+        if value is not None:
+            flags.append(f"--{name}" if value else f"--no-{name}")
+    if getattr(args, "user_ns", None):
+        flags.append("--user")
+    if getattr(args, "all", False):
+        flags.append("--all")
+    if getattr(args, "hostname", None) is not None:
+        flags += ["--hostname", args.hostname]
+    if getattr(args, "loopback_up", True) is False:
+        flags.append("--no-lo")
+    if args.timeout is not None:
+        flags += ["--timeout", repr(args.timeout)]
+    if args.export:
+        flags += ["--export", args.export]
+    if args.sh:
+        flags.append("--sh")
+    return flags
+
+
+NSINFO = magic_parser("nsinfo", (
     "Show the namespaces of the kernel (or of PID) beside those of the host (in Isolated "
     "Python) or of the kernel's parent process."))
 NSINFO.add_argument("pid", nargs="?", type=int, help="another process to look at")
-
-
-def with_usage(parser: MagicArgumentParser) -> Callable[[Callable], Callable]:
-    """Put the parser's help into the magic's docstring, so `%%isolate?` shows the usage.
-
-    The magic gets its line as typed: :func:`parse_line` expands ``$name`` and ``{expr}``
-    itself, after checking the length (IPython's own expansion takes time that grows with
-    the square of the line's length: a minute for 100,000 characters).
-    """
-    def decorate(function: Callable) -> Callable:
-        function.__doc__ = (function.__doc__ or "") + "\n" + parser.format_help()
-        return no_var_expand(function)
-    return decorate
-
-
-#: Longer magic lines are refused before parsing (quoting them costs time; nothing needs it).
-MAX_LINE = 4096
-
-
-def parse_line(parser: MagicArgumentParser, line: str) -> Any:
-    """Expand and parse a magic's line; bad quoting and oversized lines are one-line
-    UsageErrors too."""
-    _check_length(parser, line)
-    shell = get_ipython()
-    if shell is not None:
-        line = _expand(shell.user_ns, line)
-        _check_length(parser, line)
-    try:
-        return parser.parse_args(shlex.split(line))
-    except ValueError as exc:  # shlex: unbalanced quotes
-        raise UsageError(f"%{parser.prog}: {exc}") from None
-
-
-def _check_length(parser: MagicArgumentParser, line: str) -> None:
-    if len(line) > MAX_LINE:
-        raise UsageError(f"%{parser.prog}: the line is {len(line)} characters; at most "
-                         f"{MAX_LINE}")
-
-
-def _expand(namespace: dict, line: str) -> str:
-    """``$name`` and ``{expression}`` from the notebook's namespace, as IPython would have
-    expanded them (left as they are where they do not evaluate)."""
-    try:
-        return DollarFormatter().vformat(line, args=[], kwargs=dict(namespace))
-    except Exception:  # noqa: BLE001 - IPython's rule: what does not format stays as typed
-        return line
 
 
 @magics_class
@@ -116,37 +99,23 @@ class NamespaceMagics(Magics):
     @with_usage(ISOLATE)
     def isolate(self, line: str, cell: str) -> Any:
         """Run the cell in new namespaces."""
-        args = parse_line(ISOLATE, line)
-        if args.all:
-            for name in isolation.NAMESPACES:
-                setattr(args, name, True)
-            args.user_ns = True
-        spec = self._spec(ISOLATE, args, default=isolation.NAMESPACES)
-        return self._run(spec, args, cell)
+        return self._isolate(parse_line(ISOLATE, line), cell, ISOLATE.prog)
 
     @cell_magic
     @with_usage(UTS)
     def uts(self, line: str, cell: str) -> Any:
-        """Run the cell with its own hostname."""
+        """Run the cell with its own hostname: %%isolate --uts --hostname H."""
         args = parse_line(UTS, line)
-        spec = self._build(UTS, lambda: isolation.Isolation(uts=True, hostname=args.hostname))
-        return self._run(spec, args, cell)
+        return self._isolate(ISOLATE.parse_args(["--uts", *isolate_flags(args)]), cell,
+                             UTS.prog)
 
     @cell_magic
     @with_usage(NETNS)
     def netns(self, line: str, cell: str) -> Any:
-        """Run the cell inside a named network namespace."""
+        """Run the cell inside a named network namespace: %%isolate --netns NAME."""
         args = parse_line(NETNS, line)
-        existing = sorted(os.listdir(sandbox.NETNS_DIR)) if os.path.isdir(
-            sandbox.NETNS_DIR) else []
-        if args.name not in existing:
-            raise UsageError(
-                f"%%netns: no network namespace named {args.name!r} (existing: "
-                f"{', '.join(existing) or 'none'}; create one with %netns add {args.name})")
-        if args.net:
-            raise UsageError("%%netns: --net would leave the named namespace; drop it")
-        spec = self._spec(NETNS, args, default=(), netns=args.name)
-        return self._run(spec, args, cell)
+        return self._isolate(ISOLATE.parse_args(["--netns", args.name, *isolate_flags(args)]),
+                             cell, NETNS.prog)
 
     @line_magic
     @with_usage(NSINFO)
@@ -159,23 +128,31 @@ class NamespaceMagics(Magics):
             raise UsageError(f"%nsinfo: {exc}") from None
 
     # ------------------------------------------------------------------------ helpers
-    @staticmethod
-    def _spec(parser: MagicArgumentParser, args: Any, default: tuple[str, ...],
-              **settings: Any) -> isolation.Isolation:
-        """The magic's flags as an Isolation; ``--user`` maps root inside to nobody where the
-        kernel has nobody to map to (a root kernel), else to the kernel's own user."""
+    def _isolate(self, args: Any, cell: str, prog: str) -> Any:
+        """%%isolate with parsed flags; ``prog`` names the magic the user typed."""
+        if args.all:
+            for name in isolation.NAMESPACES:
+                setattr(args, name, True)
+            args.user_ns = True
+        settings: dict[str, Any] = {}
+        if args.netns is not None:
+            if args.net:
+                raise UsageError(f"%{prog}: --net would leave the named namespace; drop it")
+            try:
+                os.close(netns.open_netns(args.netns))
+            except netns.LabError as exc:
+                raise UsageError(f"%{prog}: {exc}") from None
+            settings["netns"] = args.netns
         if args.user_ns and os.geteuid() == 0 and sandbox.id_is_mapped(NOBODY):
+            # Root inside is nobody where the kernel has nobody to map to (a root kernel),
+            # else the kernel's own user.
             settings["map_root_to"] = NOBODY
-        return NamespaceMagics._build(
-            parser, lambda: isolation.from_args(args, default, **settings))
-
-    @staticmethod
-    def _build(parser: MagicArgumentParser,
-               build: Callable[[], isolation.Isolation]) -> isolation.Isolation:
+        default = () if args.netns is not None else isolation.NAMESPACES  # as ip netns exec
         try:
-            return build()
+            spec = isolation.from_args(args, default, **settings)
         except isolation.IsolationError as exc:
-            raise UsageError(f"%{parser.prog}: {exc}") from None
+            raise UsageError(f"%{prog}: {exc}") from None
+        return self._run(spec, args, cell)
 
     def _run(self, spec: isolation.Isolation, args: Any, cell: str) -> Any:
         try:
@@ -247,9 +224,3 @@ def _route_output_in_child(shell: Any) -> None:
         publisher.publish = lambda data, metadata=None, **_kw: runner.publish_display(
             data, metadata)
 
-
-def load_ipython_extension(ipython: Any) -> None:
-    from nskernel.labmagics import LabMagics
-
-    ipython.register_magics(NamespaceMagics)
-    ipython.register_magics(LabMagics)

@@ -4,12 +4,8 @@ All netlink work runs in one worker thread of the kernel process. Two reasons: p
 synchronous API runs its own event loop, which cannot run in a thread whose loop is already
 running (the kernel's main thread); and a thread may switch its own network namespace
 (setns) without touching the kernel's other threads. So there is no fork, and no ``ip``
-process, per step.
-
-Everything a :class:`Lab` makes is recorded as its own, in memory and in a record file
-under ``/run/nskernel/labs`` that ``nskernel clean`` reads after a kernel died. Only what a
-record names, and still is what was recorded (same namespace inode, same interface alias),
-is ever removed: the opposite of cleaning by name pattern.
+process, per step. Everything a :class:`Lab` makes is recorded as its own (see
+:mod:`nskernel.records`), and only that is ever removed.
 """
 
 from __future__ import annotations
@@ -17,11 +13,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
-import json
 import os
-import re
 import socket
-import struct
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -29,28 +22,28 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
-from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_ERROR
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK
 
-from nskernel import _syscalls, sandbox
-from nskernel.isolation import short_repr
+from nskernel import _rtnl, _syscalls, records
+from nskernel.netns import (
+    KERNEL_NS,
+    LabError,
+    check_ns_name,
+    create_netns,
+    ensure_netns_dir,
+    netns_inode,
+    open_netns,
+    remove_netns,
+    set_ipv6,
+)
 
 T = TypeVar("T")
-NETNS_DIR = sandbox.NETNS_DIR
-RECORDS_DIR = "/run/nskernel/labs"
-KERNEL_NS = sandbox.KERNEL_NS
 IFNAMSIZ = 15
 IFNAME_TRIES = 64
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 OUTSIDE_ONLY = ("the network lab is run by the kernel itself, not from inside an isolated "
                 "cell: use the lab magics in a normal cell")
-
-
-class LabError(ValueError):
-    """A lab step cannot be done; the message is one line saying what and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -77,14 +70,6 @@ class Endpoint:
         return self.ns + (f":{self.address}" if self.address else "")
 
 
-def check_ns_name(name: str) -> str:
-    """A namespace name as `ip netns` takes it; anything else would be a path."""
-    if len(name) > 64 or not _NAME.match(name):
-        raise LabError(f"bad namespace name {short_repr(name)}: use letters, digits, '.', '_', '-' "
-                       "(not first), at most 64")
-    return name
-
-
 def check_ifname(name: str) -> str:
     size = len(name.encode())
     if size > IFNAMSIZ or not size:
@@ -93,107 +78,12 @@ def check_ifname(name: str) -> str:
     return name
 
 
-def _process_start(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as handle:
-        return int(handle.read().rsplit(")", 1)[1].split()[19])
-
-
-def owner_id(pid: int | None = None) -> str:
-    """"PID-STARTTIME": names a process for as long as it lives, never a later one."""
-    pid = os.getpid() if pid is None else pid
-    return f"{pid}-{_process_start(pid)}"
-
-
-def owner_alive(owner: str) -> bool:
-    pid, _, start = owner.partition("-")
-    try:
-        return _process_start(int(pid)) == int(start)
-    except (OSError, ValueError):
-        return False
-
-
-def netns_inode(name: str) -> int | None:
-    try:
-        return os.stat(os.path.join(NETNS_DIR, name)).st_ino
-    except FileNotFoundError:
-        return None
-
-
-def named_namespaces() -> list[str]:
-    try:
-        return sorted(os.listdir(NETNS_DIR))
-    except FileNotFoundError:
-        return []
-
-
-# ---------------------------------------------------------------------------- namespaces
-def _ensure_netns_dir() -> None:
-    """/run/netns as iproute2 keeps it: a directory that is a shared mount point, so that
-    namespaces named later show up in mount namespaces copied from this one."""
-    try:
-        os.makedirs(NETNS_DIR, exist_ok=True)
-    except OSError as exc:
-        raise LabError(f"cannot create {NETNS_DIR}: {exc.strerror} (named network namespaces "
-                       "on the host need root: run as root, or use the Isolated Python "
-                       "kernel, where you are root of your own namespaces)") from None
-    try:
-        try:
-            _syscalls.mount("", NETNS_DIR, None, _syscalls.MS_SHARED | _syscalls.MS_REC)
-        except _syscalls.NamespaceError:
-            _syscalls.mount(NETNS_DIR, NETNS_DIR, None, _syscalls.MS_BIND | _syscalls.MS_REC)
-            _syscalls.mount("", NETNS_DIR, None, _syscalls.MS_SHARED | _syscalls.MS_REC)
-    except _syscalls.NamespaceError as exc:
-        if exc.errno != errno.EPERM:
-            raise
-        raise LabError(f"{exc.step}: {exc.strerror.split(': ', 1)[-1].split(' (')[0]} "
-                       "(named network namespaces need root: run as root, or use the "
-                       "Isolated Python kernel, where you are root of your own namespaces)")\
-            from None
-
-
-def create_netns(name: str, ipv6: bool = False) -> int:
-    """Make a new network namespace named ``name`` with lo up; return its inode. Call from a
-    thread that may switch namespaces (the lab's worker).
-
-    IPv6 is off unless asked for, as in Mininet: every new interface's IPv6 start-up
-    (DAD, MLD, router solicitations) floods every port of a bridge, so a star of N costs
-    N**2 packets; measured here, a thousand-member star took three times as long per member.
-    """
-    path = os.path.join(NETNS_DIR, name)
-    try:
-        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
-    except FileExistsError:
-        raise LabError(f"network namespace {name!r} exists already") from None
-    try:
-        with sandbox.thread_in_new_netns():
-            _syscalls.mount("/proc/thread-self/ns/net", path, None, _syscalls.MS_BIND)
-            if not ipv6:
-                set_ipv6("all", False)  # the kernel sets "default" too, for what comes later
-            _syscalls.set_link_up("lo")
-    except BaseException:
-        os.unlink(path)
-        raise
-    return os.stat(path).st_ino
-
-
-def set_ipv6(interface: str, enabled: bool) -> None:
-    """IPv6 on or off for an interface (or 'all'/'default') of the calling thread's netns."""
-    with open(f"/proc/sys/net/ipv6/conf/{interface}/disable_ipv6", "w") as handle:
-        handle.write("0" if enabled else "1")
-
-
-def remove_netns(name: str) -> None:
-    path = os.path.join(NETNS_DIR, name)
-    _syscalls.umount(path)
-    os.unlink(path)
-
-
 # ---------------------------------------------------------------------------- the lab
 class Lab:
     """The namespaces, links and bridges of one kernel (or script), and their removal."""
 
-    def __init__(self, records_dir: str = RECORDS_DIR) -> None:
-        self.owner = owner_id()
+    def __init__(self, records_dir: str = records.RECORDS_DIR) -> None:
+        self.owner = records.owner_id()
         self._pid = os.getpid()
         self.record_path = os.path.join(records_dir, f"{self.owner}.json")
         self.netns: dict[str, int] = {}  # name -> inode
@@ -248,29 +138,10 @@ class Lab:
             os.close(fd)
 
     def _open_ns(self, name: str) -> int:
-        if name == KERNEL_NS:
-            return os.dup(self._home)
-        check_ns_name(name)  # a name, never a path: '../../proc/1/ns/net' is not one
-        try:
-            return os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            existing = ", ".join(named_namespaces()) or "none"
-            raise LabError(f"no network namespace named {name!r} (existing: {existing}; "
-                           f"make it with %netns add {name})") from None
+        return os.dup(self._home) if name == KERNEL_NS else open_netns(name)
 
-    # -- records
     def _save(self) -> None:
-        if not self.netns and not self.links:
-            if os.path.exists(self.record_path):
-                os.unlink(self.record_path)
-            return
-        os.makedirs(os.path.dirname(self.record_path), exist_ok=True)
-        record = {"owner": self.owner, "netns": self.netns, "links": self.links,
-                  "kernel_netns": os.stat("/proc/self/ns/net").st_ino}
-        temporary = self.record_path + ".new"
-        with open(temporary, "w") as handle:
-            json.dump(record, handle)
-        os.replace(temporary, self.record_path)
+        records.save(self.record_path, self.owner, self.netns, self.links)
 
     # -- namespaces
     def add(self, *names: str, ipv6: bool = False) -> list[str]:
@@ -284,7 +155,7 @@ class Lab:
         existing = [name for name in names if netns_inode(name) is not None]
         if existing:
             raise LabError(f"network namespace {existing[0]!r} exists already")
-        _ensure_netns_dir()
+        ensure_netns_dir()
         return self._call(self._add, list(names), ipv6)
 
     def _add(self, names: list[str], ipv6: bool) -> list[str]:
@@ -360,7 +231,7 @@ class Lab:
             self._address(ipr_a, a, names[0], index_a)
             _netlink(f"bring {names[1]} up", ipr_b.link, "set", ifname=names[1], state="up")
             if b.address is not None or b.ns == KERNEL_NS:
-                index_b = _index(ipr_b, names[1])
+                index_b = _rtnl.interface_index(ipr_b, names[1])
                 self._own(b.ns, ipr_b, names[1], index_b, facing=a.ns)
                 self._address(ipr_b, b, names[1], index_b)
         except BaseException:
@@ -381,7 +252,7 @@ class Lab:
         """Interfaces in the kernel's namespace outlive nothing: mark and record them. One
         facing a namespace without IPv6 has none either (see create_netns)."""
         if ns == KERNEL_NS:
-            ipr.link("set", index=index, ifalias=f"nskernel:{self.owner}")
+            ipr.link("set", index=index, ifalias=records.owner_alias(self.owner))
             self.links[ifname] = index
             if facing is not None and not self.ipv6.get(facing, True):
                 set_ipv6(ifname, False)
@@ -414,7 +285,7 @@ class Lab:
         name = bridge.ns
         ports: list[tuple[str, str]] = []
         with self._ns(ns) as ipr:
-            if _index(ipr, name) is not None:
+            if _rtnl.interface_index(ipr, name) is not None:
                 raise LabError(f"an interface named {name!r} exists already in {ns}")
             reply = _netlink(f"create bridge {name} in {ns}", ipr.link, "add", ifname=name,
                              kind="bridge")
@@ -423,7 +294,7 @@ class Lab:
                 self._own(ns, ipr, name, index)
                 self._address(ipr, Endpoint(ns, bridge.address), name, index)
                 with self._inside(ns):
-                    switch = _QuickNetlink()
+                    switch = _rtnl.QuickNetlink()
                 with switch:
                     for number, member in enumerate(members):
                         port = check_ifname(f"{name}p{number}")
@@ -443,7 +314,7 @@ class Lab:
                 self._save()
         return ports
 
-    def _attach(self, ipr: IPRoute, switch: _QuickNetlink, ns: str, bridge: int, port: str,
+    def _attach(self, ipr: IPRoute, switch: _rtnl.QuickNetlink, ns: str, bridge: int, port: str,
                 member: Endpoint) -> str:
         """One request (on ``switch``, a bare socket in ``ns``) makes the veth pair with its
         bridge end enslaved and up; the member's end is set up through a bare socket in its
@@ -464,9 +335,13 @@ class Lab:
         try:
             self._own(ns, ipr, port, index, facing=member.ns)
             with self._inside(member.ns):
-                quick = _QuickNetlink()
+                quick = _rtnl.QuickNetlink()
             with quick:
-                quick.configure(ifname, member.address, f"{ifname} in {member.ns}")
+                quick.configure(ifname, member.address)
+        except _rtnl.RtnlError as exc:
+            ipr.link("del", index=index)
+            self.links.pop(port, None)
+            raise _lab_error(f"{exc.action} in {member.ns}", exc) from None
         except BaseException:
             ipr.link("del", index=index)
             self.links.pop(port, None)
@@ -512,7 +387,7 @@ class Lab:
     def _state(self, ns: str) -> dict[str, list[dict]]:
         with self._ns(ns) as ipr:
             links = [{"index": link["index"], "ifname": link.get("ifname"),
-                      "kind": _kind(link), "state": _state_of(link["flags"]),
+                      "kind": _rtnl.link_kind(link), "state": _rtnl.link_state(link["flags"]),
                       "master": link.get("master"), "peer": link.get("link"),
                       "mac": link.get("address")}
                      for link in ipr.get_links()]
@@ -522,7 +397,8 @@ class Lab:
             routes = [{"dst": f"{r.get('dst') or 'default'}"
                        + (f"/{r['dst_len']}" if r.get("dst") else ""),
                        "gateway": r.get("gateway"), "oif": r.get("oif")}
-                      for r in ipr.get_routes(family=2, table=254)]
+                      for r in ipr.get_routes(family=socket.AF_INET,
+                                              table=_rtnl.RT_TABLE_MAIN)]
         names = {link["index"]: link["ifname"] for link in links}
         for item in [*addresses, *routes]:
             key = "index" if "index" in item else "oif"
@@ -544,7 +420,7 @@ class Lab:
     # -- the end
     def close(self) -> list[str]:
         """Remove everything this lab made; return what was removed."""
-        removed = self._call(remove_recorded, self.netns, self.links, self.owner)
+        removed = self._call(records.remove_recorded, self.netns, self.links, self.owner)
         self.netns.clear()
         self.links.clear()
         self._save()
@@ -564,119 +440,6 @@ def _endpoint(value: str | Endpoint) -> Endpoint:
     return value if isinstance(value, Endpoint) else Endpoint.parse(value)
 
 
-class _QuickNetlink:
-    """A bare rtnetlink socket for the few requests per bridge member: make the veth pair,
-    look up, bring up, address. The messages are packed here with ``struct``: for a star
-    of a thousand members, building them with pyroute2's request machinery cost more than
-    the kernel's work (measured: ~2.2 ms against ~1 ms per member for ``ip -batch``)."""
-
-    _HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
-    _ERROR = struct.Struct("=IHHIIi")  # nlmsghdr + the errno of an NLMSG_ERROR (ack)
-    _IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
-    _IFADDR = struct.Struct("=BBBBI")  # ifaddrmsg: family, prefix length, flags, scope, index
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                                  socket.NETLINK_ROUTE)
-        self.sock.bind((0, 0))
-        self.sequence = 0
-
-    def __enter__(self) -> _QuickNetlink:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.sock.close()
-
-    def _request(self, kind: int, flags: int, body: bytes, step: str | None = None) -> bytes:
-        """Send one request; return the reply. A refusal raises a LabError naming ``step``,
-        or without one the NetlinkError itself (for callers that look at the errno)."""
-        self.sequence += 1
-        header = self._HEADER.pack(self._HEADER.size + len(body), kind, NLM_F_REQUEST | flags,
-                                   self.sequence, 0)
-        self.sock.send(header + body)
-        reply = self.sock.recv(65536)
-        _length, reply_type, _flags, _seq, _pid, code = self._ERROR.unpack_from(reply)
-        if reply_type == NLMSG_ERROR and code:
-            if step is not None:
-                raise _lab_error(step, NetlinkError(-code))
-            raise NetlinkError(-code)
-        return reply
-
-    def index(self, ifname: str, step: str | None = None) -> int:
-        reply = self._request(RTM_GETLINK, 0, self._IFINFO.pack(0, 0, 0, 0, 0)
-                              + _attr(IFLA_IFNAME, _name(ifname)), step)
-        return struct.unpack_from("=i", reply, 20)[0]  # nlmsghdr(16) + family, type: ifindex
-
-    def add_veth(self, ifname: str, peer: str, peer_netns_fd: int, master: int) -> int:
-        """Make a veth pair, ``ifname`` here (up, a port of bridge ``master``) and ``peer``
-        in the namespace of ``peer_netns_fd``; return the index of ``ifname``."""
-        peer_info = (self._IFINFO.pack(0, 0, 0, 0, 0) + _attr(IFLA_IFNAME, _name(peer))
-                     + _attr(IFLA_NET_NS_FD, struct.pack("=I", peer_netns_fd)))
-        link_info = (_attr(IFLA_INFO_KIND, b"veth\0")
-                     + _nested(IFLA_INFO_DATA, _nested(VETH_INFO_PEER, peer_info)))
-        body = (self._IFINFO.pack(0, 0, 0, IFF_UP, IFF_UP) + _attr(IFLA_IFNAME, _name(ifname))
-                + _attr(IFLA_MASTER, struct.pack("=I", master)) + _nested(IFLA_LINKINFO, link_info))
-        self._request(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body)
-        return self.index(ifname)
-
-    def configure(self, ifname: str, address: Any, where: str) -> None:
-        """Bring ``ifname`` up and give it ``address`` (an ip_interface, or None)."""
-        index = self.index(ifname, f"find {where}")
-        self._request(RTM_NEWLINK, NLM_F_ACK, self._IFINFO.pack(0, 0, index, IFF_UP, IFF_UP),
-                      f"bring up {where}")
-        if address is not None:
-            family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-            packed = address.ip.packed
-            body = (self._IFADDR.pack(family, address.network.prefixlen, 0, 0, index)
-                    + _attr(IFA_LOCAL, packed) + _attr(IFA_ADDRESS, packed))
-            self._request(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body,
-                          f"address {address} on {where}")
-
-
-# rtnetlink attribute numbers (linux/if_link.h, linux/if_addr.h, linux/veth.h)
-IFF_UP = 0x1
-IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_FD = 3, 10, 18, 28
-IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
-IFA_ADDRESS, IFA_LOCAL = 1, 2
-NLA_F_NESTED = 0x8000
-
-
-def _attr(kind: int, payload: bytes) -> bytes:
-    """One netlink attribute: length, type, payload, padded to 4 bytes."""
-    length = 4 + len(payload)
-    return struct.pack("=HH", length, kind) + payload + b"\0" * (-length % 4)
-
-
-def _nested(kind: int, payload: bytes) -> bytes:
-    return _attr(kind | NLA_F_NESTED, payload)
-
-
-def _name(ifname: str) -> bytes:
-    return ifname.encode() + b"\0"
-
-
-def _index(ipr: IPRoute, ifname: str) -> int | None:
-    """The interface's index by one targeted request (link_lookup dumps every link)."""
-    try:
-        return ipr.link("get", ifname=ifname)[0]["index"]
-    except NetlinkError as exc:
-        if exc.code == errno.ENODEV:
-            return None
-        raise
-
-
-def _state_of(flags: int) -> str:
-    """From the flags, which settle at once (operstate follows a moment later)."""
-    if not flags & 0x1:
-        return "down"
-    return "up" if flags & 0x10000 else "no-carrier"
-
-
-def _kind(link: Any) -> str:
-    info = link.get("linkinfo")
-    return (info.get("kind") if info else None) or ("loopback" if link["flags"] & 8 else "")
-
-
 def _netlink(step: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
         return function(*args, **kwargs)
@@ -691,48 +454,3 @@ def _lab_error(step: str, exc: NetlinkError) -> LabError:
             "to an interface first", errno.EADDRNOTAVAIL: "address not available",
             errno.EACCES: "IPv6 is off in that namespace (make it with %netns add --ipv6)"}
     return LabError(f"{step}: {hint.get(exc.code) or os.strerror(exc.code)}")
-
-
-# ---------------------------------------------------------------------------- cleaning
-def remove_recorded(netns: dict[str, int], links: dict[str, int], owner: str) -> list[str]:
-    """Remove recorded namespaces and kernel-namespace links that are still what was recorded.
-
-    Usable from any thread and at interpreter exit: namespaces need only umount/unlink, and
-    links a netlink socket in the calling thread's (the kernel's) namespace.
-    """
-    removed = []
-    if links:  # first: while their peers' namespaces still hold them, they are listed here
-        with IPRoute(use_event_loop=asyncio.new_event_loop()) as ipr:
-            for ifname, index in links.items():
-                found = ipr.get_links(index)[0] if _index(ipr, ifname) == index else None
-                if found is not None and found.get("ifalias") == f"nskernel:{owner}":
-                    ipr.link("del", index=index)
-                    removed.append(f"link {ifname}")
-    for name, inode in netns.items():
-        if netns_inode(name) == inode:
-            remove_netns(name)
-            removed.append(f"netns {name}")
-    return removed
-
-
-def clean(records_dir: str = RECORDS_DIR) -> list[str]:
-    """``nskernel clean``: remove what labs of kernels that died left behind, nothing else."""
-    removed: list[str] = []
-    try:
-        records = sorted(os.listdir(records_dir))
-    except FileNotFoundError:
-        return removed
-    for entry in records:
-        path = os.path.join(records_dir, entry)
-        try:
-            with open(path) as handle:
-                record = json.load(handle)
-        except (OSError, ValueError):
-            continue
-        if owner_alive(record["owner"]):
-            continue
-        same_netns = record.get("kernel_netns") == os.stat("/proc/self/ns/net").st_ino
-        links = record.get("links", {}) if same_netns else {}
-        removed += remove_recorded(record.get("netns", {}), links, record["owner"])
-        os.unlink(path)
-    return removed

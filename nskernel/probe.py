@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from nskernel.display import Table
-from nskernel.net import Lab, LabError
+from nskernel.net import Lab
+from nskernel.netns import LabError
 
 _ICMP_ECHO_REQUEST = 8
 _ICMP_ECHO_REPLY = 0

@@ -1,6 +1,6 @@
 """Run a Python callable in new namespaces, from inside a live (multi-threaded) kernel.
 
-The DESIGN.md pattern: fork; the child points fds 1/2 at pipes, swaps ``sys.stdout`` and
+The pattern: fork; the child points fds 1/2 at pipes, swaps ``sys.stdout`` and
 ``sys.stderr`` for plain files and never touches zmq; it enters the namespaces (and forks
 once more to be PID 1 when a pid namespace is asked for); it runs the callable and sends its
 value, or its exception with the traceback, back over a message pipe. The parent streams

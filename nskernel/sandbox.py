@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import signal
+import socket
 import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -205,9 +206,17 @@ def _mount_ipc_filesystems() -> None:
         _syscalls.mount("mqueue", "/dev/mqueue", "mqueue", _NOSUID_NODEV_NOEXEC)
 
 
+def _set_hostname(name: str) -> None:
+    try:
+        socket.sethostname(name)
+    except OSError as exc:
+        hint = "needs a new uts namespace owned by this user" if exc.errno == errno.EPERM else ""
+        raise _syscalls.NamespaceError(f"sethostname({name!r})", exc.errno, hint) from None
+
+
 def _set_hostname_and_lo(isolation: Isolation) -> None:
     if isolation.hostname:
-        _syscalls.sethostname(isolation.hostname)
+        _set_hostname(isolation.hostname)
     if isolation.net and isolation.loopback_up:
         _syscalls.set_link_up("lo")
 
@@ -280,8 +289,6 @@ def _for_this_thread(flag: int, ns_file: str) -> Iterator[None]:
 
 _NOSUID_NODEV_NOEXEC = _syscalls.MS_NOSUID | _syscalls.MS_NODEV | _syscalls.MS_NOEXEC
 NETNS_DIR = "/run/netns"
-#: In the lab, stands for the network namespace the kernel itself runs in.
-KERNEL_NS = "kernel"
 #: Where named network namespaces and the lab's records live; private in a new netns.
 PRIVATE_RUN_DIRS = (NETNS_DIR, "/run/nskernel")
 #: The Isolated Python kernel's own scratch directory, in its private /run/nskernel: it goes

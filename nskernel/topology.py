@@ -11,7 +11,8 @@ import math
 from dataclasses import dataclass, field
 from html import escape
 
-from nskernel.net import KERNEL_NS, Lab, named_namespaces
+from nskernel.net import Lab
+from nskernel.netns import KERNEL_NS, named_namespaces
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,7 @@ def our_named_netns() -> set[str]:
 
 def our_links() -> set[str]:
     """Host links a lab made whose owner is dead (a live owner's are its own business)."""
-    from nskernel.net import owner_alive
+    from nskernel.records import owner_alive
 
     found = set()
     for name in os.listdir("/sys/class/net"):

@@ -62,7 +62,7 @@ def test_chosen_namespaces_and_hostname_reach_argv(tmp_path):
     (["--name", "bad name!"], "bad kernel name 'bad name!'"),
     (["--user-ns"], "unrecognized arguments: --user-ns"),
     (["--hostname", "no_underscores"], "bad hostname 'no_underscores'"),
-    (["--user", "--sys-prefix"], "choose one of --user, --sys-prefix and --prefix"),
+    (["--user"], "argument --user: not allowed with argument --prefix"),
     (["--pdi"], "unrecognized arguments: --pdi"),
 ])
 def test_bad_install_input_is_refused_with_one_line(tmp_path, args, message):

@@ -19,8 +19,9 @@ import pytest
 from conftest import IS_ROOT, ROOT_ONLY, RUN_PREFIX, needs_root, one_run_at_a_time, wait_for
 from kernels import execute, start, stop
 
-from nskernel import net, probe, topology
-from nskernel.net import Lab, LabError
+from nskernel import netns, probe, topology
+from nskernel.net import Lab
+from nskernel.netns import LabError
 
 #: The second octet of the subnets this run puts in the host's own network namespace, so
 #: that two runs at once never route into each other's links.
@@ -140,7 +141,7 @@ def test_topology_shows_what_was_made_by_hand(lab):  # `ip netns add`: root only
         assert [(str(x), str(y)) for x, y in picture.links] == \
             [(f"{a}:x0 10.2.0.1/24", f"{b}:y0")]
         assert lab.close() == []  # not the lab's: left alone
-        assert net.netns_inode(a) is not None
+        assert netns.netns_inode(a) is not None
     finally:
         for name in (a, b):
             subprocess.run(["ip", "netns", "del", name], check=False)
@@ -213,7 +214,7 @@ def test_close_removes_everything_the_lab_made():
     removed = lab.close()
     lab.shutdown()
     assert set(removed) >= {f"netns {a}", f"netns {b}", f"link {bridge}"}
-    assert net.netns_inode(a) is None and net.netns_inode(b) is None
+    assert netns.netns_inode(a) is None and netns.netns_inode(b) is None
     assert not os.path.exists(lab.record_path)
     assert not indexes & host_ifindexes()  # by index: another lab may reuse the names
 
@@ -248,7 +249,7 @@ def test_magics_in_both_kernels_and_cleanup_on_shutdown(kernel_name):
     finally:
         stop(manager, client)
     # normal shutdown: nothing of the lab is left on the host
-    assert net.netns_inode(name) is None
+    assert netns.netns_inode(name) is None
     if kernel_name == "python3":  # by index: another lab may take the name meanwhile
         assert index not in host_ifindexes()
 
@@ -269,13 +270,13 @@ def test_nskernel_clean_removes_what_a_killed_kernel_left_and_nothing_else():
             kernel_end = re.search(r"k-eth\d+", veth.result).group()
             os.kill(manager.provisioner.pid, signal.SIGKILL)  # no chance to clean up
             assert wait_for(lambda: not manager.is_alive(), timeout=5)
-            assert net.netns_inode(name) is not None  # left behind...
+            assert netns.netns_inode(name) is not None  # left behind...
             done = subprocess.run([sys.executable, "-m", "nskernel", "clean"],
                                   capture_output=True, text=True, check=True)
             assert f"removed netns {name}" in done.stdout
             assert f"removed link {kernel_end}" in done.stdout
-            assert net.netns_inode(name) is None
-            assert net.netns_inode(foreign) is not None  # ...and only that was removed
+            assert netns.netns_inode(name) is None
+            assert netns.netns_inode(foreign) is not None  # ...and only that was removed
         finally:
             stop(manager, client)
             subprocess.run(["ip", "netns", "del", foreign], check=False)
@@ -293,7 +294,7 @@ def test_shutdown_removes_the_lab_even_with_a_zombie_child():
         execute(client, f"import subprocess; p = subprocess.Popen(['sleep', '{RUN_PREFIX[1:]}'])")
     finally:
         stop(manager, client)
-    assert net.netns_inode(name) is None
+    assert netns.netns_inode(name) is None
 
 
 @needs_root
@@ -305,7 +306,7 @@ def test_restart_removes_the_lab():
         execute(client, f"%netns add {name}")
         manager.restart_kernel(now=False)
         client.wait_for_ready(timeout=60)
-        assert wait_for(lambda: net.netns_inode(name) is None, timeout=5)
+        assert wait_for(lambda: netns.netns_inode(name) is None, timeout=5)
     finally:
         stop(manager, client)
 
@@ -316,7 +317,7 @@ def test_isolated_kernel_names_are_private_and_vanish_when_it_is_killed():
     try:
         execute(client, f"%netns add {name}")
         assert name in execute(client, "import os; os.listdir('/run/netns')").value
-        assert net.netns_inode(name) is None  # not on the host
+        assert netns.netns_inode(name) is None  # not on the host
         os.kill(manager.provisioner.pid, signal.SIGKILL)
         assert wait_for(lambda: not manager.is_alive(), timeout=5)
     finally:
