@@ -23,10 +23,12 @@ lab: venv
 	$(BIN)/nskernel install --sys-prefix
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser --allow-root
 
-# Install the test dependencies and run every check: lint, tests, notebooks.
+# Install the test dependencies and run every check: lint, the unit tests (a second, no root),
+# then the integration tests and the notebooks.
 test: venv
 	$(BIN)/pip install --quiet -e '.[test]'
 	$(MAKE) --no-print-directory bytecode
 	$(BIN)/nskernel install --sys-prefix
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest --ignore=tests/unit

@@ -100,9 +100,22 @@ class Isolation:
             flags |= _syscalls.CLONE_NEWUSER
         return flags
 
-    def to_argv(self) -> list[str]:
-        """The flags that :func:`from_args` turns back into this object."""
+    def to_argv(self, user_flag: str | None = None) -> list[str]:
+        """The flags that :func:`from_args` (on a parser with the same ``user_flag``) turns
+        back into an equal object.
+
+        Settings no flag can say are refused rather than dropped: ``user=False``, ``user``
+        without a ``user_flag``, ``netns`` and ``map_root_to`` (those are passed to
+        :func:`from_args` beside the flags).
+        """
+        unsayable = [name for name, value in (("user", self.user), ("netns", self.netns),
+                                              ("map_root_to", self.map_root_to))
+                     if value is not None and not (name == "user" and value and user_flag)]
+        if unsayable:
+            raise IsolationError(f"{', '.join(unsayable)} cannot be given as flags here")
         argv = [f"--{name}" for name in self.namespaces]
+        if self.user:
+            argv.append(str(user_flag))
         if self.hostname:
             argv += ["--hostname", self.hostname]
         if not self.loopback_up:

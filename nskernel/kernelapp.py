@@ -18,18 +18,9 @@ from ipykernel.heartbeat import Heartbeat
 from ipykernel.kernelapp import IPKernelApp
 from traitlets import Dict, Unicode, default
 
-from nskernel.launch import LISTEN_FDS_ENV
-
 #: The debugger connects to the shell socket's last endpoint; the host-netns TCP address is
 #: unreachable from inside, so the shell socket also binds here (same zmq context).
 DEBUG_SHELL_ENDPOINT = "inproc://nskernel-debug-shell"
-
-
-def inherited_listeners(value: str | None = None) -> dict[int, int]:
-    """Parse ``NSKERNEL_LISTEN_FDS`` ("port:fd,...") into {port: fd}."""
-    value = os.environ.get(LISTEN_FDS_ENV, "") if value is None else value
-    pairs = (item.split(":") for item in value.split(",") if item)
-    return {int(port): int(fd) for port, fd in pairs}
 
 
 def _may_write(directory: str) -> bool:
@@ -56,7 +47,8 @@ class IsolatedKernelApp(IPKernelApp):
     """IPKernelApp whose TCP channels adopt inherited listening sockets."""
 
     name = "nskernel-kernel"
-    listen_fds = Dict(help="port -> inherited listening fd, from the launcher").tag(config=False)
+    listen_fds = Dict(help="port -> inherited listening fd, from the launcher (which bound "
+                           "them in the host's network namespace)").tag(config=False)
     connection_info = Dict(
         help="the connection file's contents, read by the launcher: a root kernel acts on the "
              "host as nobody, who may not read the file itself").tag(config=False)
@@ -64,10 +56,6 @@ class IsolatedKernelApp(IPKernelApp):
     @default("extra_extensions")
     def _extra_extensions_default(self) -> list[str]:
         return ["nskernel"]  # the namespace magics, loaded by themselves
-
-    @default("listen_fds")
-    def _listen_fds_default(self) -> dict[int, int]:
-        return inherited_listeners()
 
     def _try_bind_socket(self, s: zmq.Socket, port: int) -> int:
         fd = self.listen_fds.get(port)

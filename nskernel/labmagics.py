@@ -17,7 +17,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from nskernel._syscalls import NamespaceError
 from nskernel.display import Table
 from nskernel.magicargs import magic_parser, parse_line, with_usage
-from nskernel.netns import KERNEL_NS, LabError, named_namespaces
+from nskernel.netns import KERNEL_NS, Endpoint, LabError, named_namespaces
 
 if TYPE_CHECKING:  # pyroute2 is imported on first use: kernels start without paying for it
     from nskernel.net import Lab
@@ -185,8 +185,8 @@ class LabMagics(Magics):
     def _ends(ends: list[tuple[str, str]], title: str = "veth link") -> Table:
         rows = []
         for text, ifname in ends:
-            ns, _, address = text.partition(":")
-            rows.append([ns, ifname, address or "-"])
+            end = Endpoint.parse(text)
+            rows.append([end.ns, ifname, str(end.address) if end.address else "-"])
         return Table(["namespace", "interface", "address"], rows, title=title)
 
     @line_magic

@@ -38,8 +38,6 @@ from typing import NoReturn
 
 from nskernel import _syscalls, isolation, nsinfo, sandbox, supervisor
 
-#: Environment variable handing the adopted listening sockets to the kernel: "port:fd,...".
-LISTEN_FDS_ENV = "NSKERNEL_LISTEN_FDS"
 CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 
 
@@ -124,8 +122,8 @@ def run_init(dumb_init: str, go: int, dropped: int) -> NoReturn:
 
 
 def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation,
-               map_root_to: int | None, launcher_fds: list[int], init_dropped: int | None
-               ) -> int:
+               map_root_to: int | None, launcher_fds: list[int], init_dropped: int | None,
+               listen_fds: dict[int, int]) -> int:
     """The kernel process proper: its own namespaces, then ipykernel with the adopted
     sockets (see kernelapp). Its /proc is already mounted (it is PID 2 of the new pid
     namespace); entering its own user namespace now locks that mount in place."""
@@ -140,6 +138,7 @@ def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation
         os.read(init_dropped, 1)  # end of file: the init has no capability left
         os.close(init_dropped)
     IsolatedKernelApp.launch_instance(argv=["-f", connection_file], connection_info=connection,
+                                      listen_fds=listen_fds,
                                       scratch_directory=sandbox.KERNEL_SCRATCH_DIR)
     return 0
 
@@ -168,8 +167,6 @@ def launch(spec: isolation.Isolation, connection_file: str) -> NoReturn:
     dumb_init = find_dumb_init() if spec.pid else ""
     host_root = os.geteuid() == 0
     listeners = bind_listeners(connection)
-    os.environ[LISTEN_FDS_ENV] = ",".join(
-        f"{port}:{sock.fileno()}" for port, sock in listeners.items())
     os.environ[nsinfo.HOST_NS_ENV] = nsinfo.encode_host_namespaces()  # for %nsinfo inside
     # Imported here, once, so that the kernel forked below starts warm (as fast as stock).
     import ipykernel
@@ -196,7 +193,8 @@ def launch(spec: isolation.Isolation, connection_file: str) -> NoReturn:
     ours = [fd for fd in (server, ready) if fd is not None]
     map_root_to = sandbox.NOBODY if host_root else None
     kernel = sandbox.fork_child(
-        lambda: run_kernel(connection_file, connection, spec, map_root_to, ours, init_dropped),
+        lambda: run_kernel(connection_file, connection, spec, map_root_to, ours, init_dropped,
+                           {port: sock.fileno() for port, sock in listeners.items()}),
         new_proc=spec.pid)
     if init_dropped is not None:
         os.close(init_dropped)

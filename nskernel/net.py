@@ -18,15 +18,15 @@ import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from nskernel import _rtnl, _syscalls, records
+from nskernel import _rtnl, _syscalls, records, runner
 from nskernel.netns import (
     KERNEL_NS,
+    Endpoint,
     LabError,
     check_ns_name,
     create_netns,
@@ -46,30 +46,6 @@ OUTSIDE_ONLY = ("the network lab is run by the kernel itself, not from inside an
                 "cell: use the lab magics in a normal cell")
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """``NS[:ADDRESS/PREFIX]``: a namespace and the address its end of a link gets."""
-
-    ns: str
-    address: ipaddress.IPv4Interface | ipaddress.IPv6Interface | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Endpoint:
-        ns, _, address = text.partition(":")
-        if not address:
-            return cls(ns)
-        if "/" not in address:
-            raise LabError(f"bad address {address!r} for {ns}: give a prefix, as {address}/24")
-        try:
-            return cls(ns, ipaddress.ip_interface(address))
-        except ValueError:
-            raise LabError(f"bad address {address!r} for {ns}: expected e.g. 10.0.0.1/24")\
-                from None
-
-    def __str__(self) -> str:
-        return self.ns + (f":{self.address}" if self.address else "")
-
-
 def check_ifname(name: str) -> str:
     size = len(name.encode())
     if size > IFNAMSIZ or not size:
@@ -84,7 +60,6 @@ class Lab:
 
     def __init__(self, records_dir: str = records.RECORDS_DIR) -> None:
         self.owner = records.owner_id()
-        self._pid = os.getpid()
         self.record_path = os.path.join(records_dir, f"{self.owner}.json")
         self.netns: dict[str, int] = {}  # name -> inode
         self.links: dict[str, int] = {}  # interfaces in the kernel's netns: name -> ifindex
@@ -96,7 +71,7 @@ class Lab:
 
     # -- the worker thread
     def _call(self, function: Callable[..., T], *args: Any) -> T:
-        if os.getpid() != self._pid:  # a fork (an isolated cell) has no worker thread
+        if runner.inside_isolated_cell():  # a fork: it has no worker thread
             raise LabError(OUTSIDE_ONLY)
         if self._worker is None:
             self._worker = ThreadPoolExecutor(1, thread_name_prefix="nskernel-net",

@@ -7,8 +7,10 @@ made by a thread that enters a new one and binds it to its name, so no process i
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import re
+from dataclasses import dataclass
 
 from nskernel import _syscalls, sandbox
 from nskernel.isolation import short_repr
@@ -21,6 +23,30 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 class LabError(ValueError):
     """A lab step cannot be done; the message is one line saying what and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """``NS[:ADDRESS/PREFIX]``: a namespace and the address its end of a link gets."""
+
+    ns: str
+    address: ipaddress.IPv4Interface | ipaddress.IPv6Interface | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Endpoint:
+        ns, _, address = text.partition(":")
+        if not address:
+            return cls(ns)
+        if "/" not in address:
+            raise LabError(f"bad address {address!r} for {ns}: give a prefix, as {address}/24")
+        try:
+            return cls(ns, ipaddress.ip_interface(address))
+        except ValueError:
+            raise LabError(f"bad address {address!r} for {ns}: expected e.g. 10.0.0.1/24")\
+                from None
+
+    def __str__(self) -> str:
+        return self.ns + (f":{self.address}" if self.address else "")
 
 
 def check_ns_name(name: str) -> str:

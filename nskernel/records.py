@@ -17,8 +17,9 @@ from pyroute2 import IPRoute
 
 from nskernel import _rtnl
 from nskernel.netns import netns_inode, remove_netns
+from nskernel.sandbox import RUN_DIR
 
-RECORDS_DIR = "/run/nskernel/labs"
+RECORDS_DIR = f"{RUN_DIR}/labs"
 
 
 def _process_start(pid: int) -> int:

@@ -276,7 +276,7 @@ def _outcome(channel: _Channel, status: int | None, on_display: DisplayCallback 
             result = message
     code = 0 if status is None else os.waitstatus_to_exitcode(status)
     if result is None and exec_mode:
-        return code if code >= 0 else 128 - code
+        return supervisor.as_shell_status(code)
     if result is None:
         reason = (f"was killed by signal {signal.Signals(-code).name}" if code < 0
                   else f"exited with status {code}")
@@ -355,7 +355,7 @@ def _child_main(isolation: Isolation, target: Callable[[], Any],
             grandchild = sandbox.fork_child(body, new_proc=isolation.pid)
             _hang_up(messages)  # the pipes are the grandchild's alone now
             code = supervisor.supervise(grandchild, reap_orphans=not isolation.pid)
-            code = code if code >= 0 else 128 - code  # died of a signal: as a shell says
+            code = supervisor.as_shell_status(code)
         else:
             code = _call(target, messages)
         if not isolation.pid:

@@ -289,11 +289,13 @@ def _for_this_thread(flag: int, ns_file: str) -> Iterator[None]:
 
 _NOSUID_NODEV_NOEXEC = _syscalls.MS_NOSUID | _syscalls.MS_NODEV | _syscalls.MS_NOEXEC
 NETNS_DIR = "/run/netns"
+#: nskernel's own place in /run: the labs' records, the kernel's scratch directory.
+RUN_DIR = "/run/nskernel"
 #: Where named network namespaces and the lab's records live; private in a new netns.
-PRIVATE_RUN_DIRS = (NETNS_DIR, "/run/nskernel")
+PRIVATE_RUN_DIRS = (NETNS_DIR, RUN_DIR)
 #: The Isolated Python kernel's own scratch directory, in its private /run/nskernel: it goes
 #: with the kernel's mount namespace, however the kernel ends.
-KERNEL_SCRATCH_DIR = "/run/nskernel/kernel"
+KERNEL_SCRATCH_DIR = f"{RUN_DIR}/kernel"
 
 
 def private_run_dirs(owner: int | None = None) -> None:

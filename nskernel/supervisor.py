@@ -96,6 +96,11 @@ def kill_descendants(pid: int) -> None:
             pass
 
 
+def as_shell_status(code: int) -> int:
+    """An exit code as a shell reports it: killed by signal N (a negative code) is 128 + N."""
+    return code if code >= 0 else 128 - code
+
+
 def end_descendants() -> None:
     """Kill and reap every descendant of ours (a child subreaper: orphans of our
     descendants are our children), until none is left."""

@@ -1,0 +1,65 @@
+"""Isolation settings: flags to object and back, and every refusal in one line."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from nskernel import isolation
+from nskernel.isolation import Isolation, IsolationError
+
+
+def parser(user_flag: str | None = None) -> argparse.ArgumentParser:
+    made = argparse.ArgumentParser()
+    isolation.add_arguments(made, user_flag=user_flag)
+    return made
+
+
+@pytest.mark.parametrize("spec", [
+    Isolation.kernel_default(),
+    Isolation(net=True, loopback_up=False),
+    Isolation(pid=True),
+    Isolation(uts=True, hostname="box.lab"),
+    Isolation(ipc=True, user=True),
+    Isolation(mount=True, uts=True, net=True, user=True, hostname="a-b"),
+])
+def test_flags_turn_back_into_the_same_isolation(spec):
+    back = isolation.from_args(parser("--user").parse_args(spec.to_argv("--user")))
+    assert back == spec
+
+
+@pytest.mark.parametrize(("spec", "unsayable"), [
+    (Isolation(net=True, user=False), "user"),
+    (Isolation(net=True, user=True), "user"),  # no user flag given to to_argv
+    (Isolation(uts=True, netns="a"), "netns"),
+    (Isolation(net=True, map_root_to=65534), "map_root_to"),
+])
+def test_settings_that_no_flag_can_say_are_refused_not_dropped(spec, unsayable):
+    with pytest.raises(IsolationError, match=f"^{unsayable} cannot be given as flags"):
+        spec.to_argv()
+
+
+def test_pid_net_and_ipc_bring_a_mount_namespace_and_a_hostname_brings_uts():
+    assert Isolation(pid=True).mount and Isolation(net=True).mount and Isolation(ipc=True).mount
+    assert Isolation(mount=True, hostname="h").uts
+
+
+def test_with_no_namespace_named_the_default_set_minus_the_no_flags():
+    args = parser().parse_args(["--no-ipc", "--no-net"])
+    spec = isolation.from_args(args, isolation.KERNEL_DEFAULT, isolation.DEFAULT_HOSTNAME)
+    assert spec.namespaces == ("pid", "mount", "uts") and spec.hostname == "isolated"
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({}, "no namespace chosen: give at least one of --pid"),
+    ({"uts": True, "hostname": "under_score"}, "bad hostname 'under_score'"),
+    ({"uts": True, "hostname": "-dash"}, "bad hostname '-dash'"),
+    ({"uts": True, "hostname": "x" * 100_000}, "... (100000 characters)"),
+    ({"net": True, "netns": "a"}, "join a named network namespace or make a new one"),
+])
+def test_bad_settings_say_what_to_change_in_one_line(settings, message):
+    with pytest.raises(IsolationError) as raised:
+        Isolation(**settings)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+    assert len(str(raised.value)) < 200

@@ -1,0 +1,58 @@
+"""Magic lines: parsing, expansion, the shorthands' hand-off, and every bad-input message."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.magic import MAGIC_NO_VAR_EXPAND_ATTR
+
+from nskernel import labmagics, magicargs, magics
+
+
+def one_line(parser, line: str) -> str:
+    with pytest.raises(UsageError) as raised:
+        magicargs.parse_line(parser, line)
+    message = str(raised.value)
+    assert "\n" not in message.strip()
+    return message
+
+
+@pytest.mark.parametrize(("parser", "line", "message"), [
+    (magics.ISOLATE, "--pdi", "unrecognized arguments: --pdi"),
+    (magics.ISOLATE, "--timeout soon", "argument --timeout: invalid float value: 'soon'"),
+    (magics.ISOLATE, "--hostname 'unclosed", "%isolate: No closing quotation"),
+    (magics.ISOLATE, "x" * 5000, "%isolate: the line is 5000 characters; at most 4096"),
+    (magics.UTS, "", "the following arguments are required: hostname"),
+    (labmagics.NETNS, "rename a", "argument action: invalid choice: 'rename'"),
+    (labmagics.ROUTE, "a default through 10.0.0.1", "argument via: invalid choice"),
+    (labmagics.FORWARD, "r maybe", "argument state: invalid choice: 'maybe'"),
+])
+def test_a_bad_line_is_one_usage_line(parser, line, message):
+    assert message in one_line(parser, line)
+
+
+def test_names_and_expressions_expand_from_the_notebook():
+    namespace = {"box": "web", "n": 2}
+    assert magicargs._expand(namespace, "--hostname $box-{n + 1}") == "--hostname web-3"
+    assert magicargs._expand(namespace, "{undefined} stays") == "{undefined} stays"
+
+
+def test_every_magic_takes_its_line_as_typed():
+    for magic in (magics.NamespaceMagics.isolate, magics.NamespaceMagics.uts,
+                  magics.NamespaceMagics.netns, labmagics.LabMagics.veth,
+                  labmagics.LabMagics.netns):
+        assert getattr(magic, MAGIC_NO_VAR_EXPAND_ATTR, False), magic
+
+
+@pytest.mark.parametrize(("parser", "line", "isolate_line"), [
+    (magics.UTS, "box --timeout 3 --sh", "--uts --hostname box --timeout 3.0 --sh"),
+    (magics.UTS, "--export a,b box", "--uts --hostname box --export a,b"),
+    (magics.NETNS, "r1 --pid --no-lo", "--netns r1 --pid --no-lo"),
+    (magics.NETNS, "r1 --user --uts --hostname x",
+     "--netns r1 --uts --user --hostname x"),
+])
+def test_the_shorthands_hand_off_to_isolate(parser, line, isolate_line):
+    args = magicargs.parse_line(parser, line)
+    prefix = ["--uts"] if parser is magics.UTS else ["--netns", args.name]
+    handed = magics.ISOLATE.parse_args([*prefix, *magics.isolate_flags(args)])
+    assert handed == magics.ISOLATE.parse_args(isolate_line.split())
