@@ -90,7 +90,8 @@ class Lab:
     def _ns(self, name: str) -> Iterator[IPRoute]:
         """In the worker: a netlink socket in namespace ``name``."""
         with self._inside(name):
-            ipr = IPRoute(use_event_loop=self._loop, nlm_echo=True)
+            # groups=0: no broadcasts of every change, which nobody here would read.
+            ipr = IPRoute(use_event_loop=self._loop, nlm_echo=True, groups=0)
         try:
             yield ipr
         finally:

@@ -69,7 +69,7 @@ def remove_recorded(netns: dict[str, int], links: dict[str, int], owner: str) ->
     """
     removed = []
     if links:  # first: while their peers' namespaces still hold them, they are listed here
-        with IPRoute(use_event_loop=asyncio.new_event_loop()) as ipr:
+        with IPRoute(use_event_loop=asyncio.new_event_loop(), groups=0) as ipr:
             for ifname, index in links.items():
                 found = (ipr.get_links(index)[0] if _rtnl.interface_index(ipr, ifname) == index
                          else None)
