@@ -18,6 +18,8 @@ from nskernel import _syscalls
 NAMESPACES = ("pid", "net", "mount", "uts", "ipc")
 KERNEL_DEFAULT = NAMESPACES
 DEFAULT_HOSTNAME = "isolated"
+DEFAULT_TMPFS_SIZE = "64m"
+_SIZE = re.compile(r"^[0-9]{1,12}[kKmMgG]?$")
 
 _HOSTNAME = re.compile(r"^(?=.{1,64}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
                        r"(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
@@ -64,9 +66,25 @@ class Isolation:
     netns: str | None = None
     #: Outside uid/gid that root inside a new user namespace stands for; None: the caller's.
     map_root_to: int | None = None
+    #: The host's files read-only, fresh tmpfs scratch space (see nskernel.filesystem).
+    readonly: bool = False
+    #: The size of each scratch tmpfs, as tmpfs takes it ("64m").
+    tmpfs_size: str = DEFAULT_TMPFS_SIZE
+    #: Host directories shown inside a read-only view: (path, writable).
+    binds: tuple[tuple[str, bool], ...] = ()
     namespaces: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if not _SIZE.match(self.tmpfs_size):
+            raise IsolationError(f"bad size {short_repr(self.tmpfs_size)}: give a number with "
+                                 "k, m or g, as 64m")
+        for path, _writable in self.binds:
+            if not os.path.isabs(path):
+                raise IsolationError(f"bind {short_repr(path)}: give an absolute path")
+        if self.binds and not self.readonly:
+            raise IsolationError("--bind shows a directory in a read-only view: add --readonly")
+        if self.readonly and not self.mount:
+            object.__setattr__(self, "mount", True)
         if self.netns is not None:
             if self.net:
                 raise IsolationError("join a named network namespace or make a new one, not both")
@@ -109,7 +127,8 @@ class Isolation:
         :func:`from_args` beside the flags).
         """
         unsayable = [name for name, value in (("user", self.user), ("netns", self.netns),
-                                              ("map_root_to", self.map_root_to))
+                                              ("map_root_to", self.map_root_to),
+                                              ("readonly", self.readonly or None))
                      if value is not None and not (name == "user" and value and user_flag)]
         if unsayable:
             raise IsolationError(f"{', '.join(unsayable)} cannot be given as flags here")
@@ -126,6 +145,25 @@ class Isolation:
         """'pid, net, mount (user namespace: auto)' for messages and docs."""
         user = {None: "when not root", True: "yes", False: "no"}[self.user]
         return ", ".join(self.namespaces) + f" (user namespace: {user})"
+
+
+def parse_bind(text: str) -> tuple[str, bool]:
+    """"PATH" (read-only) or "PATH:rw" (writable), as --bind takes them."""
+    path, _, mode = text.rpartition(":") if text.endswith((":rw", ":ro")) else (text, "", "ro")
+    return path, mode == "rw"
+
+
+def add_readonly_arguments(parser: argparse.ArgumentParser) -> None:
+    """--readonly, --tmpfs-size and --bind (see :mod:`nskernel.filesystem`)."""
+    group = parser.add_argument_group("files")
+    group.add_argument("--readonly", action="store_true",
+                       help="the host's files read-only; fresh tmpfs on /tmp, /var/tmp, "
+                            "/dev/shm and the home directory")
+    group.add_argument("--tmpfs-size", default=DEFAULT_TMPFS_SIZE, metavar="SIZE",
+                       help=f"size of each of those tmpfs (default {DEFAULT_TMPFS_SIZE})")
+    group.add_argument("--bind", action="append", default=[], metavar="PATH[:rw]",
+                       help="show a host directory inside (read-only, or writable with :rw); "
+                            "repeatable")
 
 
 def add_arguments(parser: argparse.ArgumentParser, user_flag: str | None = None) -> None:
@@ -164,5 +202,9 @@ def from_args(args: argparse.Namespace, default: tuple[str, ...] = (),
     hostname = args.hostname
     if hostname is None and chosen["uts"]:
         hostname = default_hostname
-    return Isolation(**chosen, user=getattr(args, "user_ns", None), hostname=hostname,
+    files = {}
+    if hasattr(args, "readonly"):  # a parser with add_readonly_arguments
+        files = {"readonly": args.readonly, "tmpfs_size": args.tmpfs_size,
+                 "binds": tuple(parse_bind(text) for text in args.bind)}
+    return Isolation(**chosen, **files, user=getattr(args, "user_ns", None), hostname=hostname,
                      loopback_up=args.loopback_up, **settings)

@@ -32,6 +32,7 @@ def _parser(prog: str, description: str, *, namespaces: bool = True) -> MagicArg
     parser = magic_parser(prog, description)
     if namespaces:
         isolation.add_arguments(parser, user_flag="--user")
+        isolation.add_readonly_arguments(parser)
         parser.add_argument("--all", action="store_true",
                             help="every namespace: pid, net, mount, uts, ipc and user")
     parser.add_argument("--timeout", type=float, metavar="S",
@@ -76,6 +77,10 @@ def isolate_flags(args: Any) -> list[str]:
         flags += ["--hostname", args.hostname]
     if getattr(args, "loopback_up", True) is False:
         flags.append("--no-lo")
+    if getattr(args, "readonly", False):
+        flags += ["--readonly", "--tmpfs-size", args.tmpfs_size]
+    for bind in getattr(args, "bind", []):
+        flags += ["--bind", bind]
     if args.timeout is not None:
         flags += ["--timeout", repr(args.timeout)]
     if args.export:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import NoReturn
 
-from nskernel import _syscalls
+from nskernel import _syscalls, filesystem
 from nskernel.isolation import Isolation
 
 
@@ -48,6 +48,8 @@ def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
         if isolation.ipc:
             _mount_ipc_filesystems()
     _set_hostname_and_lo(isolation)
+    if isolation.readonly:
+        filesystem.make_readonly(isolation.tmpfs_size, isolation.binds)
     if is_pid1:
         mount_proc()
 
@@ -110,6 +112,8 @@ def enter_rooms(isolation: Isolation, *, map_root_to: int | None = None) -> None
     if isolation.net:
         _mount_sys()
     _set_hostname_and_lo(isolation)
+    if isolation.readonly:
+        filesystem.make_readonly(isolation.tmpfs_size, isolation.binds)
     _syscalls.set_no_new_privs()
 
 

@@ -63,3 +63,19 @@ def test_bad_settings_say_what_to_change_in_one_line(settings, message):
         Isolation(**settings)
     assert message in str(raised.value) and "\n" not in str(raised.value)
     assert len(str(raised.value)) < 200
+
+
+@pytest.mark.parametrize(("text", "bind"), [
+    ("/data", ("/data", False)), ("/data:rw", ("/data", True)), ("/data:ro", ("/data", False)),
+    ("/odd:name", ("/odd:name", False)),
+])
+def test_a_bind_is_a_path_and_maybe_rw(text, bind):
+    assert isolation.parse_bind(text) == bind
+
+
+def test_readonly_brings_a_mount_namespace_and_binds_need_it():
+    assert Isolation(uts=True, readonly=True).mount
+    with pytest.raises(IsolationError, match="add --readonly"):
+        Isolation(mount=True, binds=(("/data", True),))
+    with pytest.raises(IsolationError, match="cannot be given as flags"):
+        Isolation(mount=True, readonly=True).to_argv()

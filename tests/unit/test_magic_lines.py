@@ -50,6 +50,8 @@ def test_every_magic_takes_its_line_as_typed():
     (magics.NETNS, "r1 --pid --no-lo", "--netns r1 --pid --no-lo"),
     (magics.NETNS, "r1 --user --uts --hostname x",
      "--netns r1 --uts --user --hostname x"),
+    (magics.NETNS, "r1 --readonly --bind /data:rw",
+     "--netns r1 --readonly --tmpfs-size 64m --bind /data:rw"),
 ])
 def test_the_shorthands_hand_off_to_isolate(parser, line, isolate_line):
     args = magicargs.parse_line(parser, line)

@@ -1,0 +1,97 @@
+"""A read-only view of the host's files for an isolated process, with fresh scratch space.
+
+Called in a mount namespace of the caller's own, after its other mounts are made: every
+mount becomes read-only (but /proc, /sys and /dev, which are views, not files), /tmp,
+/var/tmp, /dev/shm and the home directory become fresh, size-capped tmpfs, and chosen host
+directories are bound back, read-only or writable. As bubblewrap's ``--ro-bind / /``,
+``--tmpfs`` and ``--bind``; in a user namespace too, where mounts inherited from outside
+keep their flags locked (nosuid, nodev, noexec, atime): a remount must repeat them.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Sequence
+
+from nskernel import _syscalls
+
+#: Mounts left as they are: not files but views of the kernel's state and devices.
+VIEWS = ("/proc", "/sys", "/dev")
+#: Directories that get a fresh tmpfs (when they exist), beside the home directory.
+SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")
+
+_STATVFS_TO_MS = ((os.ST_NOSUID, _syscalls.MS_NOSUID), (os.ST_NODEV, _syscalls.MS_NODEV),
+                  (os.ST_NOEXEC, _syscalls.MS_NOEXEC), (os.ST_NOATIME, _syscalls.MS_NOATIME),
+                  (os.ST_NODIRATIME, _syscalls.MS_NODIRATIME),
+                  (os.ST_RELATIME, _syscalls.MS_RELATIME))
+
+
+def make_readonly(tmpfs_size: str, binds: Sequence[tuple[str, bool]] = ()) -> None:
+    """Make the calling process's view of the host read-only; see the module's docstring.
+
+    ``tmpfs_size``: each scratch tmpfs's size, as tmpfs takes it ("64m"); ``binds``: (host
+    path, writable) pairs, shown at the same path.
+    """
+    sources = {}
+    try:
+        for path, _writable in binds:
+            try:
+                sources[path] = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except OSError as exc:
+                raise _syscalls.NamespaceError(f"bind {path}", exc.errno or errno.ENOENT) from None
+        for mount_point in _mount_points():
+            _remount(mount_point, readonly=True)
+        home = os.path.expanduser("~")
+        for directory in (*SCRATCH, home):
+            if directory != "/" and os.path.isdir(directory):
+                _syscalls.mount("tmpfs", directory, "tmpfs",
+                                _syscalls.MS_NOSUID | _syscalls.MS_NODEV,
+                                f"size={tmpfs_size},mode={1777 if directory != home else 700}")
+        for path, writable in binds:
+            os.makedirs(path, exist_ok=True)  # under a fresh tmpfs it may not be there yet
+            _syscalls.mount(f"/proc/self/fd/{sources[path]}", path, None,
+                            _syscalls.MS_BIND | _syscalls.MS_REC)
+            _remount(path, readonly=not writable)
+    finally:
+        for fd in sources.values():
+            os.close(fd)
+
+
+def _mount_points() -> list[str]:
+    """Mount points from /proc/self/mountinfo, parents first, views left out."""
+    points = set()
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            point = _unescape(line.split()[4])
+            if not _is_view(point):
+                points.add(point)
+    return sorted(points, key=lambda point: (point.count("/"), point))
+
+
+def _remount(mount_point: str, readonly: bool) -> None:
+    """Remount one mount read-only (or writable), repeating the flags it has."""
+    try:
+        flags = os.statvfs(mount_point).f_flag
+    except OSError:
+        return  # out of reach (a directory we may not enter): nothing to write there either
+    ms = _syscalls.MS_BIND | _syscalls.MS_REMOUNT
+    ms |= sum(bit for st, bit in _STATVFS_TO_MS if flags & st)
+    if readonly:
+        ms |= _syscalls.MS_RDONLY
+    try:
+        _syscalls.mount("none", mount_point, None, ms)
+    except _syscalls.NamespaceError:
+        if not readonly or not flags & os.ST_RDONLY:
+            raise  # already read-only is all we wanted
+
+
+def _is_view(path: str) -> bool:
+    return any(path == view or path.startswith(view + "/") for view in VIEWS)
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes."""
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field = field.replace(code, char)
+    return field
