@@ -333,11 +333,18 @@ def _child_main(isolation: Isolation, target: Callable[[], Any],
         messages = pipes["messages"][1]
         global _child_messages
         _child_messages = messages
-        two_steps = sandbox.walls_and_rooms(isolation) and not is_pid1
+        two_steps = sandbox.walls_and_rooms(isolation)
+        # With a pid namespace still to enter, its PID 1 takes the second step (after /proc).
+        rooms_later = two_steps and isolation.pid and not is_pid1
         try:
             if two_steps:
-                sandbox.enter_walls(isolation, user_namespace=True, run_dirs_owner=0,
-                                    map_root_to=isolation.map_root_to)
+                sandbox.enter_walls(isolation, user_namespace=isolation.uses_user_namespace,
+                                    run_dirs_owner=0, map_root_to=isolation.map_root_to,
+                                    is_pid1=is_pid1)
+                if is_pid1:
+                    sandbox.mount_proc()
+                if not rooms_later:
+                    sandbox.enter_rooms(isolation)
             else:
                 sandbox.enter(isolation, is_pid1=is_pid1)
         except _syscalls.NamespaceError as exc:
@@ -350,7 +357,7 @@ def _child_main(isolation: Isolation, target: Callable[[], Any],
             # PID 1 runs in a new pid namespace; or a command runs below us, so that what it
             # leaves behind still comes to us when it exits.
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # it gets it from the group
-            body = ((lambda: _enter_rooms_and_call(isolation, target, messages)) if two_steps
+            body = ((lambda: _enter_rooms_and_call(isolation, target, messages)) if rooms_later
                     else (lambda: _call(target, messages)))
             grandchild = sandbox.fork_child(body, new_proc=isolation.pid)
             _hang_up(messages)  # the pipes are the grandchild's alone now

@@ -60,7 +60,7 @@ NOBODY = 65534
 
 def enter_walls(isolation: Isolation, *, user_namespace: bool, map_root_to: int | None = None,
                 private_run: bool = False, run_dirs_owner: int | None = None,
-                expose: Sequence[str] = ()) -> None:
+                expose: Sequence[str] = (), is_pid1: bool = False) -> None:
     """First of two steps into namespaces that must not be walked out of (the Isolated
     Python kernel; a cell with a user and a pid namespace): new mount, pid and ipc
     namespaces (and the user namespace that owns them, if ``user_namespace``), with the
@@ -74,10 +74,12 @@ def enter_walls(isolation: Isolation, *, user_namespace: bool, map_root_to: int 
     /run directories even without a new network namespace (the kernel keeps its scratch
     directory in there); ``run_dirs_owner``: the second step's root, in this namespace's
     ids; ``expose``: directories a root kernel, which is nobody on the host, must still
-    reach (see :func:`expose_to_everyone`).
+    reach (see :func:`expose_to_everyone`); ``is_pid1``: the caller is PID 1 of its pid
+    namespace already. With ``isolation.readonly`` the host's files become read-only here,
+    so that the second step cannot make them writable again.
     """
     flags = _syscalls.CLONE_NEWNS
-    if isolation.pid:
+    if isolation.pid and not is_pid1:
         flags |= _syscalls.CLONE_NEWPID
     if isolation.ipc:
         flags |= _syscalls.CLONE_NEWIPC
@@ -91,6 +93,8 @@ def enter_walls(isolation: Isolation, *, user_namespace: bool, map_root_to: int 
         private_run_dirs(owner=run_dirs_owner)
     if isolation.ipc:
         _mount_ipc_filesystems()
+    if isolation.readonly:
+        filesystem.make_readonly(isolation.tmpfs_size, isolation.binds)
 
 
 def enter_rooms(isolation: Isolation, *, map_root_to: int | None = None) -> None:
@@ -112,16 +116,16 @@ def enter_rooms(isolation: Isolation, *, map_root_to: int | None = None) -> None
     if isolation.net:
         _mount_sys()
     _set_hostname_and_lo(isolation)
-    if isolation.readonly:
-        filesystem.make_readonly(isolation.tmpfs_size, isolation.binds)
     _syscalls.set_no_new_privs()
 
 
 def walls_and_rooms(isolation: Isolation) -> bool:
     """Whether a cell enters its namespaces in the two steps above rather than one: with a
-    user namespace (whose root could otherwise unmount the /proc it mounted itself) and a
-    pid namespace (whose /proc would hide the one beneath)."""
-    return isolation.pid and isolation.uses_user_namespace and isolation.netns is None
+    user namespace and a pid namespace (the user namespace's root could otherwise unmount
+    the /proc it mounted itself, and uncover the one beneath), or with a read-only view
+    (which its root could otherwise make writable again, or unmount)."""
+    return isolation.netns is None and (
+        isolation.readonly or (isolation.pid and isolation.uses_user_namespace))
 
 
 def expose_to_everyone(directories: Sequence[str]) -> None:

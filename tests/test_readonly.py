@@ -93,3 +93,17 @@ def test_the_api_takes_the_same_settings(kernel):
                         "nskernel.isolate(lambda: os.statvfs('/usr').f_flag & os.ST_RDONLY,"
                         " mount=True, readonly=True)")
     assert done.value == os.ST_RDONLY
+
+
+@pytest.mark.parametrize("flags", ["--readonly --mount", "--readonly --pid --net"])
+def test_a_cell_cannot_make_the_host_writable_again(kernel, flags):
+    """Remounting read-write or unmounting the scratch tmpfs would reach the host's files;
+    the read-only view is made before the cell's own user namespace, so both are refused
+    (even in a stock kernel run by root)."""
+    marker = f"{RUN_PREFIX}-escaped"
+    done = execute(kernel, f"%%isolate {flags} --sh\n"
+                           "mount -o remount,rw,bind / 2>/dev/null && echo remounted\n"
+                           "umount /tmp 2>/dev/null && echo unmounted\n"
+                           f"touch /{marker} /tmp/{marker} 2>/dev/null; echo done")
+    assert done.stdout.split() == ["done"], done
+    assert not Path(f"/{marker}").exists() and not Path(f"/tmp/{marker}").exists()
