@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 from collections.abc import Sequence
 
 from nskernel import _syscalls
@@ -31,8 +32,13 @@ def make_readonly(tmpfs_size: str, binds: Sequence[tuple[str, bool]] = ()) -> No
     """Make the calling process's view of the host read-only; see the module's docstring.
 
     ``tmpfs_size``: each scratch tmpfs's size, as tmpfs takes it ("64m"); ``binds``: (host
-    path, writable) pairs, shown at the same path.
+    path, writable) pairs, shown at the same path. Python's own directories (``sys.path``)
+    that a scratch tmpfs would hide (a virtual environment in the home directory, say) are
+    bound back read-only, so that the cell can still import what the kernel can.
     """
+    home = os.path.expanduser("~")
+    scratch = [d for d in (*SCRATCH, home) if d != "/" and os.path.isdir(d)]
+    binds = [*((path, False) for path in _hidden_python_paths(scratch)), *binds]
     sources = {}
     try:
         for path, _writable in binds:
@@ -42,10 +48,8 @@ def make_readonly(tmpfs_size: str, binds: Sequence[tuple[str, bool]] = ()) -> No
                 raise _syscalls.NamespaceError(f"bind {path}", exc.errno or errno.ENOENT) from None
         for mount_point in _mount_points():
             _remount(mount_point, readonly=True)
-        home = os.path.expanduser("~")
-        for directory in (*SCRATCH, home):
-            if directory != "/" and os.path.isdir(directory):
-                _syscalls.mount("tmpfs", directory, "tmpfs",
+        for directory in scratch:
+            _syscalls.mount("tmpfs", directory, "tmpfs",
                                 _syscalls.MS_NOSUID | _syscalls.MS_NODEV,
                                 f"size={tmpfs_size},mode={1777 if directory != home else 700}")
         for path, writable in binds:
@@ -56,6 +60,20 @@ def make_readonly(tmpfs_size: str, binds: Sequence[tuple[str, bool]] = ()) -> No
     finally:
         for fd in sources.values():
             os.close(fd)
+
+
+def _hidden_python_paths(scratch: list[str]) -> list[str]:
+    """Directories of ``sys.path``, the prefix and the packages imported so far (editable
+    installs live outside ``sys.path``) that lie below one of ``scratch``."""
+    packages = [os.path.dirname(module.__file__) for name, module in list(sys.modules.items())
+                if "." not in name and getattr(module, "__file__", None)]
+    found = []
+    candidates = {os.path.realpath(p) for p in (*sys.path, sys.prefix, *packages)
+                  if p and os.path.isdir(p)}
+    for path in candidates:
+        if any(path.startswith(d.rstrip("/") + "/") for d in scratch):
+            found.append(path)
+    return sorted(found)
 
 
 def _mount_points() -> list[str]:

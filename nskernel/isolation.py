@@ -72,6 +72,8 @@ class Isolation:
     tmpfs_size: str = DEFAULT_TMPFS_SIZE
     #: Host directories shown inside a read-only view: (path, writable).
     binds: tuple[tuple[str, bool], ...] = ()
+    #: Calls that reach past a sandbox fail with EPERM (see nskernel.seccomp).
+    seccomp: bool = False
     namespaces: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -128,7 +130,8 @@ class Isolation:
         """
         unsayable = [name for name, value in (("user", self.user), ("netns", self.netns),
                                               ("map_root_to", self.map_root_to),
-                                              ("readonly", self.readonly or None))
+                                              ("readonly", self.readonly or None),
+                                              ("seccomp", self.seccomp or None))
                      if value is not None and not (name == "user" and value and user_flag)]
         if unsayable:
             raise IsolationError(f"{', '.join(unsayable)} cannot be given as flags here")
@@ -164,6 +167,9 @@ def add_readonly_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--bind", action="append", default=[], metavar="PATH[:rw]",
                        help="show a host directory inside (read-only, or writable with :rw); "
                             "repeatable")
+    parser.add_argument("--seccomp", action="store_true",
+                        help="calls that reach past a sandbox (modules, kexec, reboot, bpf, "
+                             "keyring, mount, namespaces, ptrace, ...) fail with EPERM")
 
 
 def add_arguments(parser: argparse.ArgumentParser, user_flag: str | None = None) -> None:
@@ -205,6 +211,7 @@ def from_args(args: argparse.Namespace, default: tuple[str, ...] = (),
     files = {}
     if hasattr(args, "readonly"):  # a parser with add_readonly_arguments
         files = {"readonly": args.readonly, "tmpfs_size": args.tmpfs_size,
-                 "binds": tuple(parse_bind(text) for text in args.bind)}
+                 "binds": tuple(parse_bind(text) for text in args.bind),
+                 "seccomp": args.seccomp}
     return Isolation(**chosen, **files, user=getattr(args, "user_ns", None), hostname=hostname,
                      loopback_up=args.loopback_up, **settings)

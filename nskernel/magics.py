@@ -81,6 +81,8 @@ def isolate_flags(args: Any) -> list[str]:
         flags += ["--readonly", "--tmpfs-size", args.tmpfs_size]
     for bind in getattr(args, "bind", []):
         flags += ["--bind", bind]
+    if getattr(args, "seccomp", False):
+        flags.append("--seccomp")
     if args.timeout is not None:
         flags += ["--timeout", repr(args.timeout)]
     if args.export:

@@ -71,6 +71,8 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
     child's traceback as its cause.
     """
     check_timeout(timeout)
+    if isolation.seccomp:
+        import nskernel.seccomp  # noqa: F401 - here: the child may no longer see the module
     on_stream = on_stream or _write_to_sys
     main = target if callable(target) else lambda: _exec(target)
     pipes = {name: os.pipe() for name in ("stdout", "stderr", "messages")}
@@ -333,6 +335,7 @@ def _child_main(isolation: Isolation, target: Callable[[], Any],
         messages = pipes["messages"][1]
         global _child_messages
         _child_messages = messages
+        target = _locked(target, isolation)
         two_steps = sandbox.walls_and_rooms(isolation)
         # With a pid namespace still to enter, its PID 1 takes the second step (after /proc).
         rooms_later = two_steps and isolation.pid and not is_pid1
@@ -375,6 +378,20 @@ def _child_main(isolation: Isolation, target: Callable[[], Any],
             _flush_quietly()
         finally:
             os._exit(code)
+
+
+def _locked(target: Callable[[], Any], isolation: Isolation) -> Callable[[], Any]:
+    """``target``, run with no_new_privs (nothing it executes gains privileges: setuid
+    bits, file capabilities) and, when asked, the seccomp filter. Both come last, in the
+    process that runs the body: setting up its namespaces needs the calls they deny."""
+    def locked() -> Any:
+        _syscalls.set_no_new_privs()
+        if isolation.seccomp:
+            from nskernel.seccomp import deny_dangerous_syscalls
+
+            deny_dangerous_syscalls()
+        return target()
+    return locked
 
 
 def _enter_rooms_and_call(isolation: Isolation, target: Callable[[], Any], messages: int) -> int:

@@ -1,0 +1,47 @@
+"""A seccomp filter for isolated cells: the calls that reach past a sandbox fail with EPERM.
+
+The list follows Docker's default profile (what it denies to containers): loading and
+unloading kernel modules, kexec, reboot, swap, the clock, bpf, perf events, the kernel
+keyring, file handles (open_by_handle_at walks out of any mount namespace), accounting and
+quotas, other processes' memory, and making or joining namespaces and mounts (the cell's
+are set up before the filter is loaded). A blocked call returns EPERM, as a permission
+refusal would: programs report it and go on; nothing is killed.
+
+libseccomp (through the pyseccomp binding) turns the names into the numbers of this
+machine's architecture and sets no_new_privs, which loading a filter needs.
+"""
+
+from __future__ import annotations
+
+import errno
+
+import pyseccomp
+
+DENIED = (
+    # kernel modules, kexec, reboot, swap
+    "init_module", "finit_module", "delete_module", "create_module", "query_module",
+    "get_kernel_syms", "kexec_load", "kexec_file_load", "reboot", "swapon", "swapoff",
+    # the machine's clock and accounting
+    "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "stime", "acct",
+    "quotactl", "quotactl_fd", "lookup_dcookie", "nfsservctl", "uselib", "ustat", "sysfs",
+    "_sysctl",
+    # kernel facilities a sandbox has no use for
+    "bpf", "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key",
+    "ioperm", "iopl", "vm86", "vm86old",
+    # ways out: file handles, other processes, namespaces and mounts
+    "open_by_handle_at", "name_to_handle_at", "ptrace", "process_vm_readv",
+    "process_vm_writev", "kcmp", "unshare", "setns", "mount", "umount", "umount2",
+    "pivot_root", "fsopen", "fsmount", "fsconfig", "move_mount", "open_tree",
+    "mount_setattr",
+)
+
+
+def deny_dangerous_syscalls() -> None:
+    """Load the filter into the calling process (and everything it starts from now on)."""
+    rules = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+    for name in DENIED:
+        try:
+            rules.add_rule(pyseccomp.ERRNO(errno.EPERM), name)
+        except (ValueError, RuntimeError, OSError):
+            continue  # not a system call on this architecture
+    rules.load()
