@@ -30,16 +30,27 @@ def isolate(function: Callable[..., T], *args: Any, **settings: Any) -> T:
 
     ``settings``: ``pid``, ``net``, ``mount``, ``uts``, ``ipc``, ``user`` (booleans; with no
     namespace named: pid, net, mount, uts, ipc), ``hostname``, ``loopback_up``, ``timeout``
-    (seconds). Output is written to this process's stdout/stderr as it comes; an exception
+    (seconds), ``readonly``, ``tmpfs_size``, ``binds``, ``seccomp``, and the limits
+    ``cpu_time``, ``memory`` ("64M"), ``fsize``, ``nofile``, ``pids`` (see nskernel.limits).
+    Output is written to this process's stdout/stderr as it comes; an exception
     raised inside is raised here, with the child's traceback as its cause.
     """
     from nskernel.isolation import NAMESPACES, Isolation
+    from nskernel.limits import Limits, parse_size
     from nskernel.runner import run
 
     timeout = settings.pop("timeout", None)
+    limits = {name: settings.pop(name) for name in ("cpu_time", "memory", "fsize", "nofile",
+                                                    "pids") if name in settings}
+    for name in ("memory", "fsize"):
+        if isinstance(limits.get(name), str):
+            limits[name] = parse_size(limits[name], name)
+    if limits.get("pids") is not None:
+        settings["user"] = True  # processes are counted per user namespace
     if not any(settings.get(name) for name in NAMESPACES):
         settings.update({name: True for name in NAMESPACES if name not in settings})
-    return run(Isolation(**settings), lambda: function(*args), timeout=timeout)
+    return run(Isolation(**settings), lambda: function(*args), timeout=timeout,
+               limits=Limits(**limits))
 
 
 def lab() -> Any:

@@ -19,6 +19,7 @@ from IPython.core.magic_arguments import MagicArgumentParser
 
 from nskernel import isolation, netns, nsinfo, runner, sandbox
 from nskernel._syscalls import NamespaceError
+from nskernel.limits import LimitError, Limits, parse_size
 from nskernel.magicargs import magic_parser, parse_line, with_usage
 
 CELL_FILENAME = "<isolated cell>"
@@ -37,6 +38,16 @@ def _parser(prog: str, description: str, *, namespaces: bool = True) -> MagicArg
                             help="every namespace: pid, net, mount, uts, ipc and user")
     parser.add_argument("--timeout", type=float, metavar="S",
                         help="kill the cell and everything it started after S seconds")
+    group = parser.add_argument_group("limits (per process; --pids for the whole cell)")
+    group.add_argument("--memory", metavar="SIZE", help="address space, e.g. 64M, 2G: past "
+                       "it allocations fail (MemoryError)")
+    group.add_argument("--pids", type=int, metavar="N", help="processes at once: past it fork "
+                       "fails with EAGAIN (the cell gets a user namespace of its own)")
+    group.add_argument("--cpu-time", type=int, metavar="S", help="CPU seconds: past them the "
+                       "cell ends")
+    group.add_argument("--fsize", metavar="SIZE", help="largest file written (EFBIG past it)")
+    group.add_argument("--nofile", type=int, metavar="N", help="files it may open beyond those "
+                       "inherited (EMFILE past it)")
     parser.add_argument("--export", metavar="NAMES", default="",
                         help="comma-separated names whose values come back to the notebook")
     parser.add_argument("--sh", action="store_true", help="run the cell as a shell script")
@@ -85,6 +96,9 @@ def isolate_flags(args: Any) -> list[str]:
         flags.append("--seccomp")
     if args.timeout is not None:
         flags += ["--timeout", repr(args.timeout)]
+    for name in ("memory", "pids", "cpu_time", "fsize", "nofile"):
+        if getattr(args, name, None) is not None:
+            flags += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     if args.export:
         flags += ["--export", args.export]
     if args.sh:
@@ -141,6 +155,16 @@ class NamespaceMagics(Magics):
             for name in isolation.NAMESPACES:
                 setattr(args, name, True)
             args.user_ns = True
+        try:
+            limits = Limits(cpu_time=args.cpu_time, nofile=args.nofile, pids=args.pids,
+                            memory=None if args.memory is None
+                            else parse_size(args.memory, "--memory"),
+                            fsize=None if args.fsize is None
+                            else parse_size(args.fsize, "--fsize"))
+        except LimitError as exc:
+            raise UsageError(f"%{prog}: {exc}") from None
+        if limits.pids is not None:
+            args.user_ns = True  # the kernel counts a user's processes per user namespace
         settings: dict[str, Any] = {}
         if args.netns is not None:
             if args.net:
@@ -159,9 +183,10 @@ class NamespaceMagics(Magics):
             spec = isolation.from_args(args, default, **settings)
         except isolation.IsolationError as exc:
             raise UsageError(f"%{prog}: {exc}") from None
-        return self._run(spec, args, cell)
+        return self._run(spec, args, cell, limits)
 
-    def _run(self, spec: isolation.Isolation, args: Any, cell: str) -> Any:
+    def _run(self, spec: isolation.Isolation, args: Any, cell: str,
+             limits: Limits | None = None) -> Any:
         try:
             runner.check_timeout(args.timeout)
         except ValueError:
@@ -179,7 +204,7 @@ class NamespaceMagics(Magics):
             target = _python_cell(self.shell, cell, exports)
         try:
             outcome = runner.run(spec, target, timeout=args.timeout,
-                                 on_display=_publish_display)
+                                 on_display=_publish_display, limits=limits)
         except (runner.IsolatedRunError, NamespaceError) as exc:
             raise UsageError(f"isolated cell: {exc}") from None
         if args.sh:

@@ -28,6 +28,7 @@ from typing import Any
 
 from nskernel import _syscalls, sandbox, supervisor
 from nskernel.isolation import Isolation
+from nskernel.limits import Limits
 
 _HEADER = struct.Struct("!I")
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -61,20 +62,22 @@ class RemoteTraceback(Exception):
 
 def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
         timeout: float | None = None, on_stream: StreamCallback | None = None,
-        on_display: DisplayCallback | None = None) -> Any:
+        on_display: DisplayCallback | None = None, limits: Limits | None = None) -> Any:
     """Call ``target()`` in a child inside ``isolation``; return its (pickled) value.
 
     ``target`` may instead be an argv to exec (with a pid namespace, it becomes PID 1); then
     the result is its exit code. ``on_stream(name, text)`` gets the child's stdout/stderr as
     they are written (default: this process's sys.stdout/sys.stderr); ``on_display(data,
     metadata)`` gets rich display output. An exception in ``target`` is raised here, with the
-    child's traceback as its cause.
+    child's traceback as its cause. ``limits``: rlimits for the body (see nskernel.limits).
     """
     check_timeout(timeout)
     if isolation.seccomp:
         import nskernel.seccomp  # noqa: F401 - here: the child may no longer see the module
     on_stream = on_stream or _write_to_sys
     main = target if callable(target) else lambda: _exec(target)
+    if limits:
+        main = _limited(main, limits, python_body=callable(target))
     pipes = {name: os.pipe() for name in ("stdout", "stderr", "messages")}
     channel = _Channel()
     status = None
@@ -93,7 +96,8 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
                 _reap_soon(child)  # its exit status is not needed, only that it goes
             else:
                 status = _reap(child)
-    return _outcome(channel, status, on_display, exec_mode, contained=isolation.pid)
+    return _outcome(channel, status, on_display, exec_mode, contained=isolation.pid,
+                    limits=limits)
 
 
 @contextlib.contextmanager
@@ -267,7 +271,7 @@ def _reap_exited() -> None:
 
 
 def _outcome(channel: _Channel, status: int | None, on_display: DisplayCallback | None,
-             exec_mode: bool, contained: bool) -> Any:
+             exec_mode: bool, contained: bool, limits: Limits | None = None) -> Any:
     result = None
     for message in channel.messages:
         kind = message[0]
@@ -277,6 +281,10 @@ def _outcome(channel: _Channel, status: int | None, on_display: DisplayCallback 
         else:
             result = message
     code = 0 if status is None else os.waitstatus_to_exitcode(status)
+    signum = -code if code < 0 else code - 128 if code > 128 else 0  # as itself or a shell
+    over = limits.explain_death(signum) if result is None and limits and signum else None
+    if over:
+        raise IsolatedRunError(over)
     if result is None and exec_mode:
         return supervisor.as_shell_status(code)
     if result is None:
@@ -378,6 +386,18 @@ def _child_main(isolation: Isolation, target: Callable[[], Any],
             _flush_quietly()
         finally:
             os._exit(code)
+
+
+def _limited(target: Callable[[], Any], limits: Limits, python_body: bool) -> Callable[[], Any]:
+    """``target``, run under ``limits`` (set in the process that runs it). A Python body
+    may add the memory limit to the address space it inherited from the kernel."""
+    def limited() -> Any:
+        if python_body:
+            limits.apply(inherited=Limits.address_space(), inherited_fds=Limits.fds_in_use())
+        else:
+            limits.apply()
+        return target()
+    return limited
 
 
 def _locked(target: Callable[[], Any], isolation: Isolation) -> Callable[[], Any]:

@@ -1,0 +1,107 @@
+"""Resource limits for the body of an isolated cell, as rlimits.
+
+Set in the process that runs the body, after its namespaces are made, so they bind the body
+and everything it starts (children inherit rlimits):
+
+- ``cpu_time``: CPU seconds per process (RLIMIT_CPU); past it the process gets SIGXCPU and
+  the cell ends with one line naming the limit.
+- ``memory``: address space per process (RLIMIT_AS); past it allocations fail, which Python
+  raises as ``MemoryError``. A Python body is a fork of the kernel and starts with the
+  kernel's address space (hundreds of MB, most of it never touched): it may add ``memory``
+  to that. A command it executes starts afresh and gets ``memory`` in all.
+- ``fsize``: the largest file a process may write (RLIMIT_FSIZE); past it writes fail with
+  EFBIG (Python ignores SIGXFSZ).
+- ``nofile``: open files per process (RLIMIT_NOFILE); past it EMFILE. A Python body
+  inherits the kernel's open files (sockets, pipes: dozens) and may open ``nofile`` more.
+- ``pids``: processes at once (RLIMIT_NPROC); past it ``fork`` fails with EAGAIN. Linux
+  counts a user's processes per user namespace, and the cell gets one of its own, so the
+  count is the cell's alone.
+
+Limits per process, not for the whole tree at once (that takes cgroups, which a rootless or
+isolated kernel may not create here); ``pids`` does bound the tree.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import signal
+from dataclasses import dataclass
+
+_SIZE = re.compile(r"^([0-9]{1,15})([kKmMgG]?)$")
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+class LimitError(ValueError):
+    """A bad limit; the message is one line saying what to give instead."""
+
+
+def parse_size(text: str, what: str) -> int:
+    """'64M' -> bytes (k, m, g: powers of 1024)."""
+    match = _SIZE.match(text)
+    if not match or int(match.group(1)) == 0:
+        raise LimitError(f"{what} {text!r}: give a size above 0, as 64M or 2G")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def size_text(size: int) -> str:
+    """Bytes as the largest unit that divides them: 67108864 -> '64 MiB'."""
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size} bytes"
+
+
+@dataclass(frozen=True)
+class Limits:
+    cpu_time: int | None = None
+    memory: int | None = None
+    fsize: int | None = None
+    nofile: int | None = None
+    pids: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("cpu_time", "nofile", "pids"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise LimitError(f"--{name.replace('_', '-')} {value}: give a whole number "
+                                 "above 0")
+
+    def __bool__(self) -> bool:
+        return any(value is not None for value in vars(self).values())
+
+    def apply(self, inherited: int = 0, inherited_fds: int = 0) -> None:
+        """Set the rlimits in the calling process, hard limits too: no way back up. CPU time
+        gets one second more as its hard limit: at the soft one the kernel sends SIGXCPU,
+        which says what happened (at the hard one, SIGKILL). ``inherited``: address space
+        the process has already, added to ``memory``; ``inherited_fds``: the file
+        descriptor numbers in use already (the limit is on numbers), added to ``nofile``."""
+        for kind, value, hard in ((resource.RLIMIT_CPU, self.cpu_time, 1),
+                                  (resource.RLIMIT_AS, self.memory and self.memory + inherited,
+                                   0),
+                                  (resource.RLIMIT_FSIZE, self.fsize, 0),
+                                  (resource.RLIMIT_NOFILE,
+                                   self.nofile and self.nofile + inherited_fds, 0),
+                                  (resource.RLIMIT_NPROC, self.pids, 0)):
+            if value is not None:
+                resource.setrlimit(kind, (value, value + hard))
+
+    @staticmethod
+    def fds_in_use() -> int:
+        """One more than the highest file descriptor the calling process has open."""
+        return max(int(fd) for fd in os.listdir("/proc/self/fd")) + 1
+
+    @staticmethod
+    def address_space() -> int:
+        """The calling process's address space now, in bytes."""
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[0]) * resource.getpagesize()
+
+    def explain_death(self, signum: int) -> str | None:
+        """What a death by ``signum`` means under these limits, if anything."""
+        if signum == signal.SIGXCPU and self.cpu_time is not None:
+            return f"CPU time limit of {self.cpu_time} s exceeded"
+        if signum == signal.SIGXFSZ and self.fsize is not None:
+            return f"file size limit of {size_text(self.fsize)} exceeded"
+        return None
