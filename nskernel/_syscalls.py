@@ -188,6 +188,21 @@ def set_no_new_privs() -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
+_CAPABILITY_VERSION_3 = 0x20080522
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+
+
+def drop_all_capabilities() -> None:
+    """No capability left in any set: bounding (so that no exec brings one back),
+    effective, permitted, inheritable, ambient."""
+    drop_bounding_set()
+    _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0),
+           "prctl(PR_CAP_AMBIENT_CLEAR_ALL)")
+    header = struct.pack("=Ii", _CAPABILITY_VERSION_3, 0)
+    empty = bytes(2 * 3 * 4)  # two {effective, permitted, inheritable} words, all clear
+    _check(_libc.capset(header, empty), "capset(none)")
+
+
 def drop_bounding_set() -> None:
     """Remove every capability from the bounding set: after the next execve, this process
     has none, even as root (it needs CAP_SETPCAP now to do this)."""

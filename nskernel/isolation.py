@@ -74,6 +74,8 @@ class Isolation:
     binds: tuple[tuple[str, bool], ...] = ()
     #: Calls that reach past a sandbox fail with EPERM (see nskernel.seccomp).
     seccomp: bool = False
+    #: The body keeps no capability at all (root inside included).
+    drop_caps: bool = False
     namespaces: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -131,7 +133,8 @@ class Isolation:
         unsayable = [name for name, value in (("user", self.user), ("netns", self.netns),
                                               ("map_root_to", self.map_root_to),
                                               ("readonly", self.readonly or None),
-                                              ("seccomp", self.seccomp or None))
+                                              ("seccomp", self.seccomp or None),
+                                              ("drop_caps", self.drop_caps or None))
                      if value is not None and not (name == "user" and value and user_flag)]
         if unsayable:
             raise IsolationError(f"{', '.join(unsayable)} cannot be given as flags here")
@@ -170,6 +173,9 @@ def add_readonly_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seccomp", action="store_true",
                         help="calls that reach past a sandbox (modules, kexec, reboot, bpf, "
                              "keyring, mount, namespaces, ptrace, ...) fail with EPERM")
+    parser.add_argument("--caps", choices=["all", "none"],
+                        help="capabilities the body keeps (default: none with --seccomp, "
+                             "else all that its user has)")
 
 
 def add_arguments(parser: argparse.ArgumentParser, user_flag: str | None = None) -> None:
@@ -212,6 +218,7 @@ def from_args(args: argparse.Namespace, default: tuple[str, ...] = (),
     if hasattr(args, "readonly"):  # a parser with add_readonly_arguments
         files = {"readonly": args.readonly, "tmpfs_size": args.tmpfs_size,
                  "binds": tuple(parse_bind(text) for text in args.bind),
-                 "seccomp": args.seccomp}
+                 "seccomp": args.seccomp,
+                 "drop_caps": (args.caps or ("none" if args.seccomp else "all")) == "none"}
     return Isolation(**chosen, **files, user=getattr(args, "user_ns", None), hostname=hostname,
                      loopback_up=args.loopback_up, **settings)

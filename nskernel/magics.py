@@ -23,6 +23,8 @@ from nskernel.limits import LimitError, Limits, parse_size
 from nskernel.magicargs import magic_parser, parse_line, with_usage
 
 CELL_FILENAME = "<isolated cell>"
+#: --jail's limits, where none are given.
+JAIL_MEMORY, JAIL_PIDS = "256M", 64
 #: Who root inside ``%%isolate --user`` is outside, when the kernel runs as root: nobody.
 #: (In a rootless kernel only the kernel's own user is mapped: the cell's root is that.)
 NOBODY = 65534
@@ -36,6 +38,9 @@ def _parser(prog: str, description: str, *, namespaces: bool = True) -> MagicArg
         isolation.add_readonly_arguments(parser)
         parser.add_argument("--all", action="store_true",
                             help="every namespace: pid, net, mount, uts, ipc and user")
+        parser.add_argument("--jail", action="store_true",
+                            help="for untrusted code: --all --readonly --seccomp --caps none, "
+                                 f"--memory {JAIL_MEMORY} --pids {JAIL_PIDS} unless given")
     parser.add_argument("--timeout", type=float, metavar="S",
                         help="kill the cell and everything it started after S seconds")
     group = parser.add_argument_group("limits (per process; --pids for the whole cell)")
@@ -94,6 +99,10 @@ def isolate_flags(args: Any) -> list[str]:
         flags += ["--bind", bind]
     if getattr(args, "seccomp", False):
         flags.append("--seccomp")
+    if getattr(args, "caps", None):
+        flags += ["--caps", args.caps]
+    if getattr(args, "jail", False):
+        flags.append("--jail")
     if args.timeout is not None:
         flags += ["--timeout", repr(args.timeout)]
     for name in ("memory", "pids", "cpu_time", "fsize", "nofile"):
@@ -151,10 +160,15 @@ class NamespaceMagics(Magics):
     # ------------------------------------------------------------------------ helpers
     def _isolate(self, args: Any, cell: str, prog: str) -> Any:
         """%%isolate with parsed flags; ``prog`` names the magic the user typed."""
-        if args.all:
+        if args.all or args.jail:
             for name in isolation.NAMESPACES:
                 setattr(args, name, True)
             args.user_ns = True
+        if args.jail:
+            args.readonly = args.seccomp = True
+            args.caps = args.caps or "none"
+            args.memory = args.memory or JAIL_MEMORY
+            args.pids = args.pids or JAIL_PIDS
         try:
             limits = Limits(cpu_time=args.cpu_time, nofile=args.nofile, pids=args.pids,
                             memory=None if args.memory is None

@@ -406,6 +406,8 @@ def _locked(target: Callable[[], Any], isolation: Isolation) -> Callable[[], Any
     process that runs the body: setting up its namespaces needs the calls they deny."""
     def locked() -> Any:
         _syscalls.set_no_new_privs()
+        if isolation.drop_caps:
+            _syscalls.drop_all_capabilities()
         if isolation.seccomp:
             from nskernel.seccomp import deny_dangerous_syscalls
 

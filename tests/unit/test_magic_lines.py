@@ -52,6 +52,9 @@ def test_every_magic_takes_its_line_as_typed():
      "--netns r1 --uts --user --hostname x"),
     (magics.NETNS, "r1 --readonly --bind /data:rw",
      "--netns r1 --readonly --tmpfs-size 64m --bind /data:rw"),
+    (magics.NETNS, "r1 --seccomp --caps all --pids 5 --memory 1G",
+     "--netns r1 --seccomp --caps all --pids 5 --memory 1G"),
+    (magics.UTS, "b --cpu-time 3 --nofile 9", "--uts --hostname b --cpu-time 3 --nofile 9"),
 ])
 def test_the_shorthands_hand_off_to_isolate(parser, line, isolate_line):
     args = magicargs.parse_line(parser, line)
