@@ -7,6 +7,8 @@ Python), the median cost of a trivial cell under ``%%isolate --pid --net --mount
 and of the same body run without isolation; then, from this process, the median of
 ``unshare --pid --fork --mount-proc --net --uts --ipc python3 -c ...`` and of
 ``bwrap --unshare-all ... python3 -c ...`` (Debian's bubblewrap: apt-get install bubblewrap).
+Also the locks: ``--all``, ``--all --memory 64M --pids 32 --readonly --seccomp`` and
+``--jail``, against plain ``--all`` (locks to add little per cell).
 Goals: <= 10 ms median per isolated cell, >= 5x faster than both tools.
 """
 
@@ -24,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from kernels import execute, start, stop  # noqa: E402
 
 FLAGS = "--pid --net --mount --uts --ipc"
+LOCKED = ("--all", "--all --memory 64M --pids 32 --readonly --seccomp", "--jail")
 BODY = "x = 1"
 IN_KERNEL = f"""
 import statistics, time
@@ -33,7 +36,8 @@ def _cost(run, n):
         begin = time.perf_counter(); run(); samples.append(time.perf_counter() - begin)
     return statistics.median(samples)
 _ip = get_ipython()
-_isolated = _cost(lambda: _ip.run_cell_magic('isolate', {FLAGS!r}, {BODY!r}), {{n}})
+_isolated = [_cost(lambda: _ip.run_cell_magic('isolate', flags, {BODY!r}), {{n}})
+             for flags in {(FLAGS, *LOCKED)!r}]
 _plain = _cost(lambda: exec({BODY!r}, _ip.user_ns), {{n}})
 (_isolated, _plain)
 """
@@ -68,10 +72,13 @@ def main() -> None:
     python = shutil.which("python3") or sys.executable
     code = [python, "-c", BODY]
     rows = []
+    locks = []
     for name in ("python3", "isolated-python"):
         isolated, plain = in_kernel(name, args.cells)
-        rows += [(f"%%isolate {FLAGS} ({name} kernel)", isolated),
+        rows += [(f"%%isolate {FLAGS} ({name} kernel)", isolated[0]),
                  (f"same body, no isolation ({name} kernel)", plain)]
+        locks += [(f"%%isolate {flags} ({name} kernel)", cost, cost - isolated[1])
+                  for flags, cost in zip(LOCKED, isolated[1:], strict=True)]
     ours = rows[0][1]
     unshare = command_cost(["unshare", "--pid", "--fork", "--mount-proc", "--net", "--uts",
                             "--ipc", *code], args.commands)
@@ -87,6 +94,9 @@ def main() -> None:
         print(f"{label:<{width}}  {seconds * 1000:8.2f} ms  {seconds / ours:6.2f}x of %%isolate")
     print(f"(medians: {args.cells} cells in each kernel, {args.commands} runs of each command;"
           " goals: %%isolate <= 10 ms, tools >= 5x)")
+    width = max(len(label) for label, _, _ in locks)
+    for label, seconds, extra in locks:
+        print(f"{label:<{width}}  {seconds * 1000:8.2f} ms  {extra * 1000:+6.2f} ms over --all")
 
 
 if __name__ == "__main__":

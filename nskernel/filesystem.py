@@ -62,18 +62,30 @@ def make_readonly(tmpfs_size: str, binds: Sequence[tuple[str, bool]] = ()) -> No
             os.close(fd)
 
 
+#: Python's directories, as :func:`note_python_directories` found them in the parent.
+_python_directories: tuple[str, ...] = ()
+
+
+def note_python_directories() -> None:
+    """Note, before forking, where Python finds its code: ``sys.path``, the prefix and the
+    packages imported so far (editable installs live outside ``sys.path``).
+
+    Done in the parent: walking ``sys.modules`` in a fresh fork touches hundreds of objects,
+    and every touched page of the kernel's memory is copied (milliseconds per cell)."""
+    global _python_directories
+    files = (getattr(module, "__dict__", {}).get("__file__")
+             for name, module in list(sys.modules.items()) if "." not in name)
+    directories = {*sys.path, sys.prefix, *(os.path.dirname(f) for f in files
+                                            if isinstance(f, str))}
+    _python_directories = tuple(sorted(d for d in directories if d))
+
+
 def _hidden_python_paths(scratch: list[str]) -> list[str]:
-    """Directories of ``sys.path``, the prefix and the packages imported so far (editable
-    installs live outside ``sys.path``) that lie below one of ``scratch``."""
-    packages = [os.path.dirname(module.__file__) for name, module in list(sys.modules.items())
-                if "." not in name and getattr(module, "__file__", None)]
-    found = []
-    candidates = {os.path.realpath(p) for p in (*sys.path, sys.prefix, *packages)
-                  if p and os.path.isdir(p)}
-    for path in candidates:
-        if any(path.startswith(d.rstrip("/") + "/") for d in scratch):
-            found.append(path)
-    return sorted(found)
+    """The noted Python directories that lie below one of ``scratch`` (compared as strings
+    first: resolving every path would cost more than the rest of the view)."""
+    below = tuple({os.path.join(path, "") for d in scratch for path in (d, os.path.realpath(d))})
+    return sorted({os.path.realpath(path) for path in _python_directories
+                   if os.path.join(path, "").startswith(below) and os.path.isdir(path)})
 
 
 def _mount_points() -> list[str]:

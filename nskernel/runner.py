@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from nskernel import _syscalls, sandbox, supervisor
+from nskernel import _syscalls, filesystem, sandbox, supervisor
 from nskernel.isolation import Isolation
 from nskernel.limits import Limits
 
@@ -74,6 +74,8 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
     check_timeout(timeout)
     if isolation.seccomp:
         import nskernel.seccomp  # noqa: F401 - here: the child may no longer see the module
+    if isolation.readonly:
+        filesystem.note_python_directories()
     on_stream = on_stream or _write_to_sys
     main = target if callable(target) else lambda: _exec(target)
     if limits:
