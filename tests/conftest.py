@@ -27,6 +27,7 @@ from nskernel import kernelspec  # noqa: E402
 from nskernel.isolation import Isolation  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+UNIT_TESTS = REPO / "tests" / "unit"
 IS_ROOT = os.geteuid() == 0
 
 #: Marks everything this run starts: every process inherits it through its environment, so
@@ -164,10 +165,14 @@ def nothing_left_behind() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def nothing_left_by_this_test() -> Iterator[None]:
+def nothing_left_by_this_test(request: pytest.FixtureRequest) -> Iterator[None]:
     """After each test: no process, mount, named namespace or link of ours that was not
     there before it, unless it descends from a process that was (the kernels of a class's or
-    module's fixture: what they leave is judged when the run ends)."""
+    module's fixture: what they leave is judged when the run ends). Unit tests (tests/unit)
+    make none of these and skip the snapshots, to stay fast."""
+    if UNIT_TESTS in request.node.path.parents:
+        yield
+        return
     before, running = host_state(), our_processes()
     yield
     wait_for(lambda: not our_processes().keys() - running.keys(), timeout=5)
