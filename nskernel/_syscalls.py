@@ -203,6 +203,22 @@ def drop_all_capabilities() -> None:
     _check(_libc.capset(header, empty), "capset(none)")
 
 
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def load_seccomp_filter(program: bytes) -> None:
+    """Load a compiled seccomp BPF program (8 bytes per instruction) into this process."""
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER,
+                       ctypes.cast(ctypes.pointer(fprog), ctypes.c_void_p).value, 0, 0),
+           "prctl(PR_SET_SECCOMP)")
+
+
 def drop_bounding_set() -> None:
     """Remove every capability from the bounding set: after the next execve, this process
     has none, even as root (it needs CAP_SETPCAP now to do this)."""

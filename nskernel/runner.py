@@ -73,7 +73,9 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
     """
     check_timeout(timeout)
     if isolation.seccomp:
-        import nskernel.seccomp  # noqa: F401 - here: the child may no longer see the module
+        from nskernel.seccomp import compiled_filter
+
+        compiled_filter()  # here, once: the child may no longer see the module, or build it fast
     if isolation.readonly:
         filesystem.note_python_directories()
     on_stream = on_stream or _write_to_sys

@@ -8,14 +8,18 @@ are set up before the filter is loaded). A blocked call returns EPERM, as a perm
 refusal would: programs report it and go on; nothing is killed.
 
 libseccomp (through the pyseccomp binding) turns the names into the numbers of this
-machine's architecture and sets no_new_privs, which loading a filter needs.
+machine's architecture and compiles the BPF program, once per kernel.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
+import os
 
 import pyseccomp
+
+from nskernel import _syscalls
 
 DENIED = (
     # kernel modules, kexec, reboot, swap
@@ -36,12 +40,31 @@ DENIED = (
 )
 
 
-def deny_dangerous_syscalls() -> None:
-    """Load the filter into the calling process (and everything it starts from now on)."""
+@functools.cache
+def compiled_filter() -> bytes:
+    """The filter as a BPF program for this machine (built once, in the kernel: building
+    it in every cell's fresh fork would cost milliseconds)."""
     rules = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
     for name in DENIED:
         try:
             rules.add_rule(pyseccomp.ERRNO(errno.EPERM), name)
         except (ValueError, RuntimeError, OSError):
             continue  # not a system call on this architecture
-    rules.load()
+    reader, writer = os.pipe()
+    try:
+        with open(writer, "wb", closefd=False) as sink:
+            rules.export_bpf(sink)
+        os.close(writer)
+        writer = -1
+        with open(reader, "rb", closefd=False) as source:
+            return source.read()
+    finally:
+        os.close(reader)
+        if writer >= 0:
+            os.close(writer)
+
+
+def deny_dangerous_syscalls() -> None:
+    """Load the filter into the calling process (and everything it starts from now on)."""
+    _syscalls.set_no_new_privs()  # a filter may only be loaded with it (or as root outside)
+    _syscalls.load_seccomp_filter(compiled_filter())
