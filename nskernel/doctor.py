@@ -52,8 +52,9 @@ def report(checks: list[Check]) -> str:
     lines = [f"nskernel doctor, as {who}:"]
     lines += [f"  {'ok ' if check.ok else 'NO '} {check.namespace:<6} {check.detail}"
               for check in checks]
+    # The kernel always has a user namespace of its own, even as root.
     needed = [check for check in checks
-              if not check.ok and check.namespace in (*NAMESPACES, "init")]
+              if not check.ok and check.namespace in ("user", *NAMESPACES, "init")]
     lines.append("The Isolated Python kernel can start here." if not needed else
                  "The Isolated Python kernel cannot start here until the above is fixed.")
     return "\n".join(lines)
