@@ -73,9 +73,13 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
     """
     check_timeout(timeout)
     if isolation.seccomp:
-        from nskernel.seccomp import compiled_filter
+        try:
+            from nskernel.seccomp import compiled_filter
 
-        compiled_filter()  # here, once: the child may no longer see the module, or build it fast
+            compiled_filter()  # here, once: the child may no longer see the module
+        except (ImportError, OSError) as exc:
+            raise IsolatedRunError(f"--seccomp needs libseccomp (Debian: apt-get install "
+                                   f"libseccomp2): {exc}") from None
     if isolation.readonly:
         filesystem.note_python_directories()
     on_stream = on_stream or _write_to_sys
