@@ -52,6 +52,9 @@ PR_SET_NAME = 15
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+_CAPABILITY_VERSION_3 = 0x20080522
 
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
@@ -163,8 +166,8 @@ def umount(target: str, flags: int = MNT_DETACH) -> None:
     _check(_libc.umount2(target.encode(), flags), f"umount {target}")
 
 
-def prctl(option: int, arg: int) -> None:
-    _check(_libc.prctl(option, arg, 0, 0, 0), f"prctl({option})")
+def prctl(option: int, arg: int, arg3: int = 0) -> None:
+    _check(_libc.prctl(option, arg, arg3, 0, 0), f"prctl({option})")
 
 
 def set_parent_death_signal(signum: int) -> None:
@@ -188,22 +191,14 @@ def set_no_new_privs() -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
-_CAPABILITY_VERSION_3 = 0x20080522
-PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
-
-
 def drop_all_capabilities() -> None:
     """No capability left in any set: bounding (so that no exec brings one back),
     effective, permitted, inheritable, ambient."""
     drop_bounding_set()
-    _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0),
-           "prctl(PR_CAP_AMBIENT_CLEAR_ALL)")
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     header = struct.pack("=Ii", _CAPABILITY_VERSION_3, 0)
     empty = bytes(2 * 3 * 4)  # two {effective, permitted, inheritable} words, all clear
     _check(_libc.capset(header, empty), "capset(none)")
-
-
-PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 
 
 class _SockFprog(ctypes.Structure):
@@ -214,9 +209,8 @@ def load_seccomp_filter(program: bytes) -> None:
     """Load a compiled seccomp BPF program (8 bytes per instruction) into this process."""
     buffer = ctypes.create_string_buffer(program, len(program))
     fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
-    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER,
-                       ctypes.cast(ctypes.pointer(fprog), ctypes.c_void_p).value, 0, 0),
-           "prctl(PR_SET_SECCOMP)")
+    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER,
+          ctypes.cast(ctypes.pointer(fprog), ctypes.c_void_p).value)
 
 
 def drop_bounding_set() -> None:

@@ -49,9 +49,8 @@ def make_readonly(tmpfs_size: str, binds: Sequence[tuple[str, bool]] = ()) -> No
         for mount_point in _mount_points():
             _remount(mount_point, readonly=True)
         for directory in scratch:
-            _syscalls.mount("tmpfs", directory, "tmpfs",
-                                _syscalls.MS_NOSUID | _syscalls.MS_NODEV,
-                                f"size={tmpfs_size},mode={1777 if directory != home else 700}")
+            _syscalls.mount("tmpfs", directory, "tmpfs", _syscalls.MS_NOSUID | _syscalls.MS_NODEV,
+                            f"size={tmpfs_size},mode={1777 if directory != home else 700}")
         for path, writable in binds:
             os.makedirs(path, exist_ok=True)  # under a fresh tmpfs it may not be there yet
             _syscalls.mount(f"/proc/self/fd/{sources[path]}", path, None,

@@ -159,8 +159,9 @@ def parse_bind(text: str) -> tuple[str, bool]:
     return path, mode == "rw"
 
 
-def add_readonly_arguments(parser: argparse.ArgumentParser) -> None:
-    """--readonly, --tmpfs-size and --bind (see :mod:`nskernel.filesystem`)."""
+def add_lock_arguments(parser: argparse.ArgumentParser) -> None:
+    """--readonly, --tmpfs-size and --bind (see :mod:`nskernel.filesystem`), --seccomp and
+    --caps: the locks of a cell, beside its namespaces."""
     group = parser.add_argument_group("files")
     group.add_argument("--readonly", action="store_true",
                        help="the host's files read-only; fresh tmpfs on /tmp, /var/tmp, "
@@ -215,7 +216,7 @@ def from_args(args: argparse.Namespace, default: tuple[str, ...] = (),
     if hostname is None and chosen["uts"]:
         hostname = default_hostname
     files = {}
-    if hasattr(args, "readonly"):  # a parser with add_readonly_arguments
+    if hasattr(args, "readonly"):  # a parser with add_lock_arguments
         files = {"readonly": args.readonly, "tmpfs_size": args.tmpfs_size,
                  "binds": tuple(parse_bind(text) for text in args.bind),
                  "seccomp": args.seccomp,

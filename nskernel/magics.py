@@ -7,6 +7,7 @@ exact class: only it is rendered as one line without a traceback).
 
 from __future__ import annotations
 
+import argparse
 import ast
 import linecache
 import os
@@ -25,9 +26,6 @@ from nskernel.magicargs import magic_parser, parse_line, with_usage
 CELL_FILENAME = "<isolated cell>"
 #: --jail's limits, where none are given.
 JAIL_MEMORY, JAIL_PIDS = "256M", 64
-#: Who root inside ``%%isolate --user`` is outside, when the kernel runs as root: nobody.
-#: (In a rootless kernel only the kernel's own user is mapped: the cell's root is that.)
-NOBODY = 65534
 
 
 def _parser(prog: str, description: str, *, namespaces: bool = True) -> MagicArgumentParser:
@@ -35,7 +33,7 @@ def _parser(prog: str, description: str, *, namespaces: bool = True) -> MagicArg
     parser = magic_parser(prog, description)
     if namespaces:
         isolation.add_arguments(parser, user_flag="--user")
-        isolation.add_readonly_arguments(parser)
+        isolation.add_lock_arguments(parser)
         parser.add_argument("--all", action="store_true",
                             help="every namespace: pid, net, mount, uts, ipc and user")
         parser.add_argument("--jail", action="store_true",
@@ -77,42 +75,13 @@ NETNS = _parser(
 NETNS.add_argument("name", help="a name from /run/netns (see `ip netns list`)")
 
 
-def isolate_flags(args: Any) -> list[str]:
-    """The %%isolate flags that a shorthand's parsed ``args`` stand for (the inverse of the
-    parser, for the flags the shorthands share with it)."""
-    flags = []
-    for name in isolation.NAMESPACES:
-        value = getattr(args, name, None)
-        if value is not None:
-            flags.append(f"--{name}" if value else f"--no-{name}")
-    if getattr(args, "user_ns", None):
-        flags.append("--user")
-    if getattr(args, "all", False):
-        flags.append("--all")
-    if getattr(args, "hostname", None) is not None:
-        flags += ["--hostname", args.hostname]
-    if getattr(args, "loopback_up", True) is False:
-        flags.append("--no-lo")
-    if getattr(args, "readonly", False):
-        flags += ["--readonly", "--tmpfs-size", args.tmpfs_size]
-    for bind in getattr(args, "bind", []):
-        flags += ["--bind", bind]
-    if getattr(args, "seccomp", False):
-        flags.append("--seccomp")
-    if getattr(args, "caps", None):
-        flags += ["--caps", args.caps]
-    if getattr(args, "jail", False):
-        flags.append("--jail")
-    if args.timeout is not None:
-        flags += ["--timeout", repr(args.timeout)]
-    for name in ("memory", "pids", "cpu_time", "fsize", "nofile"):
-        if getattr(args, name, None) is not None:
-            flags += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-    if args.export:
-        flags += ["--export", args.export]
-    if args.sh:
-        flags.append("--sh")
-    return flags
+def as_isolate_args(args: argparse.Namespace, **settings: Any) -> argparse.Namespace:
+    """A shorthand's parsed ``args`` as %%isolate's: its defaults, overlaid with every flag
+    the shorthand shares with it, and ``settings`` (``uts=True``, ``netns=NAME``)."""
+    handed = ISOLATE.parse_args([])
+    shared = {name: value for name, value in vars(args).items() if hasattr(handed, name)}
+    vars(handed).update(shared, **settings)
+    return handed
 
 
 NSINFO = magic_parser("nsinfo", (
@@ -136,16 +105,14 @@ class NamespaceMagics(Magics):
     def uts(self, line: str, cell: str) -> Any:
         """Run the cell with its own hostname: %%isolate --uts --hostname H."""
         args = parse_line(UTS, line)
-        return self._isolate(ISOLATE.parse_args(["--uts", *isolate_flags(args)]), cell,
-                             UTS.prog)
+        return self._isolate(as_isolate_args(args, uts=True), cell, UTS.prog)
 
     @cell_magic
     @with_usage(NETNS)
     def netns(self, line: str, cell: str) -> Any:
         """Run the cell inside a named network namespace: %%isolate --netns NAME."""
         args = parse_line(NETNS, line)
-        return self._isolate(ISOLATE.parse_args(["--netns", args.name, *isolate_flags(args)]),
-                             cell, NETNS.prog)
+        return self._isolate(as_isolate_args(args, netns=args.name), cell, NETNS.prog)
 
     @line_magic
     @with_usage(NSINFO)
@@ -188,10 +155,10 @@ class NamespaceMagics(Magics):
             except netns.LabError as exc:
                 raise UsageError(f"%{prog}: {exc}") from None
             settings["netns"] = args.netns
-        if args.user_ns and os.geteuid() == 0 and sandbox.id_is_mapped(NOBODY):
+        if args.user_ns and os.geteuid() == 0 and sandbox.id_is_mapped(sandbox.NOBODY):
             # Root inside is nobody where the kernel has nobody to map to (a root kernel),
             # else the kernel's own user.
-            settings["map_root_to"] = NOBODY
+            settings["map_root_to"] = sandbox.NOBODY
         default = () if args.netns is not None else isolation.NAMESPACES  # as ip netns exec
         try:
             spec = isolation.from_args(args, default, **settings)

@@ -84,8 +84,7 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
         filesystem.note_python_directories()
     on_stream = on_stream or _write_to_sys
     main = target if callable(target) else lambda: _exec(target)
-    if limits:
-        main = _limited(main, limits, python_body=callable(target))
+    main = _body(main, isolation, limits, python_body=callable(target))
     pipes = {name: os.pipe() for name in ("stdout", "stderr", "messages")}
     channel = _Channel()
     status = None
@@ -351,7 +350,6 @@ def _child_main(isolation: Isolation, target: Callable[[], Any],
         messages = pipes["messages"][1]
         global _child_messages
         _child_messages = messages
-        target = _locked(target, isolation)
         two_steps = sandbox.walls_and_rooms(isolation)
         # With a pid namespace still to enter, its PID 1 takes the second step (after /proc).
         rooms_later = two_steps and isolation.pid and not is_pid1
@@ -396,23 +394,14 @@ def _child_main(isolation: Isolation, target: Callable[[], Any],
             os._exit(code)
 
 
-def _limited(target: Callable[[], Any], limits: Limits, python_body: bool) -> Callable[[], Any]:
-    """``target``, run under ``limits`` (set in the process that runs it). A Python body
-    may add the memory limit to the address space it inherited from the kernel."""
-    def limited() -> Any:
-        if python_body:
-            limits.apply(inherited=Limits.address_space(), inherited_fds=Limits.fds_in_use())
-        else:
-            limits.apply()
-        return target()
-    return limited
-
-
-def _locked(target: Callable[[], Any], isolation: Isolation) -> Callable[[], Any]:
+def _body(target: Callable[[], Any], isolation: Isolation, limits: Limits | None,
+          python_body: bool) -> Callable[[], Any]:
     """``target``, run with no_new_privs (nothing it executes gains privileges: setuid
-    bits, file capabilities) and, when asked, the seccomp filter. Both come last, in the
-    process that runs the body: setting up its namespaces needs the calls they deny."""
-    def locked() -> Any:
+    bits, file capabilities), and the capabilities, seccomp filter and limits asked for.
+    All of it comes last, in the process that runs the body: setting up its namespaces needs
+    what they deny. A Python body may add the memory and file limits to what it inherited
+    from the kernel."""
+    def body() -> Any:
         _syscalls.set_no_new_privs()
         if isolation.drop_caps:
             _syscalls.drop_all_capabilities()
@@ -420,8 +409,12 @@ def _locked(target: Callable[[], Any], isolation: Isolation) -> Callable[[], Any
             from nskernel.seccomp import deny_dangerous_syscalls
 
             deny_dangerous_syscalls()
+        if limits and python_body:
+            limits.apply(inherited=Limits.address_space(), inherited_fds=Limits.fds_in_use())
+        elif limits:
+            limits.apply()
         return target()
-    return locked
+    return body
 
 
 def _enter_rooms_and_call(isolation: Isolation, target: Callable[[], Any], messages: int) -> int:

@@ -58,6 +58,6 @@ def test_every_magic_takes_its_line_as_typed():
 ])
 def test_the_shorthands_hand_off_to_isolate(parser, line, isolate_line):
     args = magicargs.parse_line(parser, line)
-    prefix = ["--uts"] if parser is magics.UTS else ["--netns", args.name]
-    handed = magics.ISOLATE.parse_args([*prefix, *magics.isolate_flags(args)])
+    settings = {"uts": True} if parser is magics.UTS else {"netns": args.name}
+    handed = magics.as_isolate_args(args, **settings)
     assert handed == magics.ISOLATE.parse_args(isolate_line.split())
