@@ -12,12 +12,7 @@ import secrets
 import pytest
 from conftest import wait_for
 from kernels import execute
-from test_magics import one_line_error
-
-
-def still_answers(kernel) -> None:
-    assert execute(kernel, "1 + 1", timeout=5).value == 2
-
+from test_magics import one_line_error, still_answers
 
 #: (cell, what the notebook must show): a value (checked with ==), or text that the one-line
 #: error (a UsageError) or the error's name and message contain.

@@ -19,6 +19,11 @@ def cell(client, code: str, **kwargs):
     return execute(client, code, **kwargs)
 
 
+def still_answers(kernel) -> None:
+    """After whatever a cell did, the kernel answers at once."""
+    assert execute(kernel, "1 + 1", timeout=5).value == 2
+
+
 def one_line_error(done) -> str:
     """The text of a UsageError as IPython shows it: one line on stderr, no traceback."""
     assert done.status == "error" and done.error is None, done
@@ -235,6 +240,16 @@ def test_a_body_that_forks_a_thousand_processes_is_cleaned_up(kernel):
     ("%%uts\n1", "the following arguments are required: hostname"),
     ("%%isolate --hostname 'unbalanced\n1", "No closing quotation"),
     ("%nsinfo 999999", "no process 999999"),
+    ("%%isolate --readonly --bind relative/dir\n1", "bind 'relative/dir': give an absolute path"),
+    ("%%isolate --bind /tmp\n1", "--bind shows a directory in a read-only view: add --readonly"),
+    ("%%isolate --readonly --tmpfs-size lots\n1", "bad size 'lots': give a number with k, m or g"),
+    ("%%isolate --readonly --bind /nonexistent-nskernel\n1",
+     "bind /nonexistent-nskernel: No such file"),
+    ("%%isolate --memory lots\n1", "--memory 'lots': give a size above 0, as 64M or 2G"),
+    ("%%isolate --fsize 0\n1", "--fsize '0': give a size above 0"),
+    ("%%isolate --pids 0\n1", "--pids 0: give a whole number above 0"),
+    ("%%isolate --cpu-time -3\n1", "--cpu-time -3: give a whole number above 0"),
+    ("%%isolate --nofile many\n1", "argument --nofile: invalid int value: 'many'"),
 ])
 def test_bad_input_gets_one_line(kernel, code, message):
     assert message in one_line_error(cell(kernel, code))

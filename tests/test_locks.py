@@ -1,0 +1,238 @@
+"""The locks of %%isolate: a read-only view (--readonly, --bind), privileges
+(no_new_privs, --seccomp, --caps, --jail) and limits (--memory, --pids, --cpu-time, ...).
+
+In both kernels; as root and (in CI's second run) as an ordinary user. Every hostile body
+is bounded before it starts: small sizes, few processes, a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import RUN_PREFIX
+from kernels import execute
+from test_magics import cell, one_line_error, still_answers
+
+WRITE = ("import errno, os\n"
+         "def write(path):\n"
+         "    try:\n"
+         "        with open(path, 'w') as handle:\n"
+         "            handle.write('x')\n"
+         "        return 'ok'\n"
+         "    except OSError as exc:\n"
+         "        return errno.errorcode[exc.errno]\n")
+
+
+@pytest.fixture
+def shared_dirs():
+    """A read-only and a writable directory in /tmp, where any kernel (even a root one,
+    which is nobody on the host) may reach them."""
+    made = [Path(f"/tmp/{RUN_PREFIX}-{name}") for name in ("ro", "rw")]
+    try:
+        for path in made:
+            path.mkdir()
+            path.chmod(0o777)
+        (made[0] / "given").write_text("from the host")
+        yield made
+    finally:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("flags", ["--readonly --pid", "--readonly --user --pid --net",
+                                   "--readonly --uts"])
+def test_host_files_are_read_only_and_scratch_space_is_fresh(kernel, flags):
+    marker = Path(f"/tmp/{RUN_PREFIX}-host-marker")
+    marker.write_text("host")
+    try:
+        done = cell(kernel, f"%%isolate {flags}\n{WRITE}"
+                            "home = os.path.expanduser('~/file')\n"
+                            "([write(p) for p in ('/etc/nskernel-x', '/usr/nskernel-x', '/x')],"
+                            " [write(p) for p in ('/tmp/x', '/var/tmp/x', '/dev/shm/x', home,"
+                            " '/dev/null')], sorted(os.listdir('/tmp')))")
+        refused, allowed, tmp = done.value
+        assert refused == ["EROFS"] * 3, done
+        assert allowed == ["ok"] * 5, done
+        # A fresh /tmp: the host's marker is not in it (Python's own directories, where
+        # they lie under /tmp, are bound back read-only).
+        assert "x" in tmp and marker.name not in tmp
+        assert not Path("/tmp/x").exists() and not Path("/etc/nskernel-x").exists()
+    finally:
+        marker.unlink()
+
+
+def test_bind_shows_a_host_directory_read_only_or_writable(kernel, shared_dirs):
+    ro, rw = shared_dirs
+    done = cell(kernel, f"%%isolate --readonly --pid --bind {ro} --bind {rw}:rw\n{WRITE}"
+                        f"(open('{ro}/given').read(), write('{ro}/new'), write('{rw}/new'))")
+    assert done.value == ("from the host", "EROFS", "ok"), done
+    assert (rw / "new").read_text() == "x" and not (ro / "new").exists()
+
+
+def test_a_full_scratch_tmpfs_says_no_space(kernel):
+    done = cell(kernel, "%%isolate --readonly --tmpfs-size 1m --mount\nimport errno\n"
+                        "try:\n    open('/tmp/big', 'wb').write(b'x' * 2_000_000)\n"
+                        "except OSError as exc:\n    result = errno.errorcode[exc.errno]\n"
+                        "result")
+    assert done.value == "ENOSPC"
+
+
+def test_the_api_takes_the_same_settings(kernel):
+    done = cell(kernel, "import nskernel, os\n"
+                        "nskernel.isolate(lambda: os.statvfs('/usr').f_flag & os.ST_RDONLY,"
+                        " mount=True, readonly=True)")
+    assert done.value == os.ST_RDONLY
+
+
+@pytest.mark.parametrize("flags", ["--readonly --mount", "--readonly --pid --net"])
+def test_a_cell_cannot_make_the_host_writable_again(kernel, flags):
+    """Remounting read-write or unmounting the scratch tmpfs would reach the host's files;
+    the read-only view is made before the cell's own user namespace, so both are refused
+    (even in a stock kernel run by root)."""
+    marker = f"{RUN_PREFIX}-escaped"
+    done = execute(kernel, f"%%isolate {flags} --sh\n"
+                           "mount -o remount,rw,bind / 2>/dev/null && echo remounted\n"
+                           "umount /tmp 2>/dev/null && echo unmounted\n"
+                           f"touch /{marker} /tmp/{marker} 2>/dev/null; echo done")
+    assert done.stdout.split() == ["done"], done
+    assert not Path(f"/{marker}").exists() and not Path(f"/tmp/{marker}").exists()
+
+
+def test_python_can_still_import_what_the_kernel_can(kernel):
+    """A virtual environment in the home directory or /tmp would be hidden by the scratch
+    tmpfs: Python's own directories are bound back, read-only."""
+    done = cell(kernel, "%%isolate --readonly --pid\nimport sys, importlib\n"
+                        "sys.modules.pop('nskernel.display', None)\n"
+                        "importlib.import_module('nskernel.display').__name__")
+    assert done.value == "nskernel.display"
+
+
+# ---------------------------------------------------------------------------- privileges
+STATUS = ("import ctypes, errno\n"
+          "libc = ctypes.CDLL(None, use_errno=True)\n"
+          "def refused(call, *args):\n"
+          "    return call(*args) == -1 and errno.errorcode[ctypes.get_errno()]\n"
+          "status = dict(line.split(':\\t') for line in open('/proc/self/status')"
+          ".read().splitlines() if ':\\t' in line)\n")
+
+
+@pytest.mark.parametrize("flags", ["--uts", "--pid --net", "--user --pid"])
+def test_every_cell_runs_with_no_new_privs(kernel, flags):
+    done = cell(kernel, f"%%isolate {flags}\n{STATUS}(status['NoNewPrivs'], status['Seccomp'])")
+    assert done.value == ("1", "0")
+
+
+@pytest.mark.parametrize("flags", ["--seccomp --uts", "--seccomp --pid --net",
+                                   "--seccomp --user --pid --readonly"])
+def test_the_seccomp_filter_refuses_the_calls_that_reach_past_the_sandbox(kernel, flags):
+    """unshare(0) is a harmless no-op and setns(-1) an EBADF where they are allowed: under
+    the filter both are EPERM. The cell goes on after each refusal."""
+    done = cell(kernel, f"%%isolate {flags}\n{STATUS}"
+                        "(status['Seccomp'], refused(libc.unshare, 0), refused(libc.setns, -1, 0),"
+                        " refused(libc.delete_module, b'nskernel_none', 0), 'still running')")
+    assert done.value == ("2", "EPERM", "EPERM", "EPERM", "still running")
+
+
+def test_without_the_filter_the_same_calls_are_not_refused(kernel):
+    done = cell(kernel, f"%%isolate --uts\n{STATUS}"
+                        "(refused(libc.unshare, 0), refused(libc.setns, -1, 0))")
+    assert done.value == (False, "EBADF")
+
+
+def test_a_command_under_the_filter_is_refused_and_the_cell_goes_on(kernel):
+    done = execute(kernel, "%%isolate --seccomp --sh\nunshare --net true 2>/dev/null || "
+                           "echo refused\necho still here")
+    assert done.stdout.split() == ["refused", "still", "here"], done
+
+
+@pytest.mark.parametrize(("flags", "caps"), [("--uts --caps none", "0000000000000000"),
+                                             ("--uts --seccomp", "0000000000000000"),
+                                             ("--uts --seccomp --caps all", "keeps")])
+def test_caps_none_leaves_the_body_no_capability(kernel, flags, caps):
+    """Default with --seccomp; 'all' keeps what the cell's user has (root inside: all)."""
+    done = cell(kernel, f"%%isolate {flags}\n{STATUS}"
+                        "(status['CapEff'], status['CapBnd'], status['CapAmb'])")
+    effective, bounding, ambient = done.value
+    if caps == "keeps":
+        assert effective != "0000000000000000" and bounding != "0000000000000000"
+    else:
+        assert (effective, bounding, ambient) == (caps, caps, caps)
+
+
+def test_jail_is_every_lock_at_once_for_untrusted_code(kernel):
+    done = cell(kernel, f"%%isolate --jail --timeout 30\n{STATUS}"
+                        "import os, time\n"
+                        "try:\n    open('/etc/nskernel-jail', 'w')\n    wrote = True\n"
+                        "except OSError:\n    wrote = False\n"
+                        "children = 0\n"
+                        "try:\n    for _ in range(1000):\n        if os.fork() == 0:\n"
+                        "            time.sleep(10)\n            os._exit(0)\n"
+                        "        children += 1\n"
+                        "except OSError as exc:\n    bomb = exc.strerror\n"
+                        "(os.getpid(), sorted(os.listdir('/sys/class/net')), wrote,"
+                        " status['NoNewPrivs'], status['Seccomp'], status['CapEff'],"
+                        " refused(libc.unshare, 0), bomb, children < 64)")
+    assert done.value == (1, ["lo"], False, "1", "2", "0000000000000000", "EPERM",
+                          "Resource temporarily unavailable", True)
+    still_answers(kernel)
+
+
+# ---------------------------------------------------------------------------- limits
+@pytest.mark.parametrize("flags", ["--pid", "--uts"])
+def test_past_the_memory_limit_allocation_fails_and_below_it_works(kernel, flags):
+    done = cell(kernel, f"%%isolate {flags} --memory 64M --timeout 30\n"
+                        "small = bytearray(32 << 20)\n"
+                        "try:\n    big = bytearray(256 << 20)\n    result = 'allocated'\n"
+                        "except MemoryError:\n    result = 'MemoryError'\n(len(small), result)")
+    assert done.value == (32 << 20, "MemoryError")
+    still_answers(kernel)
+
+
+def test_a_command_gets_the_memory_limit_in_all(kernel):
+    done = execute(kernel, "%%isolate --pid --memory 64M --sh --timeout 30\n"
+                           "python3 -c 'bytearray(128 << 20)' 2>&1 | tail -1")
+    assert done.stdout.strip() == "MemoryError", done
+
+
+@pytest.mark.parametrize("flags", ["--pid", "--uts"])
+def test_a_fork_bomb_stops_at_the_pids_limit_with_eagain(kernel, flags):
+    done = cell(kernel, f"%%isolate {flags} --pids 8 --timeout 30\n"
+                        "import errno, os, time\nchildren = []\n"
+                        "try:\n    for _ in range(100):\n        pid = os.fork()\n"
+                        "        if pid == 0:\n            time.sleep(10)\n"
+                        "            os._exit(0)\n"
+                        "        children.append(pid)\n"
+                        "except OSError as exc:\n    result = errno.errorcode[exc.errno]\n"
+                        "(result, len(children) < 8)")
+    assert done.value == ("EAGAIN", True)
+    still_answers(kernel)
+
+
+def test_past_the_cpu_time_the_cell_ends_with_one_line(kernel):
+    done = execute(kernel, "%%isolate --uts --cpu-time 1 --timeout 30\nwhile True:\n    pass",
+                   timeout=60)
+    assert "CPU time limit of 1 s exceeded" in one_line_error(done), done
+    still_answers(kernel)
+
+
+def test_file_size_and_open_files_limits(kernel):
+    done = cell(kernel, "%%isolate --readonly --mount --fsize 1M --nofile 32\n"
+                        "import errno\n"
+                        "try:\n    open('/tmp/big', 'wb').write(b'x' * (2 << 20))\n"
+                        "except OSError as exc:\n    size = errno.errorcode[exc.errno]\n"
+                        "files = []\n"
+                        "try:\n    while True:\n        files.append(open('/dev/null'))\n"
+                        "except OSError as exc:\n    count = errno.errorcode[exc.errno]\n"
+                        "(size, count, len(files) >= 32)")
+    assert done.value == ("EFBIG", "EMFILE", True)  # 32 beyond the kernel's own, then EMFILE
+
+
+def test_the_api_takes_the_same_limits(kernel):
+    done = cell(kernel, "import nskernel\n"
+                        "def grab():\n    try:\n        bytearray(256 << 20)\n"
+                        "    except MemoryError:\n        return 'MemoryError'\n"
+                        "nskernel.isolate(grab, pid=True, memory='64M')")
+    assert done.value == "MemoryError"
