@@ -37,7 +37,9 @@ def make_readonly(tmpfs_size: str, binds: Sequence[tuple[str, bool]] = ()) -> No
     bound back read-only, so that the cell can still import what the kernel can.
     """
     home = os.path.expanduser("~")
-    scratch = [d for d in (*SCRATCH, home) if d != "/" and os.path.isdir(d)]
+    found = [d for d in (*SCRATCH, home) if d != "/" and os.path.isdir(d)]
+    # One inside another (a home directory under /tmp) is fresh with the outer one.
+    scratch = [d for d in found if not any(d.startswith(os.path.join(o, "")) for o in found)]
     binds = [*((path, False) for path in _hidden_python_paths(scratch)), *binds]
     sources = {}
     try:
@@ -51,6 +53,7 @@ def make_readonly(tmpfs_size: str, binds: Sequence[tuple[str, bool]] = ()) -> No
         for directory in scratch:
             _syscalls.mount("tmpfs", directory, "tmpfs", _syscalls.MS_NOSUID | _syscalls.MS_NODEV,
                             f"size={tmpfs_size},mode={1777 if directory != home else 700}")
+        os.makedirs(home, mode=0o700, exist_ok=True)
         for path, writable in binds:
             os.makedirs(path, exist_ok=True)  # under a fresh tmpfs it may not be there yet
             _syscalls.mount(f"/proc/self/fd/{sources[path]}", path, None,

@@ -236,3 +236,19 @@ def test_the_api_takes_the_same_limits(kernel):
                         "    except MemoryError:\n        return 'MemoryError'\n"
                         "nskernel.isolate(grab, pid=True, memory='64M')")
     assert done.value == "MemoryError"
+
+
+def test_a_home_directory_under_tmp_is_fresh_with_it(kernel):
+    """A home inside another scratch directory (here /tmp) is not covered on its own: it is
+    made again, empty and writable, in the fresh /tmp."""
+    done = cell(kernel, "import nskernel, os, tempfile\n"
+                        "home, before = tempfile.mkdtemp(), os.environ['HOME']\n"
+                        "os.environ['HOME'] = home\n"
+                        "try:\n"
+                        "    wrote = nskernel.isolate(lambda: open(os.path.expanduser('~/f'), 'w')"
+                        ".write('x'), mount=True, readonly=True)\n"
+                        "finally:\n"
+                        "    os.environ['HOME'] = before\n"
+                        "    os.rmdir(home)\n"
+                        "wrote")
+    assert done.value == 1
