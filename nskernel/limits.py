@@ -17,8 +17,9 @@ and everything it starts (children inherit rlimits):
   counts a user's processes per user namespace, and the cell gets one of its own, so the
   count is the cell's alone.
 
-Limits per process, not for the whole tree at once (that takes cgroups, which a rootless or
-isolated kernel may not create here); ``pids`` does bound the tree.
+These bind each process; where this process may make cgroups (see :mod:`nskernel.cgroups`),
+``memory``, ``pids`` and ``cpu_time`` bind the whole tree as well, and ``cpus`` (a share of
+the CPUs, which no rlimit can say) becomes possible.
 """
 
 from __future__ import annotations
@@ -60,8 +61,12 @@ class Limits:
     fsize: int | None = None
     nofile: int | None = None
     pids: int | None = None
+    cpus: float | None = None
 
     def __post_init__(self) -> None:
+        if self.cpus is not None and not 0.01 <= self.cpus <= 1024:
+            raise LimitError(f"--cpus {self.cpus}: give a share of CPUs from 0.01 up, as 0.5 "
+                             "or 2")
         for name in ("cpu_time", "nofile", "pids"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -70,6 +75,12 @@ class Limits:
 
     def __bool__(self) -> bool:
         return any(value is not None for value in vars(self).values())
+
+    @property
+    def for_the_tree(self) -> bool:
+        """Whether a cgroup would add to these: a bound on the tree, or a CPU share."""
+        return any(value is not None
+                   for value in (self.memory, self.pids, self.cpu_time, self.cpus))
 
     def apply(self, inherited: int = 0, inherited_fds: int = 0) -> None:
         """Set the rlimits in the calling process, hard limits too: no way back up. CPU time
@@ -101,7 +112,13 @@ class Limits:
     def explain_death(self, signum: int) -> str | None:
         """What a death by ``signum`` means under these limits, if anything."""
         if signum == signal.SIGXCPU and self.cpu_time is not None:
-            return f"CPU time limit of {self.cpu_time} s exceeded"
+            return self.cpu_time_exceeded()
         if signum == signal.SIGXFSZ and self.fsize is not None:
             return f"file size limit of {size_text(self.fsize)} exceeded"
         return None
+
+    def memory_exceeded(self) -> str:
+        return f"memory limit {size_text(self.memory or 0)} exceeded"
+
+    def cpu_time_exceeded(self) -> str:
+        return f"CPU time limit of {self.cpu_time} s exceeded"

@@ -41,7 +41,8 @@ def _parser(prog: str, description: str, *, namespaces: bool = True) -> MagicArg
                                  f"--memory {JAIL_MEMORY} --pids {JAIL_PIDS} unless given")
     parser.add_argument("--timeout", type=float, metavar="S",
                         help="kill the cell and everything it started after S seconds")
-    group = parser.add_argument_group("limits (per process; --pids for the whole cell)")
+    group = parser.add_argument_group(
+        "limits (per process, and for the whole cell where the kernel may make cgroups)")
     group.add_argument("--memory", metavar="SIZE", help="address space, e.g. 64M, 2G: past "
                        "it allocations fail (MemoryError)")
     group.add_argument("--pids", type=int, metavar="N", help="processes at once: past it fork "
@@ -51,6 +52,10 @@ def _parser(prog: str, description: str, *, namespaces: bool = True) -> MagicArg
     group.add_argument("--fsize", metavar="SIZE", help="largest file written (EFBIG past it)")
     group.add_argument("--nofile", type=int, metavar="N", help="files it may open beyond those "
                        "inherited (EMFILE past it)")
+    group.add_argument("--cpus", type=float, metavar="F", help="share of the CPUs for the whole "
+                       "cell, e.g. 0.5 (needs a cgroup this kernel may make)")
+    parser.add_argument("--stats", action="store_true", help="after the cell, one line: wall "
+                        "and CPU time, peak memory, most processes at once")
     parser.add_argument("--export", metavar="NAMES", default="",
                         help="comma-separated names whose values come back to the notebook")
     parser.add_argument("--sh", action="store_true", help="run the cell as a shell script")
@@ -138,6 +143,7 @@ class NamespaceMagics(Magics):
             args.pids = args.pids or JAIL_PIDS
         try:
             limits = Limits(cpu_time=args.cpu_time, nofile=args.nofile, pids=args.pids,
+                            cpus=args.cpus,
                             memory=None if args.memory is None
                             else parse_size(args.memory, "--memory"),
                             fsize=None if args.fsize is None
@@ -183,9 +189,10 @@ class NamespaceMagics(Magics):
             target = ["/bin/sh", "-c", cell]
         else:
             target = _python_cell(self.shell, cell, exports)
+        on_usage = (lambda usage: print(usage, flush=True)) if args.stats else None
         try:
             outcome = runner.run(spec, target, timeout=args.timeout,
-                                 on_display=_publish_display, limits=limits)
+                                 on_display=_publish_display, limits=limits, on_usage=on_usage)
         except (runner.IsolatedRunError, NamespaceError) as exc:
             raise UsageError(f"isolated cell: {exc}") from None
         if args.sh:

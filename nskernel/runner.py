@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from nskernel import _syscalls, filesystem, sandbox, supervisor
+from nskernel import _syscalls, cgroups, filesystem, sandbox, supervisor
 from nskernel.isolation import Isolation
 from nskernel.limits import Limits
 
@@ -43,6 +43,9 @@ _child_messages: int | None = None
 
 StreamCallback = Callable[[str, str], None]
 DisplayCallback = Callable[[dict, dict], None]
+UsageCallback = Callable[[cgroups.Usage], None]
+#: How often a CPU time limit on the whole cell is checked, in seconds.
+CPU_CHECK_INTERVAL = 0.05
 
 
 class IsolatedRunError(RuntimeError):
@@ -62,14 +65,17 @@ class RemoteTraceback(Exception):
 
 def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
         timeout: float | None = None, on_stream: StreamCallback | None = None,
-        on_display: DisplayCallback | None = None, limits: Limits | None = None) -> Any:
+        on_display: DisplayCallback | None = None, limits: Limits | None = None,
+        on_usage: UsageCallback | None = None) -> Any:
     """Call ``target()`` in a child inside ``isolation``; return its (pickled) value.
 
     ``target`` may instead be an argv to exec (with a pid namespace, it becomes PID 1); then
     the result is its exit code. ``on_stream(name, text)`` gets the child's stdout/stderr as
     they are written (default: this process's sys.stdout/sys.stderr); ``on_display(data,
     metadata)`` gets rich display output. An exception in ``target`` is raised here, with the
-    child's traceback as its cause. ``limits``: rlimits for the body (see nskernel.limits).
+    child's traceback as its cause. ``limits``: for the body (see nskernel.limits), on the
+    whole tree too where we may make cgroups; ``on_usage(usage)`` gets what the cell used,
+    however it ended, before its result or error comes back.
     """
     check_timeout(timeout)
     if isolation.seccomp:
@@ -82,34 +88,119 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
                                    f"libseccomp2): {exc}") from None
     if isolation.readonly:
         filesystem.note_python_directories()
+    group = _cell_group(limits, on_usage is not None)
     on_stream = on_stream or _write_to_sys
     main = target if callable(target) else lambda: _exec(target)
     main = _body(main, isolation, limits, python_body=callable(target))
     pipes = {name: os.pipe() for name in ("stdout", "stderr", "messages")}
     channel = _Channel()
-    status = None
+    status = rusage = None
     exec_mode = not callable(target)
-    with _forked_child(isolation, main, pipes, exec_mode) as child:
-        for _read_end, write_end in pipes.values():
-            os.close(write_end)
-        try:
-            _pump(child, {pipes[name][0]: name for name in pipes}, channel, on_stream,
-                  timeout, until_exit=not callable(target))
-        finally:
-            for read_end, _write_end in pipes.values():
-                _close_quietly(read_end)
-            _signal_tree(child, signal.SIGKILL)  # whatever the cell left running
-            if channel.has_result and callable(target):
-                _reap_soon(child)  # its exit status is not needed, only that it goes
-            else:
-                status = _reap(child)
+    started = time.monotonic()
+    try:
+        with _forked_child(isolation, main, pipes, exec_mode, group) as child:
+            for _read_end, write_end in pipes.values():
+                os.close(write_end)
+            try:
+                _pump(child, {pipes[name][0]: name for name in pipes}, channel, on_stream,
+                      timeout, until_exit=not callable(target),
+                      over_limit=_cpu_time_check(group, limits))
+            finally:
+                for read_end, _write_end in pipes.values():
+                    _close_quietly(read_end)
+                _signal_tree(child, signal.SIGKILL)  # whatever the cell left running
+                if group is not None:
+                    group.kill()
+                if channel.has_result and callable(target) and on_usage is None:
+                    _reap_soon(child)  # its exit status is not needed, only that it goes
+                else:
+                    _pid, status, rusage = os.wait4(child, 0)
+                if on_usage is not None:
+                    on_usage(_usage(time.monotonic() - started, group, rusage))
+        oom_kills = group.oom_kills() if group is not None else 0
+        if oom_kills and limits and limits.memory and not (status and _killed(status)):
+            on_stream("stderr", f"{limits.memory_exceeded()}: the kernel ended {oom_kills} "
+                                "of the cell's processes\n")
+    finally:
+        if group is not None:
+            cgroups.remove_soon(group)
     return _outcome(channel, status, on_display, exec_mode, contained=isolation.pid,
-                    limits=limits)
+                    limits=limits, oom=oom_kills > 0)
+
+
+def _cell_group(limits: Limits | None, stats: bool) -> cgroups.Group | None:
+    """The cgroups of a cell that asks for a limit on the whole tree, or for its usage; None
+    where none are needed, or none may be made here (the rlimits still hold)."""
+    if not (stats or (limits and limits.for_the_tree)):
+        return None
+    the_plan = _cgroup_plan()
+    cpus = limits.cpus if limits else None
+    if cpus is not None and "cpu" not in the_plan.places:
+        raise IsolatedRunError(f"--cpus cannot be enforced here: {the_plan.missing['cpu']}")
+    wanted = {"memory": limits.memory if limits else None,
+              "pids": limits.pids if limits else None}
+    settings = {job: value for job, value in wanted.items() if job in the_plan.places}
+    if not the_plan.places:
+        return None
+    global _cells_made
+    _cells_made += 1
+    try:
+        return cgroups.Group.create(f"{cgroups.PREFIX}{_owner()}.{_cells_made}", cpus=cpus,
+                                    the_plan=the_plan, **settings)
+    except cgroups.CgroupError as exc:
+        if cpus is not None:
+            raise IsolatedRunError(f"--cpus: {exc}") from None
+        return None
+
+
+_cells_made = 0
+_plans: dict[int, cgroups.Plan] = {}
+
+
+def _cgroup_plan() -> cgroups.Plan:
+    """Where this process's cell cgroups go, found once per process."""
+    pid = os.getpid()
+    if pid not in _plans:
+        _plans[pid] = cgroups.plan()
+    return _plans[pid]
+
+
+def _owner() -> str:
+    from nskernel.records import owner_id
+
+    return owner_id()
+
+
+def _cpu_time_check(group: cgroups.Group | None,
+                    limits: Limits | None) -> Callable[[], str | None] | None:
+    """With a cgroup, the CPU time limit holds for the whole cell (the rlimit, per process)."""
+    if group is None or limits is None or limits.cpu_time is None:
+        return None
+    if group.cpu_seconds() is None:
+        return None
+
+    def over() -> str | None:
+        used = group.cpu_seconds() or 0.0
+        return limits.cpu_time_exceeded() if used > limits.cpu_time else None
+    return over
+
+
+def _usage(wall: float, group: cgroups.Group | None, rusage: Any) -> cgroups.Usage:
+    """From the cell's cgroup where it has one; else what the kernel counted for its first
+    process and the descendants that process waited for (no count of processes)."""
+    cpu = group.cpu_seconds() if group else None
+    memory = group.memory_peak() if group else None
+    if cpu is None and rusage is not None:
+        cpu = rusage.ru_utime + rusage.ru_stime
+    if memory is None and rusage is not None:
+        memory = rusage.ru_maxrss * 1024
+    return cgroups.Usage(wall, cpu, memory, group.pids_peak() if group else None)
 
 
 @contextlib.contextmanager
 def _forked_child(isolation: Isolation, main: Callable[[], Any],
-                  pipes: dict[str, tuple[int, int]], exec_mode: bool) -> Iterator[int]:
+                  pipes: dict[str, tuple[int, int]], exec_mode: bool,
+                  group: cgroups.Group | None) -> Iterator[int]:
     """Fork the child that runs ``main`` in ``isolation``; the block gets its pid.
 
     Without a new user namespace a new pid namespace is made from a thread of ours (see
@@ -119,11 +210,11 @@ def _forked_child(isolation: Isolation, main: Callable[[], Any],
         try:
             if isolation.pid and not isolation.uses_user_namespace:
                 child = stack.enter_context(sandbox.forked_in_new_pid_namespace(
-                    lambda: _child_main(isolation, main, pipes, True, exec_mode)))
+                    lambda: _child_main(isolation, main, pipes, True, exec_mode, group)))
             else:
                 child = os.fork()
                 if child == 0:
-                    _child_main(isolation, main, pipes, False, exec_mode)
+                    _child_main(isolation, main, pipes, False, exec_mode, group)
         except BaseException:
             for fds in pipes.values():
                 for fd in fds:
@@ -163,7 +254,8 @@ class _Channel:
 
 
 def _pump(child: int, fds: dict[int, str], channel: _Channel, on_stream: StreamCallback,
-          timeout: float | None, until_exit: bool) -> None:
+          timeout: float | None, until_exit: bool,
+          over_limit: Callable[[], str | None] | None = None) -> None:
     """Forward the child's output until it is done; enforce timeout and interrupt.
 
     Done: the pipes are closed and the child has exited, or (for a callable, unless
@@ -171,19 +263,23 @@ def _pump(child: int, fds: dict[int, str], channel: _Channel, on_stream: StreamC
     not be waited for. An exec'd command's result is its exit status, so the child must be
     left to exit by itself before anything is killed. When the child exits, whatever it left
     running in its process group is killed and the pipes are drained (for at most a second:
-    a process that escaped the group may hold them).
+    a process that escaped the group may hold them). ``over_limit()``, checked every
+    CPU_CHECK_INTERVAL, names a limit the cell went past: it is killed, and that is the error.
     """
     decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in fds.values()}
     started = time.monotonic()
     child_fd = os.pidfd_open(child)
     open_fds = set(fds)
     interrupted = timed_out = False
+    over = None
     kill_at = None if timeout is None else started + timeout
     drain_until = None
     try:
         while open_fds or (drain_until is None and (until_exit or not channel.has_result)):
             watch = list(open_fds) + ([child_fd] if drain_until is None else [])
-            limits = [t for t in (kill_at, drain_until) if t is not None]
+            check_at = (time.monotonic() + CPU_CHECK_INTERVAL
+                        if over_limit and drain_until is None and over is None else None)
+            limits = [t for t in (kill_at, drain_until, check_at) if t is not None]
             # At most an hour per wait: select() refuses huge timeouts (OverflowError).
             wait = min(max(0.0, min(limits) - time.monotonic()), 3600.0) if limits else None
             try:
@@ -201,6 +297,10 @@ def _pump(child: int, fds: dict[int, str], channel: _Channel, on_stream: StreamC
                 drain_until = now + 1.0
             if drain_until is not None and now >= drain_until:
                 break
+            if check_at is not None and over_limit is not None and drain_until is None:
+                over = over_limit()
+                if over is not None:
+                    _signal_tree(child, signal.SIGKILL)
             if kill_at is not None and now >= kill_at and drain_until is None:
                 timed_out = not interrupted
                 _signal_tree(child, signal.SIGKILL)
@@ -220,6 +320,8 @@ def _pump(child: int, fds: dict[int, str], channel: _Channel, on_stream: StreamC
         os.close(child_fd)
     if interrupted:
         raise KeyboardInterrupt("interrupted: stopped the cell and everything it started")
+    if over is not None:
+        raise IsolatedRunError(over)
     if timed_out:
         raise IsolatedRunError(
             f"timed out after {timeout:g} s: killed the cell and everything it started")
@@ -237,6 +339,12 @@ def _signal_tree(child: int, signum: int) -> None:
         os.killpg(child, signum)
     except ProcessLookupError:
         pass
+
+
+def _killed(status: int) -> bool:
+    """Whether the child died of SIGKILL (itself, or as a shell reports it)."""
+    code = os.waitstatus_to_exitcode(status)
+    return code in (-signal.SIGKILL, 128 + signal.SIGKILL)
 
 
 def _reap(child: int) -> int:
@@ -269,6 +377,7 @@ def _reap_soon(child: int) -> None:
 
 
 def _reap_exited() -> None:
+    cgroups.retry_pending()
     for child, (pidfd, loop) in list(_exiting.items()):
         if os.waitpid(child, os.WNOHANG)[0]:
             del _exiting[child]
@@ -278,7 +387,8 @@ def _reap_exited() -> None:
 
 
 def _outcome(channel: _Channel, status: int | None, on_display: DisplayCallback | None,
-             exec_mode: bool, contained: bool, limits: Limits | None = None) -> Any:
+             exec_mode: bool, contained: bool, limits: Limits | None = None,
+             oom: bool = False) -> Any:
     result = None
     for message in channel.messages:
         kind = message[0]
@@ -290,6 +400,8 @@ def _outcome(channel: _Channel, status: int | None, on_display: DisplayCallback 
     code = 0 if status is None else os.waitstatus_to_exitcode(status)
     signum = -code if code < 0 else code - 128 if code > 128 else 0  # as itself or a shell
     over = limits.explain_death(signum) if result is None and limits and signum else None
+    if result is None and limits and oom and signum == signal.SIGKILL:
+        over = limits.memory_exceeded()
     if over:
         raise IsolatedRunError(over)
     if result is None and exec_mode:
@@ -327,7 +439,8 @@ def _close_quietly(fd: int) -> None:
 
 # ---------------------------------------------------------------------------- child side
 def _child_main(isolation: Isolation, target: Callable[[], Any],
-                pipes: dict[str, tuple[int, int]], is_pid1: bool, exec_mode: bool) -> None:
+                pipes: dict[str, tuple[int, int]], is_pid1: bool, exec_mode: bool,
+                group: cgroups.Group | None) -> None:
     """The child: own process group, pipes as stdio, enter, run the target; with a pid
     namespace it either is PID 1 already or forks it. Without one, it is the subreaper of
     everything the target starts, and ends all of it before it exits. Never returns; never
@@ -350,6 +463,13 @@ def _child_main(isolation: Isolation, target: Callable[[], Any],
         messages = pipes["messages"][1]
         global _child_messages
         _child_messages = messages
+        if group is not None:
+            try:
+                group.join()  # first: all the cell starts is in it
+            except OSError as exc:
+                _send(messages, ("error", IsolatedRunError(
+                    f"cannot join the cell's cgroup: {exc.strerror}"), ""))
+                return
         two_steps = sandbox.walls_and_rooms(isolation)
         # With a pid namespace still to enter, its PID 1 takes the second step (after /proc).
         rooms_later = two_steps and isolation.pid and not is_pid1

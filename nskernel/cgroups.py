@@ -1,0 +1,378 @@
+"""Limits and accounting for a whole process tree: cgroups made as children of our own.
+
+rlimits (see :mod:`nskernel.limits`) bind one process each; a cgroup binds a cell or a
+kernel with everything it starts, daemons included, and tells afterwards what they used.
+
+The rules we keep, wherever we run (a systemd service with ``Delegate=yes``, a container, a
+root shell, a user's session):
+
+- only ever create *children* of the calling process's own cgroup, in each hierarchy; never
+  move another process, never write a parent's files;
+- name them ``nskernel.OWNER.N`` (OWNER: pid and start time of the process that made them,
+  see :func:`nskernel.records.owner_id`), and remove them when done; ``nskernel clean``
+  removes those whose owner died, nothing else;
+- cgroup v2 first (most machines are pure v2 now); v1 controllers (memory, pids, cpu,
+  cpuacct) where that is what the machine has; a v2 child without controllers (a v1 "hybrid"
+  machine) still kills a whole tree at once (``cgroup.kill``) and counts its CPU time.
+
+Where our own cgroup may not be written (a rootless user without delegation, the Isolated
+Python kernel without a delegated cgroup) :func:`available` says why in one line, and the
+caller falls back on rlimits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import errno
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+#: What a limit needs, and what we can read back (v1 keeps CPU time in cpuacct).
+LIMIT_CONTROLLERS = ("memory", "pids", "cpu")
+PREFIX = "nskernel."
+#: The period of a CPU quota, in microseconds (the kernel's default).
+CPU_PERIOD = 100_000
+_V2 = "v2"
+
+
+class CgroupError(RuntimeError):
+    """A cgroup could not be made or joined; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """One mounted hierarchy: v2 (``controllers`` those our cgroup offers its children), or
+    v1 (``controllers`` those it is mounted with); ``own``: our cgroup's directory in it."""
+
+    version: int
+    controllers: frozenset[str]
+    own: str
+
+
+def hierarchies(pid: int | str = "self") -> list[Hierarchy]:
+    """The hierarchies the process is in, as this mount namespace shows them."""
+    paths: dict[str, str] = {}
+    with open(f"/proc/{pid}/cgroup") as handle:
+        for line in handle:
+            _id, controllers, path = line.rstrip("\n").split(":", 2)
+            paths[controllers or _V2] = path
+    found = []
+    with open(f"/proc/{pid}/mountinfo") as handle:
+        for line in handle:
+            fields = line.split()
+            dash = fields.index("-")
+            fstype, options = fields[dash + 1], fields[dash + 3].split(",")
+            root, point = fields[3], fields[4]
+            if fstype == "cgroup2":
+                key, version = _V2, 2
+            elif fstype == "cgroup":
+                named = [opt for opt in options if opt in LIMIT_CONTROLLERS + ("cpuacct",)]
+                key = next((k for k in paths if k != _V2 and set(k.split(",")) == set(named)
+                            and named), None)
+                version = 1
+            else:
+                continue
+            path = paths.get(key) if key else None
+            if path is None or not (path + "/").startswith(root.rstrip("/") + "/"):
+                continue
+            own = os.path.join(point, path[len(root.rstrip("/")):].lstrip("/")).rstrip("/")
+            if version == 2:
+                controllers = frozenset(_read(own, "cgroup.controllers").split())
+            else:
+                controllers = frozenset(named)
+            if any(h.own == own for h in found):
+                continue
+            found.append(Hierarchy(version, controllers, own))
+            paths.pop(key)
+    return found
+
+
+def _read(directory: str, name: str) -> str:
+    try:
+        with open(os.path.join(directory, name)) as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+def _write(directory: str, name: str, value: str) -> None:
+    with open(os.path.join(directory, name), "w") as handle:
+        handle.write(value)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where each job goes: {"memory": dir, "pids": dir, "cpu": dir, "cpuacct": dir,
+    "kill": dir} (base directories: our own cgroups), and why a missing one is missing."""
+
+    places: dict[str, Hierarchy]
+    missing: dict[str, str]
+
+
+def plan(hierarchy_list: list[Hierarchy] | None = None) -> Plan:
+    """Which of our cgroups serves what. A v2 controller counts if our cgroup passes it to
+    its children already, or could (it holds no process itself); v1 if we may write there."""
+    found = hierarchies() if hierarchy_list is None else hierarchy_list
+    places: dict[str, Hierarchy] = {}
+    missing: dict[str, str] = {}
+    v2 = next((h for h in found if h.version == 2), None)
+    if v2 is not None and os.access(v2.own, os.W_OK):
+        places["kill"] = places["cpuacct"] = v2
+        enabled = set(_read(v2.own, "cgroup.subtree_control").split())
+        empty = not _read(v2.own, "cgroup.procs").strip()
+        for name in LIMIT_CONTROLLERS:
+            if name in enabled or (name in v2.controllers and empty):
+                places[name] = v2
+    for hierarchy in found:
+        if hierarchy.version != 1:
+            continue
+        for name in hierarchy.controllers:
+            if name in places:
+                continue
+            if os.access(hierarchy.own, os.W_OK):
+                places[name] = hierarchy
+            else:
+                missing.setdefault(name, f"cgroup {hierarchy.own} is not writable by uid "
+                                         f"{os.geteuid()}")
+    for name in LIMIT_CONTROLLERS:
+        if name not in places and name not in missing:
+            if v2 is not None and not os.access(v2.own, os.W_OK):
+                missing[name] = (f"cgroup {v2.own} is not writable by uid {os.geteuid()} "
+                                 "(no delegated cgroup)")
+            elif v2 is not None and name in v2.controllers:
+                missing[name] = (f"cgroup {v2.own} holds processes, so its children cannot "
+                                 f"get the {name} controller (start Jupyter in a cgroup of "
+                                 "its own with Delegate=yes)")
+            else:
+                missing[name] = f"no {name} controller is mounted"
+    return Plan(places, missing)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a cell used: as ioi/isolate's meta file says it, on one line."""
+
+    wall: float
+    cpu: float | None
+    memory_peak: int | None
+    pids_peak: int | None
+
+    def __str__(self) -> str:
+        parts = [f"wall {self.wall:.3f} s"]
+        parts.append("cpu ?" if self.cpu is None else f"cpu {self.cpu:.3f} s")
+        parts.append("memory peak ?" if self.memory_peak is None
+                     else f"memory peak {self.memory_peak / (1 << 20):.1f} MiB")
+        parts.append("processes ?" if self.pids_peak is None
+                     else f"processes {self.pids_peak}")
+        return "stats: " + ", ".join(parts)
+
+
+@dataclass
+class Group:
+    """Our child cgroups for one cell (or one kernel), one per hierarchy used."""
+
+    name: str
+    directories: dict[str, str] = field(default_factory=dict)  # job -> directory
+    made: list[str] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, name: str, *, memory: int | None = None, pids: int | None = None,
+               cpus: float | None = None, the_plan: Plan | None = None) -> Group:
+        """Make the cgroups and set their limits; raise :class:`CgroupError` where a limit
+        asked for has no controller here. Without limits it still tracks (kill, CPU time,
+        and the peaks where those controllers are ours)."""
+        the_plan = the_plan or plan()
+        wanted = {"memory": memory, "pids": pids, "cpu": cpus}
+        for job, value in wanted.items():
+            if value is not None and job not in the_plan.places:
+                raise CgroupError(f"cannot limit {job} here: {the_plan.missing[job]}")
+        group = cls(name)
+        try:
+            for job, hierarchy in the_plan.places.items():
+                directory = os.path.join(hierarchy.own, name)
+                if directory not in group.made:
+                    os.mkdir(directory)
+                    group.made.append(directory)
+                if hierarchy.version == 2 and job in LIMIT_CONTROLLERS:
+                    _enable(hierarchy.own, job)
+                group.directories[job] = directory
+            group._set_limits(memory, pids, cpus, the_plan)
+        except OSError as exc:
+            group.remove()
+            raise CgroupError(f"cannot make cgroup {name}: {exc.strerror} "
+                              f"({exc.filename or ''})") from None
+        return group
+
+    def _set_limits(self, memory: int | None, pids: int | None, cpus: float | None,
+                    the_plan: Plan) -> None:
+        v2 = {job: h.version == 2 for job, h in the_plan.places.items()}
+        if memory is not None:
+            directory = self.directories["memory"]
+            if v2["memory"]:
+                _write(directory, "memory.max", str(memory))
+                with contextlib.suppress(FileNotFoundError):
+                    _write(directory, "memory.swap.max", "0")
+            else:
+                _write(directory, "memory.limit_in_bytes", str(memory))
+                with contextlib.suppress(FileNotFoundError):  # no swap accounting
+                    _write(directory, "memory.memsw.limit_in_bytes", str(memory))
+        if pids is not None:
+            _write(self.directories["pids"], "pids.max", str(pids))
+        if cpus is not None:
+            quota = max(1000, int(cpus * CPU_PERIOD))
+            if v2["cpu"]:
+                _write(self.directories["cpu"], "cpu.max", f"{quota} {CPU_PERIOD}")
+            else:
+                _write(self.directories["cpu"], "cpu.cfs_period_us", str(CPU_PERIOD))
+                _write(self.directories["cpu"], "cpu.cfs_quota_us", str(quota))
+
+    def join(self) -> None:
+        """Move the calling process into every one of our cgroups (a fresh child does this
+        before it runs anything: all it starts stays inside)."""
+        for directory in dict.fromkeys(self.directories.values()):
+            _write(directory, "cgroup.procs", "0")
+
+    def hand_to(self, uid: int, gid: int) -> None:
+        """Let ``uid`` make cgroups below ours and move its processes among them (what
+        systemd's Delegate=yes does); our own limit files stay root's."""
+        for directory in dict.fromkeys(self.directories.values()):
+            os.chown(directory, uid, gid)
+            for name in ("cgroup.procs", "tasks", "cgroup.subtree_control", "cgroup.threads"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.chown(os.path.join(directory, name), uid, gid)
+
+    def pids(self) -> list[int]:
+        """Every process in the group (as this pid namespace numbers them)."""
+        directory = self.directories.get("kill") or self.directories.get("pids")
+        if directory is None:
+            return []
+        return [int(word) for word in _read(directory, "cgroup.procs").split()]
+
+    def kill(self) -> None:
+        """SIGKILL everything in the group, daemons and all, at once where v2 can."""
+        directory = self.directories.get("kill")
+        if directory is not None:
+            with contextlib.suppress(OSError):
+                _write(directory, "cgroup.kill", "1")
+                return
+        for _ in range(100):  # v1: whatever forks while we walk is caught on the next pass
+            found = self.pids()
+            if not found:
+                return
+            for pid in found:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.001)
+
+    def cpu_seconds(self) -> float | None:
+        directory = self.directories.get("cpuacct")
+        if directory is None:
+            return None
+        text = _read(directory, "cpuacct.usage").strip()  # v1, in nanoseconds
+        if text:
+            return int(text) / 1e9
+        for line in _read(directory, "cpu.stat").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "usage_usec":
+                return int(value) / 1e6
+        return None
+
+    def memory_peak(self) -> int | None:
+        directory = self.directories.get("memory")
+        if directory is None:
+            return None
+        text = (_read(directory, "memory.peak") or _read(directory, "memory.max_usage_in_bytes"))
+        return int(text) if text.strip() else None
+
+    def pids_peak(self) -> int | None:
+        directory = self.directories.get("pids")
+        text = _read(directory, "pids.peak").strip() if directory else ""
+        return int(text) if text else None
+
+    def oom_kills(self) -> int:
+        directory = self.directories.get("memory")
+        if directory is None:
+            return 0
+        text = _read(directory, "memory.events") or _read(directory, "memory.oom_control")
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+        return 0
+
+    def remove(self) -> bool:
+        """Remove our cgroups; False if some still hold exiting processes (try later)."""
+        left = []
+        for directory in reversed(self.made):
+            try:
+                os.rmdir(directory)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    raise
+                left.append(directory)
+        self.made = list(reversed(left))
+        return not left
+
+
+def _enable(own: str, controller: str) -> None:
+    """Pass ``controller`` to our v2 cgroup's children, if it does not already."""
+    if controller not in _read(own, "cgroup.subtree_control").split():
+        _write(own, "cgroup.subtree_control", f"+{controller}")
+
+
+#: Groups that held exiting processes when their cell ended: removed on a later try.
+_pending: list[Group] = []
+
+
+def remove_soon(group: Group) -> None:
+    """Remove ``group`` now if its processes are gone, else on a later call (or at exit)."""
+    _pending.append(group)
+    retry_pending()
+
+
+@atexit.register
+def _at_exit() -> None:
+    retry_pending(wait=1.0)
+
+
+def retry_pending(wait: float = 0.0) -> None:
+    deadline = time.monotonic() + wait
+    while True:
+        for group in list(_pending):
+            with contextlib.suppress(OSError):
+                if group.remove():
+                    _pending.remove(group)
+        if not _pending or time.monotonic() >= deadline:
+            return
+        time.sleep(0.005)
+
+
+def clean() -> list[str]:
+    """``nskernel clean``: remove empty cgroups named ours whose owner process died, under
+    our own cgroup in each hierarchy (and their children). Nothing else."""
+    from nskernel.records import owner_alive
+
+    removed = []
+    for hierarchy in hierarchies():
+        try:
+            entries = os.listdir(hierarchy.own)
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.startswith(PREFIX):
+                continue
+            owner = entry[len(PREFIX):].rsplit(".", 1)[0]
+            path = os.path.join(hierarchy.own, entry)
+            if owner_alive(owner) or not os.path.isdir(path):
+                continue
+            for below, _dirs, _files in sorted(os.walk(path), key=lambda w: -len(w[0])):
+                with contextlib.suppress(OSError):
+                    os.rmdir(below)
+            if not os.path.exists(path):
+                removed.append(f"cgroup {path}")
+    return removed
