@@ -31,17 +31,23 @@ def isolate(function: Callable[..., T], *args: Any, **settings: Any) -> T:
     ``settings``: ``pid``, ``net``, ``mount``, ``uts``, ``ipc``, ``user`` (booleans; with no
     namespace named: pid, net, mount, uts, ipc), ``hostname``, ``loopback_up``, ``timeout``
     (seconds), ``readonly``, ``tmpfs_size``, ``binds``, ``seccomp``, and the limits
-    ``cpu_time``, ``memory`` ("64M"), ``fsize``, ``nofile``, ``pids`` (see nskernel.limits).
-    Output is written to this process's stdout/stderr as it comes; an exception
-    raised inside is raised here, with the child's traceback as its cause.
+    ``cpu_time``, ``memory`` ("64M"), ``fsize``, ``nofile``, ``pids``, ``cpus`` (see
+    nskernel.limits). Output is written to this process's stdout/stderr as it comes; an
+    exception raised inside is raised here, with the child's traceback as its cause.
+
+    ``stats=True``: return a :class:`nskernel.cgroups.Ran` (``.value``, ``.usage``: wall and
+    CPU time, peak memory, most processes at once); an exception raised here then carries
+    the usage as its ``usage`` attribute.
     """
+    from nskernel.cgroups import Ran
     from nskernel.isolation import NAMESPACES, Isolation
     from nskernel.limits import Limits, parse_size
     from nskernel.runner import run
 
     timeout = settings.pop("timeout", None)
+    stats = settings.pop("stats", False)
     limits = {name: settings.pop(name) for name in ("cpu_time", "memory", "fsize", "nofile",
-                                                    "pids") if name in settings}
+                                                    "pids", "cpus") if name in settings}
     for name in ("memory", "fsize"):
         if isinstance(limits.get(name), str):
             limits[name] = parse_size(limits[name], name)
@@ -49,8 +55,15 @@ def isolate(function: Callable[..., T], *args: Any, **settings: Any) -> T:
         settings["user"] = True  # processes are counted per user namespace
     if not any(settings.get(name) for name in NAMESPACES):
         settings.update({name: True for name in NAMESPACES if name not in settings})
-    return run(Isolation(**settings), lambda: function(*args), timeout=timeout,
-               limits=Limits(**limits))
+    used = []
+    try:
+        value = run(Isolation(**settings), lambda: function(*args), timeout=timeout,
+                    limits=Limits(**limits), on_usage=used.append if stats else None)
+    except Exception as exc:
+        if used:
+            exc.usage = used[0]  # type: ignore[attr-defined]
+        raise
+    return Ran(value, used[0]) if stats else value
 
 
 def lab() -> Any:

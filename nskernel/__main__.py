@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nskernel import isolation, kernelspec
+from nskernel import isolation, kernelspec, limits
 
 
 def _install(args: argparse.Namespace) -> int:
     spec = isolation.from_args(args, isolation.KERNEL_DEFAULT, isolation.DEFAULT_HOSTNAME)
+    kernel_limits = limits.from_args(args, for_kernel=True)
     prefix = sys.prefix if args.sys_prefix else args.prefix
-    path = kernelspec.install(spec, args.name, args.display_name, user=args.user, prefix=prefix)
-    print(f"Installed kernelspec {args.name} ({spec.describe()}) in {path}")
+    path = kernelspec.install(spec, args.name, args.display_name, user=args.user, prefix=prefix,
+                              limits=kernel_limits)
+    locks = [name for name in ("readonly", "seccomp") if getattr(spec, name)]
+    locks += [f"{name} {value}" for name, value in kernel_limits.describe()]
+    print(f"Installed kernelspec {args.name} ({spec.describe()}"
+          f"{'; ' + ', '.join(locks) if locks else ''}) in {path}")
     return 0
 
 
@@ -25,9 +30,9 @@ def _doctor(_args: argparse.Namespace) -> int:
 
 
 def _clean(_args: argparse.Namespace) -> int:
-    from nskernel import records
+    from nskernel import cgroups, records
 
-    removed = records.clean()
+    removed = records.clean() + cgroups.clean()
     for item in removed:
         print(f"removed {item}")
     print(f"nskernel clean: {len(removed)} left behind by kernels that died removed; "
@@ -52,16 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--name", default=kernelspec.KERNEL_NAME, help="kernelspec name")
     install.add_argument("--display-name", default=kernelspec.DISPLAY_NAME,
                          help="name shown in Jupyter's launcher")
-    isolation.add_arguments(install)
+    from nskernel.launch import add_kernel_arguments
+
+    add_kernel_arguments(install)
     install.set_defaults(run=_install)
 
     doctor = commands.add_parser("doctor", help="which namespaces this user can create")
     doctor.set_defaults(run=_doctor)
 
     clean = commands.add_parser(
-        "clean", help="remove what network labs of dead kernels left behind",
+        "clean", help="remove what network labs and cgroups of dead kernels left behind",
         description="Remove the namespaces and links that kernels which died had recorded as "
-                    "their own, if they are still what was recorded. Nothing else.")
+                    "their own, if they are still what was recorded, and the empty cgroups "
+                    "named after them below our own. Nothing else.")
     clean.set_defaults(run=_clean)
     return parser
 
@@ -71,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except isolation.IsolationError as exc:
+    except (isolation.IsolationError, limits.LimitError) as exc:
         parser.exit(2, f"nskernel {args.command}: error: {exc}\n")
     return 1
 

@@ -170,6 +170,14 @@ class Usage:
         return "stats: " + ", ".join(parts)
 
 
+@dataclass(frozen=True)
+class Ran:
+    """What ``nskernel.isolate(..., stats=True)`` returns: the value and the usage."""
+
+    value: object
+    usage: Usage
+
+
 @dataclass
 class Group:
     """Our child cgroups for one cell (or one kernel), one per hierarchy used."""
@@ -350,6 +358,47 @@ def retry_pending(wait: float = 0.0) -> None:
         if not _pending or time.monotonic() >= deadline:
             return
         time.sleep(0.005)
+
+
+def own_use() -> dict[str, str]:
+    """What the calling process's own cgroups count now, for the ones that count it:
+    {"memory": bytes, "pids": processes, "cpu": seconds}, as text."""
+    found: dict[str, str] = {}
+    for hierarchy in hierarchies():
+        own = hierarchy.own
+        memory = _read(own, "memory.current") or _read(own, "memory.usage_in_bytes")
+        if memory.strip() and "memory" not in found:
+            found["memory"] = f"{int(memory) / (1 << 20):.1f} MiB in use"
+        pids = _read(own, "pids.current")
+        if pids.strip() and "pids" not in found:
+            found["pids"] = f"{int(pids)} now"
+        group = Group("own", {"cpuacct": own})
+        cpu = group.cpu_seconds() if (_read(own, "cpuacct.usage") or
+                                      _read(own, "cpu.stat")) else None
+        if cpu is not None and "cpus" not in found:
+            found["cpus"] = f"{cpu:.1f} CPU seconds so far"
+    return found
+
+
+def remove_tree(directory: str, wait: float = 2.0) -> bool:
+    """Kill everything in ``directory`` and the cgroups below it, and remove them all,
+    deepest first (a kernel's cgroup, with the cells' it made). False if some remain."""
+    deadline = time.monotonic() + wait
+    while True:
+        below = sorted((path for path, _dirs, _files in os.walk(directory)),
+                       key=lambda path: -path.count("/"))
+        for path in below:
+            group = Group(os.path.basename(path), {"kill": path} if
+                          os.path.exists(os.path.join(path, "cgroup.kill")) else {"pids": path},
+                          [path])
+            group.kill()
+            with contextlib.suppress(OSError):
+                group.remove()
+        if not os.path.exists(directory):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
 
 
 def clean() -> list[str]:

@@ -64,6 +64,27 @@ def make_readonly(tmpfs_size: str, binds: Sequence[tuple[str, bool]] = ()) -> No
             os.close(fd)
 
 
+def private_tmp(size: str, keep: Sequence[str]) -> None:
+    """A fresh /tmp (tmpfs, mode 1777, ``size``), so that one kernel's files there (ipykernel's
+    ``/tmp/ipykernel_PID``, where every isolated kernel is PID 2) never meet another's.
+    Directories of ``keep`` that lie under /tmp (the notebook's, a virtual environment) are
+    bound back at their places, writable as before."""
+    below = [os.path.realpath(d) for d in keep if os.path.isdir(d)]
+    below = sorted({d for d in below if d.startswith("/tmp/")})
+    outermost = [d for d in below if not any(d.startswith(o + "/") for o in below)]
+    sources = {path: os.open(path, os.O_PATH | os.O_CLOEXEC) for path in outermost}
+    try:
+        _syscalls.mount("tmpfs", "/tmp", "tmpfs", _syscalls.MS_NOSUID | _syscalls.MS_NODEV,
+                        f"size={size},mode=1777")
+        for path, fd in sources.items():
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            _syscalls.mount(f"/proc/self/fd/{fd}", path, None,
+                            _syscalls.MS_BIND | _syscalls.MS_REC)
+    finally:
+        for fd in sources.values():
+            os.close(fd)
+
+
 #: Python's directories, as :func:`note_python_directories` found them in the parent.
 _python_directories: tuple[str, ...] = ()
 

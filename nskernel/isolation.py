@@ -19,6 +19,8 @@ NAMESPACES = ("pid", "net", "mount", "uts", "ipc")
 KERNEL_DEFAULT = NAMESPACES
 DEFAULT_HOSTNAME = "isolated"
 DEFAULT_TMPFS_SIZE = "64m"
+#: The size of an Isolated Python kernel's own /tmp.
+KERNEL_TMP_SIZE = "1g"
 _SIZE = re.compile(r"^[0-9]{1,12}[kKmMgG]?$")
 
 _HOSTNAME = re.compile(r"^(?=.{1,64}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -122,18 +124,21 @@ class Isolation:
             flags |= _syscalls.CLONE_NEWUSER
         return flags
 
-    def to_argv(self, user_flag: str | None = None) -> list[str]:
-        """The flags that :func:`from_args` (on a parser with the same ``user_flag``) turns
-        back into an equal object.
+    def to_argv(self, user_flag: str | None = None, locks: bool = False,
+                tmpfs_default: str = DEFAULT_TMPFS_SIZE) -> list[str]:
+        """The flags that :func:`from_args` (on a parser with the same ``user_flag``, and
+        :func:`add_lock_arguments` without --caps if ``locks``) turns back into an equal
+        object.
 
         Settings no flag can say are refused rather than dropped: ``user=False``, ``user``
         without a ``user_flag``, ``netns`` and ``map_root_to`` (those are passed to
-        :func:`from_args` beside the flags).
+        :func:`from_args` beside the flags), the locks unless ``locks``, and ``drop_caps``.
         """
         unsayable = [name for name, value in (("user", self.user), ("netns", self.netns),
                                               ("map_root_to", self.map_root_to),
-                                              ("readonly", self.readonly or None),
-                                              ("seccomp", self.seccomp or None),
+                                              ("readonly", (self.readonly and not locks)
+                                               or None),
+                                              ("seccomp", (self.seccomp and not locks) or None),
                                               ("drop_caps", self.drop_caps or None))
                      if value is not None and not (name == "user" and value and user_flag)]
         if unsayable:
@@ -145,6 +150,15 @@ class Isolation:
             argv += ["--hostname", self.hostname]
         if not self.loopback_up:
             argv.append("--no-lo")
+        if self.readonly:
+            argv.append("--readonly")
+        if locks and self.tmpfs_size != tmpfs_default:
+            argv += ["--tmpfs-size", self.tmpfs_size]
+        if self.readonly:
+            for path, writable in self.binds:
+                argv += ["--bind", path + (":rw" if writable else "")]
+        if self.seccomp:
+            argv.append("--seccomp")
         return argv
 
     def describe(self) -> str:
@@ -159,24 +173,27 @@ def parse_bind(text: str) -> tuple[str, bool]:
     return path, mode == "rw"
 
 
-def add_lock_arguments(parser: argparse.ArgumentParser) -> None:
+def add_lock_arguments(parser: argparse.ArgumentParser, *, caps: bool = True,
+                       tmpfs_default: str = DEFAULT_TMPFS_SIZE) -> None:
     """--readonly, --tmpfs-size and --bind (see :mod:`nskernel.filesystem`), --seccomp and
-    --caps: the locks of a cell, beside its namespaces."""
+    --caps: the locks of a cell, beside its namespaces. The kernel takes them without
+    --caps: it has none outside its own namespaces, and needs them inside (the lab)."""
     group = parser.add_argument_group("files")
     group.add_argument("--readonly", action="store_true",
                        help="the host's files read-only; fresh tmpfs on /tmp, /var/tmp, "
                             "/dev/shm and the home directory")
-    group.add_argument("--tmpfs-size", default=DEFAULT_TMPFS_SIZE, metavar="SIZE",
-                       help=f"size of each of those tmpfs (default {DEFAULT_TMPFS_SIZE})")
+    group.add_argument("--tmpfs-size", default=tmpfs_default, metavar="SIZE",
+                       help=f"size of each of those tmpfs (default {tmpfs_default})")
     group.add_argument("--bind", action="append", default=[], metavar="PATH[:rw]",
                        help="show a host directory inside (read-only, or writable with :rw); "
                             "repeatable")
     parser.add_argument("--seccomp", action="store_true",
                         help="calls that reach past a sandbox (modules, kexec, reboot, bpf, "
                              "keyring, mount, namespaces, ptrace, ...) fail with EPERM")
-    parser.add_argument("--caps", choices=["all", "none"],
-                        help="capabilities the body keeps (default: none with --seccomp, "
-                             "else all that its user has)")
+    if caps:
+        parser.add_argument("--caps", choices=["all", "none"],
+                            help="capabilities the body keeps (default: none with --seccomp, "
+                                 "else all that its user has)")
 
 
 def add_arguments(parser: argparse.ArgumentParser, user_flag: str | None = None) -> None:
@@ -219,7 +236,8 @@ def from_args(args: argparse.Namespace, default: tuple[str, ...] = (),
     if hasattr(args, "readonly"):  # a parser with add_lock_arguments
         files = {"readonly": args.readonly, "tmpfs_size": args.tmpfs_size,
                  "binds": tuple(parse_bind(text) for text in args.bind),
-                 "seccomp": args.seccomp,
-                 "drop_caps": (args.caps or ("none" if args.seccomp else "all")) == "none"}
+                 "seccomp": args.seccomp}
+        if hasattr(args, "caps"):
+            files["drop_caps"] = (args.caps or ("none" if args.seccomp else "all")) == "none"
     return Isolation(**chosen, **files, user=getattr(args, "user_ns", None), hostname=hostname,
                      loopback_up=args.loopback_up, **settings)

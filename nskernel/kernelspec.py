@@ -17,14 +17,16 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager, _is_valid_kernel_name
 
-from nskernel.isolation import Isolation, IsolationError
+from nskernel.isolation import KERNEL_TMP_SIZE, Isolation, IsolationError
+from nskernel.limits import Limits
 
 KERNEL_NAME = "isolated-python"
 DISPLAY_NAME = "Isolated Python"
 RESOURCES = Path(__file__).parent / "resources"
 
 
-def make_argv(spec: Isolation, executable: str | None = None) -> list[str]:
+def make_argv(spec: Isolation, executable: str | None = None,
+              limits: Limits | None = None) -> list[str]:
     """The command Jupyter runs: the launcher, the namespaces, the connection file.
 
     ``-Xfrozen_modules=off`` as ``python -m ipykernel install`` writes it: with frozen modules
@@ -33,28 +35,33 @@ def make_argv(spec: Isolation, executable: str | None = None) -> list[str]:
     python_arguments = ["-Xfrozen_modules=off"] if platform.python_implementation() == "CPython" \
         else []
     return [executable or sys.executable, *python_arguments, "-m", "nskernel.launch",
-            *spec.to_argv(), "-f", "{connection_file}"]
+            *spec.to_argv(locks=True, tmpfs_default=KERNEL_TMP_SIZE),
+            *(limits.to_argv() if limits else []), "-f", "{connection_file}"]
 
 
 def kernel_dict(spec: Isolation, display_name: str = DISPLAY_NAME,
-                executable: str | None = None) -> dict[str, Any]:
+                executable: str | None = None, limits: Limits | None = None) -> dict[str, Any]:
+    described = {"namespaces": list(spec.namespaces), "hostname": spec.hostname}
+    if spec.readonly or spec.seccomp:
+        described.update(readonly=spec.readonly, seccomp=spec.seccomp)
+    if limits:
+        described["limits"] = dict(limits.describe())
     return {
-        "argv": make_argv(spec, executable),
+        "argv": make_argv(spec, executable, limits),
         "display_name": display_name,
         "language": "python",
         "interrupt_mode": "signal",
-        "metadata": {"debugger": True, "nskernel": {"namespaces": list(spec.namespaces),
-                                                    "hostname": spec.hostname}},
+        "metadata": {"debugger": True, "nskernel": described},
         "kernel_protocol_version": "5.5",
     }
 
 
 def write_spec(path: Path, spec: Isolation, display_name: str = DISPLAY_NAME,
-               executable: str | None = None) -> Path:
+               executable: str | None = None, limits: Limits | None = None) -> Path:
     """Write kernel.json and the logos into ``path`` (created; must not exist)."""
     shutil.copytree(RESOURCES, path)
     with open(path / "kernel.json", "w") as handle:
-        json.dump(kernel_dict(spec, display_name, executable), handle, indent=1)
+        json.dump(kernel_dict(spec, display_name, executable, limits), handle, indent=1)
         handle.write("\n")
     return path
 
@@ -68,10 +75,11 @@ def check_name(name: str) -> str:
 
 def install(spec: Isolation, kernel_name: str = KERNEL_NAME, display_name: str = DISPLAY_NAME,
             user: bool = False, prefix: str | None = None,
-            kernel_spec_manager: KernelSpecManager | None = None) -> str:
+            kernel_spec_manager: KernelSpecManager | None = None,
+            limits: Limits | None = None) -> str:
     """Install the kernelspec where Jupyter finds it; return the installed directory."""
     check_name(kernel_name)
     manager = kernel_spec_manager or KernelSpecManager()
     with tempfile.TemporaryDirectory() as tmp:
-        source = write_spec(Path(tmp) / kernel_name, spec, display_name)
+        source = write_spec(Path(tmp) / kernel_name, spec, display_name, limits=limits)
         return manager.install_kernel_spec(str(source), kernel_name, user=user, prefix=prefix)

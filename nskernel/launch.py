@@ -30,13 +30,16 @@ import argparse
 import contextlib
 import json
 import os
+import resource
+import select
 import shutil
 import signal
 import socket
 import sys
 from typing import NoReturn
 
-from nskernel import _syscalls, isolation, nsinfo, sandbox, supervisor
+from nskernel import _syscalls, cgroups, isolation, limits, nsinfo, sandbox, supervisor
+from nskernel.limits import Limits
 
 CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 
@@ -123,15 +126,25 @@ def run_init(dumb_init: str, go: int, dropped: int) -> NoReturn:
 
 def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation,
                map_root_to: int | None, launcher_fds: list[int], init_dropped: int | None,
-               listen_fds: dict[int, int]) -> int:
-    """The kernel process proper: its own namespaces, then ipykernel with the adopted
-    sockets (see kernelapp). Its /proc is already mounted (it is PID 2 of the new pid
-    namespace); entering its own user namespace now locks that mount in place."""
+               listen_fds: dict[int, int], kernel_limits: Limits,
+               group: cgroups.Group | None) -> int:
+    """The kernel process proper: its cgroup and limits, its own namespaces, then ipykernel
+    with the adopted sockets (see kernelapp). Its /proc is already mounted (it is PID 2 of
+    the new pid namespace); entering its own user namespace now locks that mount in place.
+    With ``--seccomp`` the filter lets it still make namespaces (inside its own user
+    namespace they reach nothing of the host's): the lab and ``%%isolate`` work on."""
     from nskernel.kernelapp import IsolatedKernelApp  # imported by the launcher already
 
     for fd in launcher_fds:
         os.close(fd)
-    sandbox.enter_rooms(spec, map_root_to=map_root_to)
+    if group is not None:
+        group.join()
+    kernel_limits.apply(inherited_fds=Limits.fds_in_use(), memory_rlimit=resource.RLIMIT_DATA)
+    sandbox.enter_rooms(spec, map_root_to=map_root_to, keep_cgroups=group is not None)
+    if spec.seccomp:
+        from nskernel.seccomp import deny_dangerous_syscalls
+
+        deny_dangerous_syscalls(allow_namespaces=True)
     os.mkdir(sandbox.KERNEL_SCRATCH_DIR, 0o700)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the launcher ignored it
     if init_dropped is not None:
@@ -143,20 +156,88 @@ def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation
     return 0
 
 
-def parse_args(argv: list[str] | None) -> tuple[isolation.Isolation, str]:
+def add_kernel_arguments(parser: argparse.ArgumentParser) -> None:
+    """The kernel's flags: namespaces, locks (not --caps) and limits (not --cpu-time)."""
+    isolation.add_arguments(parser)
+    isolation.add_lock_arguments(parser, caps=False, tmpfs_default=isolation.KERNEL_TMP_SIZE)
+    limits.add_arguments(parser, for_kernel=True)
+
+
+def parse_args(argv: list[str] | None) -> tuple[isolation.Isolation, Limits, str]:
     parser = argparse.ArgumentParser(prog="python -m nskernel.launch",
                                      description="Start an IPython kernel in new namespaces.")
     parser.add_argument("-f", dest="connection_file", required=True,
                         help="the Jupyter connection file")
-    isolation.add_arguments(parser)
+    add_kernel_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        return isolation.from_args(args), args.connection_file
-    except isolation.IsolationError as exc:
+        return (isolation.from_args(args), limits.from_args(args, for_kernel=True),
+                args.connection_file)
+    except (isolation.IsolationError, limits.LimitError) as exc:
         parser.exit(2, f"nskernel: cannot start the kernel: {exc}\n")
 
 
-def launch(spec: isolation.Isolation, connection_file: str) -> NoReturn:
+def kernel_cgroup(kernel_limits: Limits, owner: int | None) -> cgroups.Group | None:
+    """The kernel's cgroup, with its limits, made below ours where we may; handed to
+    ``owner`` (the kernel's uid on the host, when that is not ours) so that the kernel
+    can make its cells' cgroups inside it. None where we may not: the rlimits still hold,
+    but a CPU share has nothing to stand on."""
+    the_plan = cgroups.plan()
+    if kernel_limits.cpus is not None and "cpu" not in the_plan.places:
+        raise LaunchError(f"--cpus cannot be enforced here: {the_plan.missing['cpu']}")
+    if not the_plan.places:
+        return None
+    from nskernel.records import owner_id
+
+    settings = {job: getattr(kernel_limits, job) for job in ("memory", "pids")
+                if job in the_plan.places}
+    try:
+        group = cgroups.Group.create(f"{cgroups.PREFIX}{owner_id()}.kernel",
+                                     cpus=kernel_limits.cpus, the_plan=the_plan, **settings)
+    except cgroups.CgroupError as exc:
+        if kernel_limits.cpus is not None:
+            raise LaunchError(str(exc)) from None
+        return None
+    if owner is not None:
+        group.hand_to(owner, owner)
+    return group
+
+
+def _fork_cgroup_keeper(group: cgroups.Group) -> None:
+    """Fork the process that removes the kernel's cgroups (with its cells') once we are gone,
+    however we go: SIGKILL included, which no cleanup of ours would survive. Forked before
+    the walls, so that it sees the host's cgroups and lives outside the kernel's pid
+    namespace. Not our child (a middle process forks it and exits): the supervisor, when
+    it ends what is left below it, must not end it too. It leaves our process group (a kill
+    of the group must not take it along) and Jupyter's pipes, and waits on a pidfd of ours
+    (we become the supervisor)."""
+    launcher = os.pidfd_open(os.getpid())
+    middle = os.fork()
+    if middle:
+        os.close(launcher)
+        os.waitpid(middle, 0)
+        return
+    try:
+        if os.fork():
+            os._exit(0)
+        os.setsid()
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.closerange(3, launcher)
+        os.closerange(launcher + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        _syscalls.set_process_name("nskernel-cgroup")
+        select.select([launcher], [], [])  # readable once the launcher/supervisor is gone
+        for directory in dict.fromkeys(group.directories.values()):
+            cgroups.remove_tree(directory)
+    finally:
+        os._exit(0)
+
+
+def launch(spec: isolation.Isolation, connection_file: str,
+           kernel_limits: Limits | None = None) -> NoReturn:
     """Bind, isolate, start init and kernel, then exec the supervisor (never returns)."""
     server = os.pidfd_open(os.getppid())  # before anything can orphan us
     try:
@@ -166,6 +247,12 @@ def launch(spec: isolation.Isolation, connection_file: str) -> NoReturn:
         raise LaunchError(f"cannot read connection file {connection_file}: {exc}") from None
     dumb_init = find_dumb_init() if spec.pid else ""
     host_root = os.geteuid() == 0
+    kernel_limits = kernel_limits or Limits()
+    group = kernel_cgroup(kernel_limits, sandbox.NOBODY if host_root else None)
+    if kernel_limits:
+        os.environ[nsinfo.LIMITS_ENV] = " ".join(kernel_limits.to_argv())  # for %nsinfo inside
+    if group is not None:
+        _fork_cgroup_keeper(group)
     listeners = bind_listeners(connection)
     os.environ[nsinfo.HOST_NS_ENV] = nsinfo.encode_host_namespaces()  # for %nsinfo inside
     # Imported here, once, so that the kernel forked below starts warm (as fast as stock).
@@ -180,7 +267,10 @@ def launch(spec: isolation.Isolation, connection_file: str) -> NoReturn:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for the kernel alone
     # Rootless, the first step's root is the user; root, the kernel will be nobody.
     sandbox.enter_walls(spec, user_namespace=not host_root, expose=code if host_root else (),
-                        private_run=True, run_dirs_owner=sandbox.NOBODY if host_root else 0)
+                        private_run=True, run_dirs_owner=sandbox.NOBODY if host_root else 0,
+                        private_tmp=code,
+                        cgroups=list(group.directories.values()) if group and host_root
+                        else ())
     init = ready = init_dropped = None
     if spec.pid:
         go, ready = os.pipe()
@@ -194,7 +284,8 @@ def launch(spec: isolation.Isolation, connection_file: str) -> NoReturn:
     map_root_to = sandbox.NOBODY if host_root else None
     kernel = sandbox.fork_child(
         lambda: run_kernel(connection_file, connection, spec, map_root_to, ours, init_dropped,
-                           {port: sock.fileno() for port, sock in listeners.items()}),
+                           {port: sock.fileno() for port, sock in listeners.items()},
+                           kernel_limits, group),
         new_proc=spec.pid)
     if init_dropped is not None:
         os.close(init_dropped)
@@ -210,9 +301,9 @@ def launch(spec: isolation.Isolation, connection_file: str) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> int:
-    spec, connection_file = parse_args(argv)
+    spec, kernel_limits, connection_file = parse_args(argv)
     try:
-        launch(spec, connection_file)
+        launch(spec, connection_file, kernel_limits)
     except (LaunchError, _syscalls.NamespaceError) as exc:
         print(f"nskernel: cannot start the kernel: {exc}", file=sys.stderr)
         return 1

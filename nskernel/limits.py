@@ -24,6 +24,7 @@ the CPUs, which no rlimit can say) becomes possible.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import resource
@@ -36,6 +37,45 @@ _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 class LimitError(ValueError):
     """A bad limit; the message is one line saying what to give instead."""
+
+
+#: The least a whole kernel may be given: ipykernel itself needs about this much.
+KERNEL_MINIMUM = {"memory": 256 << 20, "pids": 32}
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, for_kernel: bool = False) -> None:
+    """The limit flags, shared by %%isolate and (without --cpu-time, which would end it)
+    by the kernel's launcher and ``nskernel install``."""
+    whom = "the kernel and all it starts" if for_kernel else "the whole cell"
+    group = parser.add_argument_group(
+        f"limits (per process, and for {whom} where cgroups may be made)")
+    group.add_argument("--memory", metavar="SIZE", help="memory, e.g. 64M, 2G: past it "
+                       "allocations fail (MemoryError)")
+    group.add_argument("--pids", type=int, metavar="N", help="processes at once: past it fork "
+                       "fails with EAGAIN")
+    if not for_kernel:
+        group.add_argument("--cpu-time", type=int, metavar="S", help="CPU seconds: past them "
+                           "the cell ends")
+    group.add_argument("--cpus", type=float, metavar="F", help="share of the CPUs, e.g. 0.5 "
+                       "(needs a cgroup we may make)")
+    group.add_argument("--fsize", metavar="SIZE", help="largest file written (EFBIG past it)")
+    group.add_argument("--nofile", type=int, metavar="N", help="files it may open beyond those "
+                       "inherited (EMFILE past it)")
+
+
+def from_args(args: argparse.Namespace, *, for_kernel: bool = False) -> Limits:
+    """The :class:`Limits` that :func:`add_arguments` flags ask for (LimitError if bad)."""
+    limits = Limits(cpu_time=getattr(args, "cpu_time", None), nofile=args.nofile,
+                    pids=args.pids, cpus=args.cpus,
+                    memory=None if args.memory is None else parse_size(args.memory, "--memory"),
+                    fsize=None if args.fsize is None else parse_size(args.fsize, "--fsize"))
+    if for_kernel:
+        for name, least in KERNEL_MINIMUM.items():
+            value = getattr(limits, name)
+            if value is not None and value < least:
+                shown = size_text(least) if name == "memory" else least
+                raise LimitError(f"--{name}: a kernel needs at least {shown}")
+    return limits
 
 
 def parse_size(text: str, what: str) -> int:
@@ -76,26 +116,52 @@ class Limits:
     def __bool__(self) -> bool:
         return any(value is not None for value in vars(self).values())
 
+    def to_argv(self) -> list[str]:
+        """The flags :func:`from_args` turns back into these limits."""
+        argv = []
+        for name, value in vars(self).items():
+            if value is not None:
+                argv += [f"--{name.replace('_', '-')}", f"{value:g}" if name == "cpus"
+                         else str(value)]
+        return argv
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(limit, value) pairs as a person reads them."""
+        shown = []
+        for name, value in vars(self).items():
+            if value is not None:
+                text = (size_text(value) if name in ("memory", "fsize") else
+                        f"{value:g}" if name == "cpus" else
+                        f"{value} s" if name == "cpu_time" else str(value))
+                shown.append((name.replace("_", " "), text))
+        return shown
+
     @property
     def for_the_tree(self) -> bool:
         """Whether a cgroup would add to these: a bound on the tree, or a CPU share."""
         return any(value is not None
                    for value in (self.memory, self.pids, self.cpu_time, self.cpus))
 
-    def apply(self, inherited: int = 0, inherited_fds: int = 0) -> None:
+    def apply(self, inherited: int = 0, inherited_fds: int = 0,
+              memory_rlimit: int = resource.RLIMIT_AS) -> None:
         """Set the rlimits in the calling process, hard limits too: no way back up. CPU time
         gets one second more as its hard limit: at the soft one the kernel sends SIGXCPU,
         which says what happened (at the hard one, SIGKILL). ``inherited``: address space
         the process has already, added to ``memory``; ``inherited_fds``: the file
-        descriptor numbers in use already (the limit is on numbers), added to ``nofile``."""
+        descriptor numbers in use already (the limit is on numbers), added to ``nofile``.
+        ``memory_rlimit``: RLIMIT_AS, or RLIMIT_DATA for a whole kernel (writable memory
+        only: its threads reserve hundreds of MB of address space they never use). A limit
+        above one set before (by a limited kernel, for its cells) stays at that one."""
         for kind, value, hard in ((resource.RLIMIT_CPU, self.cpu_time, 1),
-                                  (resource.RLIMIT_AS, self.memory and self.memory + inherited,
-                                   0),
+                                  (memory_rlimit, self.memory and self.memory + inherited, 0),
                                   (resource.RLIMIT_FSIZE, self.fsize, 0),
                                   (resource.RLIMIT_NOFILE,
                                    self.nofile and self.nofile + inherited_fds, 0),
                                   (resource.RLIMIT_NPROC, self.pids, 0)):
             if value is not None:
+                _soft, ceiling = resource.getrlimit(kind)
+                if ceiling != resource.RLIM_INFINITY:
+                    value, hard = min(value, ceiling), min(hard, ceiling - min(value, ceiling))
                 resource.setrlimit(kind, (value, value + hard))
 
     @staticmethod

@@ -18,9 +18,9 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
 
-from nskernel import isolation, netns, nsinfo, runner, sandbox
+from nskernel import isolation, limits, netns, nsinfo, runner, sandbox
 from nskernel._syscalls import NamespaceError
-from nskernel.limits import LimitError, Limits, parse_size
+from nskernel.limits import LimitError, Limits
 from nskernel.magicargs import magic_parser, parse_line, with_usage
 
 CELL_FILENAME = "<isolated cell>"
@@ -41,19 +41,7 @@ def _parser(prog: str, description: str, *, namespaces: bool = True) -> MagicArg
                                  f"--memory {JAIL_MEMORY} --pids {JAIL_PIDS} unless given")
     parser.add_argument("--timeout", type=float, metavar="S",
                         help="kill the cell and everything it started after S seconds")
-    group = parser.add_argument_group(
-        "limits (per process, and for the whole cell where the kernel may make cgroups)")
-    group.add_argument("--memory", metavar="SIZE", help="address space, e.g. 64M, 2G: past "
-                       "it allocations fail (MemoryError)")
-    group.add_argument("--pids", type=int, metavar="N", help="processes at once: past it fork "
-                       "fails with EAGAIN (the cell gets a user namespace of its own)")
-    group.add_argument("--cpu-time", type=int, metavar="S", help="CPU seconds: past them the "
-                       "cell ends")
-    group.add_argument("--fsize", metavar="SIZE", help="largest file written (EFBIG past it)")
-    group.add_argument("--nofile", type=int, metavar="N", help="files it may open beyond those "
-                       "inherited (EMFILE past it)")
-    group.add_argument("--cpus", type=float, metavar="F", help="share of the CPUs for the whole "
-                       "cell, e.g. 0.5 (needs a cgroup this kernel may make)")
+    limits.add_arguments(parser)
     parser.add_argument("--stats", action="store_true", help="after the cell, one line: wall "
                         "and CPU time, peak memory, most processes at once")
     parser.add_argument("--export", metavar="NAMES", default="",
@@ -125,7 +113,14 @@ class NamespaceMagics(Magics):
         """Show the kernel's namespaces beside the host's."""
         args = parse_line(NSINFO, line)
         try:
-            return nsinfo.nsinfo(args.pid)
+            table = nsinfo.nsinfo(args.pid)
+            limits_table = nsinfo.limits_table() if args.pid is None else None
+            if limits_table is not None:
+                from IPython.display import display
+
+                display(table)
+                return limits_table
+            return table
         except (ProcessLookupError, PermissionError) as exc:
             raise UsageError(f"%nsinfo: {exc}") from None
 
@@ -142,15 +137,10 @@ class NamespaceMagics(Magics):
             args.memory = args.memory or JAIL_MEMORY
             args.pids = args.pids or JAIL_PIDS
         try:
-            limits = Limits(cpu_time=args.cpu_time, nofile=args.nofile, pids=args.pids,
-                            cpus=args.cpus,
-                            memory=None if args.memory is None
-                            else parse_size(args.memory, "--memory"),
-                            fsize=None if args.fsize is None
-                            else parse_size(args.fsize, "--fsize"))
+            cell_limits = limits.from_args(args)
         except LimitError as exc:
             raise UsageError(f"%{prog}: {exc}") from None
-        if limits.pids is not None:
+        if cell_limits.pids is not None:
             args.user_ns = True  # the kernel counts a user's processes per user namespace
         settings: dict[str, Any] = {}
         if args.netns is not None:
@@ -170,10 +160,10 @@ class NamespaceMagics(Magics):
             spec = isolation.from_args(args, default, **settings)
         except isolation.IsolationError as exc:
             raise UsageError(f"%{prog}: {exc}") from None
-        return self._run(spec, args, cell, limits)
+        return self._run(spec, args, cell, cell_limits)
 
     def _run(self, spec: isolation.Isolation, args: Any, cell: str,
-             limits: Limits | None = None) -> Any:
+             cell_limits: Limits | None = None) -> Any:
         try:
             runner.check_timeout(args.timeout)
         except ValueError:
@@ -192,7 +182,8 @@ class NamespaceMagics(Magics):
         on_usage = (lambda usage: print(usage, flush=True)) if args.stats else None
         try:
             outcome = runner.run(spec, target, timeout=args.timeout,
-                                 on_display=_publish_display, limits=limits, on_usage=on_usage)
+                                 on_display=_publish_display, limits=cell_limits,
+                                 on_usage=on_usage)
         except (runner.IsolatedRunError, NamespaceError) as exc:
             raise UsageError(f"isolated cell: {exc}") from None
         if args.sh:

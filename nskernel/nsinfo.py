@@ -12,6 +12,8 @@ import os
 from nskernel.display import Table
 
 HOST_NS_ENV = "NSKERNEL_HOST_NS"
+#: The Isolated Python kernel's limits, as its flags (set by its launcher).
+LIMITS_ENV = "NSKERNEL_LIMITS"
 TYPES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
 
 
@@ -60,3 +62,22 @@ def nsinfo(pid: int | None = None) -> Table:
     # PIDs only in the title: column widths stay the same from run to run (diffable output)
     return Table(["namespace", "process" if pid is not None else "kernel", label, ""], rows,
                  title=f"Namespaces of {who} compared with {description}")
+
+
+def limits_table() -> Table | None:
+    """The kernel's limits (from its launcher) beside what it uses now; None without any."""
+    recorded = os.environ.get(LIMITS_ENV)
+    if not recorded:
+        return None
+    import argparse
+
+    from nskernel import cgroups, limits
+
+    parser = argparse.ArgumentParser()
+    limits.add_arguments(parser, for_kernel=True)
+    kernel_limits = limits.from_args(parser.parse_args(recorded.split()))
+    use = cgroups.own_use()
+    enforced = "the kernel's cgroup and rlimits" if use else "rlimits (no cgroup here)"
+    rows = [[name, value, use.get(name, "")] for name, value in kernel_limits.describe()]
+    return Table(["limit", "value", "use"], rows,
+                 title=f"Limits of this kernel and all it starts, held by {enforced}")

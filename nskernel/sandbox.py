@@ -60,7 +60,8 @@ NOBODY = 65534
 
 def enter_walls(isolation: Isolation, *, user_namespace: bool, map_root_to: int | None = None,
                 private_run: bool = False, run_dirs_owner: int | None = None,
-                expose: Sequence[str] = (), is_pid1: bool = False) -> None:
+                expose: Sequence[str] = (), is_pid1: bool = False,
+                private_tmp: Sequence[str] | None = None, cgroups: Sequence[str] = ()) -> None:
     """First of two steps into namespaces that must not be walked out of (the Isolated
     Python kernel; a cell with a user and a pid namespace): new mount, pid and ipc
     namespaces (and the user namespace that owns them, if ``user_namespace``), with the
@@ -76,7 +77,9 @@ def enter_walls(isolation: Isolation, *, user_namespace: bool, map_root_to: int 
     ids; ``expose``: directories a root kernel, which is nobody on the host, must still
     reach (see :func:`expose_to_everyone`); ``is_pid1``: the caller is PID 1 of its pid
     namespace already. With ``isolation.readonly`` the host's files become read-only here,
-    so that the second step cannot make them writable again.
+    so that the second step cannot make them writable again; else ``private_tmp`` asks for
+    a fresh /tmp of ``isolation.tmpfs_size``, with the directories it names bound back.
+    ``cgroups``: the only cgroup directories left to see (see :func:`show_only_cgroups`).
     """
     flags = _syscalls.CLONE_NEWNS
     if isolation.pid and not is_pid1:
@@ -93,11 +96,37 @@ def enter_walls(isolation: Isolation, *, user_namespace: bool, map_root_to: int 
         private_run_dirs(owner=run_dirs_owner)
     if isolation.ipc:
         _mount_ipc_filesystems()
+    if cgroups:
+        show_only_cgroups(cgroups)
     if isolation.readonly:
         filesystem.make_readonly(isolation.tmpfs_size, isolation.binds)
+    elif private_tmp is not None:
+        filesystem.private_tmp(isolation.tmpfs_size, private_tmp)
 
 
-def enter_rooms(isolation: Isolation, *, map_root_to: int | None = None) -> None:
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def show_only_cgroups(directories: Sequence[str]) -> None:
+    """Cover /sys/fs/cgroup with a tmpfs that holds only ``directories`` (bound back at their
+    places): a kernel that owns its cgroup sees neither the host's tree nor another kernel's
+    cgroups, which belong to the same "nobody" and so would be writable to it."""
+    sources = {path: os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+               for path in directories}
+    try:
+        _syscalls.mount("tmpfs", CGROUP_ROOT, "tmpfs", _NOSUID_NODEV_NOEXEC, "mode=755")
+        for path, fd in sources.items():
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            _syscalls.mount(f"/proc/self/fd/{fd}", path, None, _syscalls.MS_BIND)
+        _syscalls.mount("none", CGROUP_ROOT, None, _syscalls.MS_REMOUNT | _syscalls.MS_RDONLY
+                        | _NOSUID_NODEV_NOEXEC)
+    finally:
+        for fd in sources.values():
+            os.close(fd)
+
+
+def enter_rooms(isolation: Isolation, *, map_root_to: int | None = None,
+                keep_cgroups: bool = False) -> None:
     """Second step, after /proc is mounted: a user namespace of its own that owns new
     mount, net and uts namespaces.
 
@@ -105,7 +134,8 @@ def enter_rooms(isolation: Isolation, *, map_root_to: int | None = None) -> None
     over anything outside: not over the host's network (SIOCGSKNS on the kernel's adopted
     listening sockets fails), sysctls, devices, modules or processes, and not over the
     mounts of the first step. ``map_root_to``: whom root stands for outside; ``None`` for
-    the caller itself.
+    the caller itself. ``keep_cgroups``: /sys/fs/cgroup stays as it was, under the fresh
+    /sys of a new network namespace (the kernel makes its cells' cgroups in there).
     """
     flags = _syscalls.CLONE_NEWUSER | _syscalls.CLONE_NEWNS
     if isolation.net:
@@ -114,7 +144,16 @@ def enter_rooms(isolation: Isolation, *, map_root_to: int | None = None) -> None
         flags |= _syscalls.CLONE_NEWUTS
     _unshare_as_root(flags, map_root_to)
     if isolation.net:
-        _mount_sys()
+        cgroup_root = (os.open(CGROUP_ROOT, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                       if keep_cgroups else None)
+        try:
+            _mount_sys()
+            if cgroup_root is not None:
+                _syscalls.mount(f"/proc/self/fd/{cgroup_root}", CGROUP_ROOT, None,
+                                _syscalls.MS_BIND | _syscalls.MS_REC)
+        finally:
+            if cgroup_root is not None:
+                os.close(cgroup_root)
     _set_hostname_and_lo(isolation)
     _syscalls.set_no_new_privs()
 

@@ -21,6 +21,10 @@ import pyseccomp
 
 from nskernel import _syscalls
 
+#: Making or joining namespaces, and mounting: denied to a cell (its own are made before the
+#: filter), left to a kernel, whose own user namespace keeps them from the host's.
+NAMESPACE_CALLS = ("unshare", "setns", "mount", "umount", "umount2", "pivot_root", "fsopen",
+                   "fsmount", "fsconfig", "move_mount", "open_tree", "mount_setattr")
 DENIED = (
     # kernel modules, kexec, reboot, swap
     "init_module", "finit_module", "delete_module", "create_module", "query_module",
@@ -34,18 +38,17 @@ DENIED = (
     "ioperm", "iopl", "vm86", "vm86old",
     # ways out: file handles, other processes, namespaces and mounts
     "open_by_handle_at", "name_to_handle_at", "ptrace", "process_vm_readv",
-    "process_vm_writev", "kcmp", "unshare", "setns", "mount", "umount", "umount2",
-    "pivot_root", "fsopen", "fsmount", "fsconfig", "move_mount", "open_tree",
-    "mount_setattr",
-)
+    "process_vm_writev", "kcmp", *NAMESPACE_CALLS)
 
 
 @functools.cache
-def compiled_filter() -> bytes:
+def compiled_filter(allow_namespaces: bool = False) -> bytes:
     """The filter as a BPF program for this machine (built once, in the kernel: building
     it in every cell's fresh fork would cost milliseconds)."""
     rules = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
     for name in DENIED:
+        if allow_namespaces and name in NAMESPACE_CALLS:
+            continue
         try:
             rules.add_rule(pyseccomp.ERRNO(errno.EPERM), name)
         except (ValueError, RuntimeError, OSError):
@@ -64,7 +67,7 @@ def compiled_filter() -> bytes:
             os.close(writer)
 
 
-def deny_dangerous_syscalls() -> None:
+def deny_dangerous_syscalls(allow_namespaces: bool = False) -> None:
     """Load the filter into the calling process (and everything it starts from now on)."""
     _syscalls.set_no_new_privs()  # a filter may only be loaded with it (or as root outside)
-    _syscalls.load_seccomp_filter(compiled_filter())
+    _syscalls.load_seccomp_filter(compiled_filter(allow_namespaces))

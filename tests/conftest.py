@@ -147,12 +147,28 @@ def our_scratch_dirs() -> set[str]:
             if name.startswith("ipykernel_nskernel")}
 
 
+def our_cgroups() -> set[str]:
+    """Cgroups named ours, below this process's own, whose maker is dead (a live maker's
+    are its business: a running kernel's, a cell's still being removed)."""
+    from nskernel import cgroups
+    from nskernel.records import owner_alive
+
+    found = set()
+    for hierarchy in cgroups.hierarchies():
+        for entry in os.listdir(hierarchy.own):
+            owner = entry[len(cgroups.PREFIX):].rsplit(".", 1)[0]
+            if entry.startswith(cgroups.PREFIX) and not owner_alive(owner):
+                found.add(os.path.join(hierarchy.own, entry))
+    return found
+
+
 def host_state() -> dict[str, set]:
     """Taken under the machine-wide test lock: another run's `nskernel clean` test, which
     kills a kernel and then removes its links, is never seen half-way."""
     with one_run_at_a_time():
         return {"mounts": our_mounts(), "named netns": our_named_netns(),
-                "links": our_links(), "scratch dirs": our_scratch_dirs()}
+                "links": our_links(), "scratch dirs": our_scratch_dirs(),
+                "cgroups": our_cgroups()}
 
 
 @pytest.fixture(scope="session", autouse=True)

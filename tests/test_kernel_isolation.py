@@ -59,7 +59,7 @@ def test_kernel_ports_are_not_reachable_from_inside(isolated):
 
 def test_mounts_inside_do_not_leak(isolated):
     _manager, client = isolated
-    point = f"/tmp/{RUN_PREFIX}-mnt"
+    point = f"/var/tmp/{RUN_PREFIX}-mnt"  # /tmp is the kernel's own
     execute(client, f"!mkdir -p {point} && mount -t tmpfs none {point} && touch {point}/inside")
     assert execute(client, f"os.listdir({point!r})").value == ["inside"]
     try:
@@ -68,6 +68,20 @@ def test_mounts_inside_do_not_leak(isolated):
     finally:
         execute(client, f"!umount {point}")
         os.rmdir(point)
+
+
+def test_each_kernel_has_a_tmp_of_its_own(isolated, start_kernel):
+    """Every isolated kernel is PID 2: in a shared /tmp, a root kernel's
+    /tmp/ipykernel_2 (mode 0700) would break the debugger of every other kernel."""
+    _manager, client = isolated
+    _other_manager, other = start_kernel()
+    name = f"/tmp/{RUN_PREFIX}-own-tmp"
+    assert execute(client, f"open({name!r}, 'w').write('first')").value == 5
+    assert execute(other, f"import os; os.path.exists({name!r})").value is False
+    assert not os.path.exists(name)
+    scratch = execute(other, "os.listdir('/tmp')").value
+    assert not [entry for entry in scratch if not entry.startswith("ipykernel")], scratch
+    assert "tmpfs" in execute(other, "!grep ' /tmp ' /proc/self/mounts").stdout
 
 
 def sysv_keys(table: str) -> list[str]:

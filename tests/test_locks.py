@@ -28,9 +28,9 @@ WRITE = ("import errno, os\n"
 
 @pytest.fixture
 def shared_dirs():
-    """A read-only and a writable directory in /tmp, where any kernel (even a root one,
-    which is nobody on the host) may reach them."""
-    made = [Path(f"/tmp/{RUN_PREFIX}-{name}") for name in ("ro", "rw")]
+    """A read-only and a writable directory in /var/tmp, where any kernel (even a root one,
+    which is nobody on the host) may reach them (an isolated kernel's /tmp is its own)."""
+    made = [Path(f"/var/tmp/{RUN_PREFIX}-{name}") for name in ("ro", "rw")]
     try:
         for path in made:
             path.mkdir()

@@ -148,7 +148,7 @@ def test_ipc_objects_are_private(kernel):
 def test_user_is_root_inside_and_nobody_outside(kernel):
     """Root inside maps to nobody where the kernel has nobody to map to (as root), and to the
     kernel's own user in a rootless kernel or stock kernel: never to more than the kernel."""
-    path = f"/tmp/{RUN_PREFIX}-user"
+    path = f"/var/tmp/{RUN_PREFIX}-user"  # an isolated kernel's /tmp is its own
     done = cell(kernel, f"%%isolate --user --mount\nimport os\nopen({path!r}, 'w').close()\n"
                         "(os.getuid(), os.getgid(), open('/proc/self/uid_map').read().split())")
     try:

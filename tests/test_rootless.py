@@ -27,7 +27,7 @@ def probe(user, *codes: str, **machine: bool) -> list[dict]:
 
 
 def test_kernel_runs_as_root_inside_a_user_namespace(unprivileged_user, tmp_path):
-    marker = Path("/tmp") / f"{RUN_PREFIX}-rootless"
+    marker = Path("/var/tmp") / f"{RUN_PREFIX}-rootless"  # /tmp is the kernel's own
     try:
         results = probe(
             unprivileged_user,
@@ -155,7 +155,7 @@ def test_network_lab_as_a_user_where_run_has_no_netns_directory(unprivileged_use
 
 def test_every_magic_as_a_user_inside_isolated_python(unprivileged_user):
     """Nested user namespaces: the cell's root is mapped as the kernel is (to the user)."""
-    marker = Path("/tmp") / f"{RUN_PREFIX}-nested"
+    marker = Path("/var/tmp") / f"{RUN_PREFIX}-nested"  # /tmp is the kernel's own
     try:
         results = probe(
             unprivileged_user,
