@@ -52,15 +52,19 @@ class Hierarchy:
     own: str
 
 
+def _proc(pid: int | str) -> str:
+    return f"/proc/{pid}"
+
+
 def hierarchies(pid: int | str = "self") -> list[Hierarchy]:
     """The hierarchies the process is in, as this mount namespace shows them."""
     paths: dict[str, str] = {}
-    with open(f"/proc/{pid}/cgroup") as handle:
+    with open(f"{_proc(pid)}/cgroup") as handle:
         for line in handle:
             _id, controllers, path = line.rstrip("\n").split(":", 2)
             paths[controllers or _V2] = path
     found = []
-    with open(f"/proc/{pid}/mountinfo") as handle:
+    with open(f"{_proc(pid)}/mountinfo") as handle:
         for line in handle:
             fields = line.split()
             dash = fields.index("-")

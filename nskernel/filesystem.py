@@ -85,6 +85,16 @@ def private_tmp(size: str, keep: Sequence[str]) -> None:
             os.close(fd)
 
 
+def make_cgroups_readonly() -> None:
+    """Remount every cgroup filesystem read-only in the caller's mount namespace: a cell's
+    limits are files there that its root may own (a kernel's cells are its own user's)."""
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            fields = line.split()
+            if fields[fields.index("-") + 1] in ("cgroup", "cgroup2"):
+                _remount(_unescape(fields[4]), readonly=True)
+
+
 #: Python's directories, as :func:`note_python_directories` found them in the parent.
 _python_directories: tuple[str, ...] = ()
 

@@ -78,6 +78,9 @@ class Isolation:
     seccomp: bool = False
     #: The body keeps no capability at all (root inside included).
     drop_caps: bool = False
+    #: The cgroup filesystems read-only inside: the cell's limits live there, in files its
+    #: root may own (set by the runner for a cell in cgroups of its own; no flag).
+    cgroups_readonly: bool = False
     namespaces: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -89,7 +92,7 @@ class Isolation:
                 raise IsolationError(f"bind {short_repr(path)}: give an absolute path")
         if self.binds and not self.readonly:
             raise IsolationError("--bind shows a directory in a read-only view: add --readonly")
-        if self.readonly and not self.mount:
+        if (self.readonly or self.cgroups_readonly) and not self.mount:
             object.__setattr__(self, "mount", True)
         if self.netns is not None:
             if self.net:
@@ -110,7 +113,8 @@ class Isolation:
 
     @classmethod
     def kernel_default(cls) -> Isolation:
-        return cls(**{name: True for name in KERNEL_DEFAULT}, hostname=DEFAULT_HOSTNAME)
+        return cls(**{name: True for name in KERNEL_DEFAULT}, hostname=DEFAULT_HOSTNAME,
+                   tmpfs_size=KERNEL_TMP_SIZE)
 
     @property
     def uses_user_namespace(self) -> bool:
@@ -139,7 +143,9 @@ class Isolation:
                                               ("readonly", (self.readonly and not locks)
                                                or None),
                                               ("seccomp", (self.seccomp and not locks) or None),
-                                              ("drop_caps", self.drop_caps or None))
+                                              ("drop_caps", self.drop_caps or None),
+                                              ("cgroups_readonly",
+                                               self.cgroups_readonly or None))
                      if value is not None and not (name == "user" and value and user_flag)]
         if unsayable:
             raise IsolationError(f"{', '.join(unsayable)} cannot be given as flags here")

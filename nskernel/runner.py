@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import dataclasses
 import errno
 import math
 import os
@@ -89,6 +90,8 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
     if isolation.readonly:
         filesystem.note_python_directories()
     group = _cell_group(limits, on_usage is not None)
+    if group is not None:
+        isolation = dataclasses.replace(isolation, cgroups_readonly=True)
     on_stream = on_stream or _write_to_sys
     main = target if callable(target) else lambda: _exec(target)
     main = _body(main, isolation, limits, python_body=callable(target))

@@ -48,6 +48,8 @@ def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
         if isolation.ipc:
             _mount_ipc_filesystems()
     _set_hostname_and_lo(isolation)
+    if isolation.cgroups_readonly:
+        filesystem.make_cgroups_readonly()
     if isolation.readonly:
         filesystem.make_readonly(isolation.tmpfs_size, isolation.binds)
     if is_pid1:
@@ -91,6 +93,11 @@ def enter_walls(isolation: Isolation, *, user_namespace: bool, map_root_to: int 
     else:
         _syscalls.unshare(flags)
     _syscalls.mount("none", "/", None, _syscalls.MS_REC | _syscalls.MS_PRIVATE)
+    # First, so that the mounts made below stay writable.
+    if isolation.readonly:
+        filesystem.make_readonly(isolation.tmpfs_size, isolation.binds)
+    elif private_tmp is not None:
+        filesystem.private_tmp(isolation.tmpfs_size, private_tmp)
     expose_to_everyone(expose)
     if isolation.net or private_run:
         private_run_dirs(owner=run_dirs_owner)
@@ -98,10 +105,8 @@ def enter_walls(isolation: Isolation, *, user_namespace: bool, map_root_to: int 
         _mount_ipc_filesystems()
     if cgroups:
         show_only_cgroups(cgroups)
-    if isolation.readonly:
-        filesystem.make_readonly(isolation.tmpfs_size, isolation.binds)
-    elif private_tmp is not None:
-        filesystem.private_tmp(isolation.tmpfs_size, private_tmp)
+    if isolation.cgroups_readonly:
+        filesystem.make_cgroups_readonly()
 
 
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -164,7 +169,8 @@ def walls_and_rooms(isolation: Isolation) -> bool:
     the /proc it mounted itself, and uncover the one beneath), or with a read-only view
     (which its root could otherwise make writable again, or unmount)."""
     return isolation.netns is None and (
-        isolation.readonly or (isolation.pid and isolation.uses_user_namespace))
+        isolation.readonly or (isolation.uses_user_namespace
+                               and (isolation.pid or isolation.cgroups_readonly)))
 
 
 def expose_to_everyone(directories: Sequence[str]) -> None:

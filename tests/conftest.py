@@ -25,6 +25,7 @@ import kernels  # noqa: E402
 
 from nskernel import kernelspec  # noqa: E402
 from nskernel.isolation import Isolation  # noqa: E402
+from nskernel.limits import Limits  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT_TESTS = REPO / "tests" / "unit"
@@ -61,11 +62,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(JUPYTER_DIR, ignore_errors=True)
 
 
-def write_kernel(name: str, spec: Isolation) -> str:
+def write_kernel(name: str, spec: Isolation, limits: Limits | None = None) -> str:
     """Add a kernelspec to the run's JUPYTER_PATH (idempotent); return its name."""
     path = KERNELS_DIR / name
     if not path.exists():
-        kernelspec.write_spec(path, spec)
+        kernelspec.write_spec(path, spec, limits=limits)
     return name
 
 

@@ -79,8 +79,12 @@ def test_each_kernel_has_a_tmp_of_its_own(isolated, start_kernel):
     assert execute(client, f"open({name!r}, 'w').write('first')").value == 5
     assert execute(other, f"import os; os.path.exists({name!r})").value is False
     assert not os.path.exists(name)
-    scratch = execute(other, "os.listdir('/tmp')").value
-    assert not [entry for entry in scratch if not entry.startswith("ipykernel")], scratch
+    host_file = Path(f"/tmp/{RUN_PREFIX}-host-tmp")
+    host_file.write_text("the host's")
+    try:
+        assert execute(other, f"os.path.exists({str(host_file)!r})").value is False
+    finally:
+        host_file.unlink()
     assert "tmpfs" in execute(other, "!grep ' /tmp ' /proc/self/mounts").stdout
 
 

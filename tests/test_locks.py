@@ -8,6 +8,7 @@ is bounded before it starts: small sizes, few processes, a timeout.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -252,3 +253,91 @@ def test_a_home_directory_under_tmp_is_fresh_with_it(kernel):
                         "    os.rmdir(home)\n"
                         "wrote")
     assert done.value == 1
+
+
+# ---------------------------------------------------------------------------- the whole tree
+def cgroups_here(kernel) -> set[str]:
+    """What the kernel may put its cells' cgroups on (empty where it may make none: a
+    rootless kernel here, which then keeps to rlimits)."""
+    return set(cell(kernel, "from nskernel import cgroups\n"
+                            "sorted(cgroups.plan().places)").value)
+
+
+STATS = r"stats: wall [0-9.]+ s, cpu [0-9.]+ s, memory peak [0-9.]+ MiB, processes "
+
+
+def test_memory_limit_holds_for_all_the_processes_together(kernel):
+    """Four processes, each well below the limit, together above it: only a cgroup sees
+    that. The line says which limit the cell hit; the kernel lives on."""
+    done = execute(kernel, "%%isolate --pid --memory 64M --timeout 30 --sh\n"
+                           "for i in 1 2 3 4; do python3 -c 'import time; b = bytearray(30 << "
+                           "20); b[::4096] = bytes(len(b[::4096])); time.sleep(2)' & done; "
+                           "wait; echo done", timeout=60)
+    if "memory" in cgroups_here(kernel):
+        assert "memory limit 64 MiB exceeded: the kernel ended" in done.stderr, done
+    else:
+        assert done.stderr == "", done  # per process, each of them stays below
+    assert done.stdout.strip() == "done"
+    still_answers(kernel)
+
+
+def test_cpus_gives_the_cell_a_share_or_says_why_it_cannot(kernel):
+    code = ("%%isolate --pid --cpus 0.2 --stats --timeout 1 --sh\n"
+            "while :; do :; done")
+    done = execute(kernel, code, timeout=30)
+    if "cpu" not in cgroups_here(kernel):
+        assert "--cpus cannot be enforced here: cgroup" in one_line_error(done), done
+        return
+    assert "timed out after 1 s" in done.stderr
+    used = float(done.stdout.split("cpu ")[1].split(" s")[0])
+    assert used < 0.6, done.stdout  # a fifth of a CPU for a second, not all of it
+    still_answers(kernel)
+
+
+def test_cpu_time_is_counted_over_the_whole_cell(kernel):
+    done = execute(kernel, "%%isolate --pid --cpu-time 1 --timeout 30 --sh\n"
+                           "for i in 1 2 3; do (while :; do :; done) & done; wait", timeout=60)
+    if "cpuacct" in cgroups_here(kernel):
+        assert "CPU time limit of 1 s exceeded" in one_line_error(done), done
+    else:
+        assert done.status == "error", done  # each loop ends on its own RLIMIT_CPU
+    still_answers(kernel)
+
+
+def test_stats_say_what_the_cell_used(kernel):
+    done = execute(kernel, "%%isolate --pid --stats\nimport subprocess\n"
+                           "subprocess.run(['sh', '-c', 'sleep 0.1 & sleep 0.1 & wait'])\n"
+                           "print('body done')")
+    lines = done.stdout.strip().splitlines()
+    assert lines[0] == "body done" and re.fullmatch(STATS + r"([0-9]+|\?)", lines[1]), done
+    if "pids" in cgroups_here(kernel):
+        assert int(lines[1].rsplit(" ", 1)[1]) >= 4  # PID 1, the body, sh, two sleeps
+
+
+def test_stats_come_with_an_error_too_and_from_the_api(kernel):
+    done = execute(kernel, "%%isolate --uts --stats\nraise ValueError('no')")
+    assert re.search(STATS, done.stdout) and done.error == ("ValueError", "no"), done
+    ran = cell(kernel, "import nskernel\nran = nskernel.isolate(lambda: 6 * 7, pid=True, "
+                       "stats=True)\n(ran.value, ran.usage.wall > 0, ran.usage.cpu is not None)")
+    assert ran.value == (42, True, True)
+
+
+def test_a_cell_cannot_loosen_or_leave_its_cgroups(kernel):
+    """The cell's limits are files it may own (in a kernel that is nobody on the host, so
+    is the cell's root): inside, every cgroup filesystem is read-only, and stays so."""
+    if not cgroups_here(kernel):  # then the cell is where the kernel is: nothing to leave
+        assert cell(kernel, "%%isolate --pid --memory 64M\nopen('/proc/self/cgroup').read()"
+                    ).value == cell(kernel, "open('/proc/self/cgroup').read()").value
+        return
+    for flags in ("--pid --caps none", "--user --uts", "--user --pid --net", "--jail"):
+        done = cell(kernel, f"%%isolate {flags} --memory 64M --pids 16\n{WRITE}"
+                            "import subprocess\n"
+                            "line = [l for l in open('/proc/self/cgroup') if ':pids:' in l][0]\n"
+                            "own = '/sys/fs/cgroup/pids' + line.split(':')[2].strip()\n"
+                            "remount = subprocess.run(['mount', '-o', 'remount,rw', "
+                            "'/sys/fs/cgroup/pids'], capture_output=True).returncode\n"
+                            "(os.path.exists(own) and write(own + '/pids.max'), "
+                            "write('/sys/fs/cgroup/pids/cgroup.procs'), remount != 0)")
+        seen, leave, refused = done.value
+        assert seen in (False, "EROFS") and leave in ("EROFS", "ENOENT") and refused, (flags,
+                                                                                      done)

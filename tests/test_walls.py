@@ -12,15 +12,17 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import kernels
 import pytest
-from conftest import IS_ROOT, as_user
+from conftest import IS_ROOT, RUN_PREFIX, as_user
 
 PROBE = str(Path(__file__).with_name("kernel_probe.py"))
 
@@ -168,12 +170,22 @@ def test_root_inside_is_nobody_or_the_user_outside(reached: dict):
     assert (inside, count) == ("0", "1")
 
 
+@pytest.fixture
+def var_tmp_path() -> Iterator[Path]:
+    """A fresh directory outside /tmp (which an isolated kernel has of its own)."""
+    made = Path(tempfile.mkdtemp(dir="/var/tmp", prefix=f"{RUN_PREFIX}-"))
+    try:
+        yield made
+    finally:
+        shutil.rmtree(made)
+
+
 def test_notebooks_in_a_private_directory_stay_readable_and_nothing_else_shows(
-        start_kernel, tmp_path):
+        start_kernel, var_tmp_path):
     """A root kernel is nobody on the host, yet notebooks (and Python) often live where only
     root may enter, such as /root: the way to them is opened for the kernel alone, and what
     else is in there stays hidden from it. A rootless kernel is its user and reads both."""
-    private = tmp_path / "private"
+    private = var_tmp_path / "private"
     notebooks = private / "notebooks"
     notebooks.mkdir(parents=True)
     private.chmod(0o700)

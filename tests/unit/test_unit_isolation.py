@@ -17,7 +17,7 @@ def parser(user_flag: str | None = None) -> argparse.ArgumentParser:
 
 
 @pytest.mark.parametrize("spec", [
-    Isolation.kernel_default(),
+    Isolation(pid=True, net=True, mount=True, uts=True, ipc=True, hostname="isolated"),
     Isolation(net=True, loopback_up=False),
     Isolation(pid=True),
     Isolation(uts=True, hostname="box.lab"),
@@ -27,6 +27,24 @@ def parser(user_flag: str | None = None) -> argparse.ArgumentParser:
 def test_flags_turn_back_into_the_same_isolation(spec):
     back = isolation.from_args(parser("--user").parse_args(spec.to_argv("--user")))
     assert back == spec
+
+
+@pytest.mark.parametrize("spec", [
+    Isolation.kernel_default(),
+    Isolation(pid=True, net=True, readonly=True, seccomp=True, tmpfs_size="1g"),
+    Isolation(pid=True, readonly=True, binds=(("/data", False), ("/out", True)),
+              tmpfs_size="256m"),
+    Isolation(net=True, tmpfs_size="2g", seccomp=True),
+])
+def test_a_kernels_flags_with_its_locks_turn_back_into_the_same_isolation(spec):
+    from nskernel.launch import add_kernel_arguments
+
+    made = argparse.ArgumentParser()
+    add_kernel_arguments(made)
+    flags = spec.to_argv(locks=True, tmpfs_default=isolation.KERNEL_TMP_SIZE)
+    assert isolation.from_args(made.parse_args(flags)) == spec
+    assert Isolation.kernel_default().to_argv(locks=True, tmpfs_default="1g") == [
+        "--pid", "--net", "--mount", "--uts", "--ipc", "--hostname", "isolated"]
 
 
 @pytest.mark.parametrize(("spec", "unsayable"), [

@@ -39,3 +39,37 @@ def test_a_death_by_signal_is_named_after_the_limit_it_crossed():
     assert limits.explain_death(signal.SIGKILL) is None
     assert Limits().explain_death(signal.SIGXCPU) is None
     assert not Limits() and Limits(pids=3)
+
+
+@pytest.mark.parametrize("limits", [Limits(memory=2 << 30, pids=512, cpus=2.0),
+                                    Limits(cpus=0.5, fsize=1 << 20, nofile=64),
+                                    Limits(cpu_time=3, memory=64 << 20)])
+def test_limits_turn_into_flags_and_back(limits):
+    import argparse
+
+    from nskernel import limits as module
+
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    assert module.from_args(parser.parse_args(limits.to_argv())) == limits
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--memory", "64M"], "--memory: a kernel needs at least 256 MiB"),
+    (["--pids", "8"], "--pids: a kernel needs at least 32"),
+    (["--cpus", "0"], "--cpus 0.0: give a share of CPUs from 0.01 up"),
+])
+def test_a_kernel_refuses_limits_it_could_not_start_under(flags, message):
+    import argparse
+
+    from nskernel import limits as module
+
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser, for_kernel=True)
+    with pytest.raises(LimitError, match=message):
+        module.from_args(parser.parse_args(flags), for_kernel=True)
+
+
+def test_limits_read_as_a_person_reads_them():
+    assert Limits(memory=2 << 30, pids=512, cpus=1.5, cpu_time=2).describe() == [
+        ("cpu time", "2 s"), ("memory", "2 GiB"), ("pids", "512"), ("cpus", "1.5")]

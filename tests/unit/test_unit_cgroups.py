@@ -1,0 +1,53 @@
+"""Where cell and kernel cgroups go, read from /proc files written here (no root needed)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from nskernel import cgroups
+
+
+def fake_proc(tmp_path, cgroup: str, mountinfo: str) -> str:
+    proc = tmp_path / "proc" / "77"
+    proc.mkdir(parents=True, exist_ok=True)
+    (proc / "cgroup").write_text(cgroup)
+    (proc / "mountinfo").write_text(mountinfo)
+    return str(proc)
+
+
+HYBRID_CGROUP = ("8:pids:/\n4:memory:/machine/abc\n2:cpuacct:/\n1:cpu:/\n"
+                 "9:name=systemd:/\n0::/\n")
+
+
+def test_a_hybrid_machine_gives_v1_controllers_and_a_v2_tracker(tmp_path, monkeypatch):
+    root = tmp_path / "cg"
+    for sub in ("cpu", "cpuacct", "memory/machine/abc", "pids", "unified", "systemd"):
+        (root / sub).mkdir(parents=True)
+    (root / "unified" / "cgroup.controllers").write_text("hugetlb\n")
+    mountinfo = "".join(
+        f"{n} 31 0:{n} / {root}/{name} rw,relatime - {kind} cgroup rw,{opts}\n"
+        for n, name, kind, opts in ((32, "cpu", "cgroup", "cpu"),
+                                    (33, "cpuacct", "cgroup", "cpuacct"),
+                                    (35, "memory", "cgroup", "memory"),
+                                    (39, "pids", "cgroup", "pids"),
+                                    (40, "systemd", "cgroup", "name=systemd"),
+                                    (41, "unified", "cgroup2", "nsdelegate")))
+    monkeypatch.setattr(cgroups, "_proc", lambda pid: fake_proc(tmp_path, HYBRID_CGROUP,
+                                                                  mountinfo))
+    found = {(h.version, h.own) for h in cgroups.hierarchies()}
+    assert found == {(1, f"{root}/cpu"), (1, f"{root}/cpuacct"),
+                     (1, f"{root}/memory/machine/abc"), (1, f"{root}/pids"),
+                     (2, f"{root}/unified")}
+    the_plan = cgroups.plan(cgroups.hierarchies())
+    places = {job: h.own.rsplit("/", 1)[1] for job, h in the_plan.places.items()}
+    if os.access(root, os.W_OK):
+        assert places == {"kill": "unified", "cpuacct": "unified", "cpu": "cpu",
+                          "memory": "abc", "pids": "pids"}
+
+
+def test_a_usage_line_says_what_it_does_not_know():
+    line = str(cgroups.Usage(1.5, None, 3 << 20, None))
+    assert line == "stats: wall 1.500 s, cpu ?, memory peak 3.0 MiB, processes ?"
+    assert re.fullmatch(r"stats: wall [0-9.]+ s, cpu [0-9.]+ s, memory peak [0-9.]+ MiB, "
+                        r"processes [0-9]+", str(cgroups.Usage(0.1, 0.05, 1 << 20, 4)))
