@@ -99,17 +99,18 @@ def make_cgroups_readonly() -> None:
 _python_directories: tuple[str, ...] = ()
 
 
-def note_python_directories() -> None:
+def note_python_directories(*also: str) -> None:
     """Note, before forking, where Python finds its code: ``sys.path``, the prefix and the
-    packages imported so far (editable installs live outside ``sys.path``).
+    packages imported so far (editable installs live outside ``sys.path``); and ``also``
+    (the notebook's directory, for a kernel).
 
     Done in the parent: walking ``sys.modules`` in a fresh fork touches hundreds of objects,
     and every touched page of the kernel's memory is copied (milliseconds per cell)."""
     global _python_directories
     files = (getattr(module, "__dict__", {}).get("__file__")
              for name, module in list(sys.modules.items()) if "." not in name)
-    directories = {*sys.path, sys.prefix, *(os.path.dirname(f) for f in files
-                                            if isinstance(f, str))}
+    directories = {*sys.path, sys.prefix, *also, *(os.path.dirname(f) for f in files
+                                                   if isinstance(f, str))}
     _python_directories = tuple(sorted(d for d in directories if d))
 
 

@@ -38,7 +38,7 @@ import socket
 import sys
 from typing import NoReturn
 
-from nskernel import _syscalls, cgroups, isolation, limits, nsinfo, sandbox, supervisor
+from nskernel import _syscalls, cgroups, filesystem, isolation, limits, nsinfo, sandbox, supervisor
 from nskernel.limits import Limits
 
 CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
@@ -203,23 +203,19 @@ def kernel_cgroup(kernel_limits: Limits, owner: int | None) -> cgroups.Group | N
     return group
 
 
-def _fork_cgroup_keeper(group: cgroups.Group) -> None:
+def _fork_cgroup_keeper(group: cgroups.Group) -> int:
     """Fork the process that removes the kernel's cgroups (with its cells') once we are gone,
     however we go: SIGKILL included, which no cleanup of ours would survive. Forked before
     the walls, so that it sees the host's cgroups and lives outside the kernel's pid
-    namespace. Not our child (a middle process forks it and exits): the supervisor, when
-    it ends what is left below it, must not end it too. It leaves our process group (a kill
-    of the group must not take it along) and Jupyter's pipes, and waits on a pidfd of ours
-    (we become the supervisor)."""
+    namespace. It leaves our process group (a kill of the group must not take it along)
+    and Jupyter's pipes, and waits on a pidfd of ours (we become the supervisor, which
+    spares it when it ends what is left below it). Returns its pid."""
     launcher = os.pidfd_open(os.getpid())
-    middle = os.fork()
-    if middle:
+    keeper = os.fork()
+    if keeper:
         os.close(launcher)
-        os.waitpid(middle, 0)
-        return
+        return keeper
     try:
-        if os.fork():
-            os._exit(0)
         os.setsid()
         for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             signal.signal(signum, signal.SIG_IGN)
@@ -251,8 +247,7 @@ def launch(spec: isolation.Isolation, connection_file: str,
     group = kernel_cgroup(kernel_limits, sandbox.NOBODY if host_root else None)
     if kernel_limits:
         os.environ[nsinfo.LIMITS_ENV] = " ".join(kernel_limits.to_argv())  # for %nsinfo inside
-    if group is not None:
-        _fork_cgroup_keeper(group)
+    keeper = _fork_cgroup_keeper(group) if group is not None else None
     listeners = bind_listeners(connection)
     os.environ[nsinfo.HOST_NS_ENV] = nsinfo.encode_host_namespaces()  # for %nsinfo inside
     # Imported here, once, so that the kernel forked below starts warm (as fast as stock).
@@ -264,6 +259,8 @@ def launch(spec: isolation.Isolation, connection_file: str,
     code = [sys.prefix, sys.base_prefix, os.path.dirname(os.__file__),
             os.path.dirname(os.path.dirname(__file__)), os.path.dirname(ipykernel.__file__),
             os.getcwd()]
+    if spec.readonly:
+        filesystem.note_python_directories(*code)  # shown again where a scratch tmpfs hides them
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for the kernel alone
     # Rootless, the first step's root is the user; root, the kernel will be nobody.
     sandbox.enter_walls(spec, user_namespace=not host_root, expose=code if host_root else (),
@@ -295,7 +292,7 @@ def launch(spec: isolation.Isolation, connection_file: str,
     for sock in listeners.values():
         sock.close()  # the kernel owns them now; a restart must be able to bind again
     os.set_inheritable(server, True)
-    argv = supervisor.command(server, kernel, init=init)
+    argv = supervisor.command(server, kernel, init=init, spare=keeper)
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     os.execve(argv[0], argv, {**os.environ, "PYTHONPATH": package_parent})
 

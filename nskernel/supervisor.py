@@ -86,9 +86,12 @@ def _reap_all_but(child: int) -> None:
             pass
 
 
-def kill_descendants(pid: int) -> None:
-    """SIGKILL every descendant of ``pid`` (for when there is no pid namespace to do it)."""
+def kill_descendants(pid: int, spare: int | None = None) -> None:
+    """SIGKILL every descendant of ``pid`` (for when there is no pid namespace to do it),
+    but ``spare`` (the launcher's cgroup keeper, which outlives us on purpose)."""
     for child in _children(pid):
+        if child == spare:
+            continue
         kill_descendants(child)
         try:
             os.kill(child, signal.SIGKILL)
@@ -127,28 +130,30 @@ def _children(pid: int) -> list[int]:
     return children
 
 
-def command(parent_fd: int, child: int, *, init: int | None) -> list[str]:
+def command(parent_fd: int, child: int, *, init: int | None,
+            spare: int | None = None) -> list[str]:
     """The argv the launcher execs into: this module in a site-less interpreter.
 
     ``init``: PID 1 of the kernel's pid namespace, killed (taking the namespace with it)
     once the kernel has exited. Without one, we are the child subreaper: orphans are reaped
-    as they die and whatever is left is killed at the end.
+    as they die and whatever is left is killed at the end, but ``spare``.
     """
     return [sys.executable, "-S", "-m", __name__, str(parent_fd), str(child),
-            *([str(init)] if init is not None else [])]
+            str(-1 if init is None else init), str(-1 if spare is None else spare)]
 
 
 def main(argv: list[str]) -> int:
-    """``PARENT_PIDFD CHILD_PID [INIT_PID]``, as written by :func:`command`."""
-    parent_fd, child = int(argv[0]), int(argv[1])
-    init = int(argv[2]) if len(argv) > 2 else None
+    """``PARENT_PIDFD CHILD_PID INIT_PID SPARE_PID`` (-1: none), as :func:`command` writes."""
+    parent_fd, child, init_pid, spare_pid = (int(word) for word in argv)
+    init = None if init_pid < 0 else init_pid
+    spare = None if spare_pid < 0 else spare_pid
     _syscalls.set_process_name("nskernel-launch")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for the kernel alone
     try:
         return supervise(child, parent_fd=parent_fd, reap_orphans=init is None)
     finally:
         if init is None:
-            kill_descendants(os.getpid())
+            kill_descendants(os.getpid(), spare=spare)
         else:
             os.kill(init, signal.SIGKILL)
             os.waitpid(init, 0)

@@ -177,7 +177,7 @@ def nothing_left_behind() -> Iterator[None]:
     """After the whole run (notebooks included): nothing of ours on the host."""
     before = host_state()
     yield
-    wait_for(lambda: not our_processes(), timeout=5)
+    wait_for(lambda: not our_processes(), timeout=10)
     _assert_nothing_new(before, {})
 
 
@@ -192,7 +192,7 @@ def nothing_left_by_this_test(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     before, running = host_state(), our_processes()
     yield
-    wait_for(lambda: not our_processes().keys() - running.keys(), timeout=5)
+    wait_for(lambda: not our_processes().keys() - running.keys(), timeout=10)
     _assert_nothing_new(before, running)
 
 

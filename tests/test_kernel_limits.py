@@ -141,8 +141,9 @@ def test_without_a_cgroup_cpus_is_refused_in_one_line(tmp_path):
                                               capture_output=True).stdout.strip())
     if has_cpu:
         return  # here the share holds (see test_nsinfo_shows_the_limits_and_what_is_used)
-    done = subprocess.run([sys.executable, "-m", "nskernel.launch", "--cpus", "1", "-f",
-                           str(connection)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-m", "nskernel.launch", "--pid", "--net", "--cpus",
+                           "1", "-f", str(connection)], capture_output=True, text=True,
+                          timeout=60)
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(
