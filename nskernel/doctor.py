@@ -47,6 +47,39 @@ def run_checks() -> list[Check]:
     return checks
 
 
+def limit_checks() -> list[Check]:
+    """Which limits hold for a whole cell (cgroups we may make) and which only per process
+    (rlimits), here and for this user; and whether seccomp can be had."""
+    from nskernel import cgroups
+
+    the_plan = cgroups.plan()
+    checks = []
+    for job, fallback in (("memory", "per process only (rlimit)"),
+                          ("pids", "per user namespace (rlimit)"),
+                          ("cpu", None)):
+        place = the_plan.places.get(job)
+        name = "cpus" if job == "cpu" else job
+        if place is not None:
+            checks.append(Check(name, True, f"whole cell: cgroup v{place.version} {place.own}"))
+        else:
+            why = the_plan.missing.get(job, "no cgroup")
+            checks.append(Check(name, False, f"{fallback}: {why}" if fallback else
+                                f"cannot be enforced: {why}"))
+    counted = the_plan.places.get("cpuacct")
+    checks.append(Check("stats", counted is not None,
+                        "wall, CPU time, peak memory and processes from the cell's cgroups"
+                        if counted else "wall, CPU time and peak memory of the first process"
+                        " only (no cgroup)"))
+    try:
+        from nskernel.seccomp import compiled_filter
+
+        compiled_filter()
+        checks.append(Check("seccomp", True, "libseccomp found: --seccomp works"))
+    except (ImportError, OSError) as exc:
+        checks.append(Check("seccomp", False, f"--seccomp needs libseccomp: {exc}"))
+    return checks
+
+
 def report(checks: list[Check]) -> str:
     who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()} (not root: via a user namespace)"
     lines = [f"nskernel doctor, as {who}:"]
@@ -57,4 +90,7 @@ def report(checks: list[Check]) -> str:
               if not check.ok and check.namespace in ("user", *NAMESPACES, "init")]
     lines.append("The Isolated Python kernel can start here." if not needed else
                  "The Isolated Python kernel cannot start here until the above is fixed.")
+    lines.append("Limits (--memory, --pids, --cpus, --stats, --seccomp), for this user here:")
+    lines += [f"  {'ok ' if check.ok else 'NO '} {check.namespace:<7} {check.detail}"
+              for check in limit_checks()]
     return "\n".join(lines)

@@ -105,3 +105,12 @@ def test_doctor_as_root_says_everything_works():
         assert any(line.split()[:2] == ["ok", name] for line in done.stdout.splitlines())
     assert "dumb-init" in done.stdout
     assert "The Isolated Python kernel can start here." in done.stdout
+    # Which limits hold for a whole cell here: what the cells' own cgroup plan says.
+    from nskernel import cgroups
+
+    places = cgroups.plan().places
+    lines = {line.split()[1]: line.split()[0] for line in done.stdout.splitlines()[-5:]}
+    assert lines == {"memory": "ok" if "memory" in places else "NO",
+                     "pids": "ok" if "pids" in places else "NO",
+                     "cpus": "ok" if "cpu" in places else "NO",
+                     "stats": "ok" if "cpuacct" in places else "NO", "seccomp": "ok"}, done.stdout

@@ -52,6 +52,9 @@ def test_doctor_as_a_user_reports_namespaces_through_a_user_namespace(unprivileg
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"as uid {unprivileged_user.pw_uid} (not root" in done.stdout
     assert "ok  net    ok (inside a user namespace)" in done.stdout
+    cpus = [line for line in done.stdout.splitlines() if line.split()[1:2] == ["cpus"]]
+    assert cpus[0].startswith(("  ok  cpus    whole cell: cgroup v",
+                               "  NO  cpus    cannot be enforced: ")), cpus
 
 
 def test_without_user_namespaces_the_kernel_says_why_in_one_line(unprivileged_user):
