@@ -554,14 +554,19 @@ def _call(target: Callable[[], Any], messages: int) -> int:
     """Run the target and send its value or error; the process exits with the result
     (RESULT_PIPE_GONE when the cell closed the pipe to send it on)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    body = os.getpid()
     try:
         try:
             value = target()
         except BaseException as exc:  # noqa: BLE001 - the notebook gets it, with our traceback
+            if os.getpid() != body:
+                _end_a_copy(1)
             sys.setrecursionlimit(max(sys.getrecursionlimit(), 1000))  # enough to report it
             text = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc)))
             _send(messages, ("error", _picklable(exc), text))
             return 1
+        if os.getpid() != body:
+            _end_a_copy(0)
         try:
             _send(messages, ("value", value))
         except OSError:
@@ -578,6 +583,13 @@ def _call(target: Callable[[], Any], messages: int) -> int:
         raise
     finally:
         _hang_up(messages)
+
+
+def _end_a_copy(code: int) -> None:
+    """A process the body forked came back out of it (returned, or raised: a fork bomb's
+    copies at the limit): only the body itself has a result to send. It ends here."""
+    _flush_quietly()
+    os._exit(code)
 
 
 def _user_frames(exc: BaseException) -> Any:

@@ -131,3 +131,16 @@ def test_a_cell_that_ends_its_own_keeper_says_what_may_be_left(kernel, ending):
         for pid in _processes_with(seconds):
             os.kill(pid, 9)
     still_answers(kernel)
+
+
+@pytest.mark.parametrize("flags", ["--pid", "--uts"])
+def test_copies_the_body_forks_come_back_with_no_result_of_their_own(kernel, flags):
+    """A forked copy of the body that returns (or raises: a fork bomb's copies at the
+    limit) runs on through the same code as the body: only the body's result counts."""
+    done = execute(kernel, f"%%isolate {flags}\nimport os, time\n"
+                           "copies = [os.fork() for _ in range(3)]  # 8 processes\n"
+                           "if 0 in copies:  # all at once, each more than a pipe writes whole\n"
+                           "    raise RuntimeError('a copy ' * 5000)\n"
+                           "time.sleep(0.5)\n'the body'")
+    assert done.value == "the body" and done.error is None, done
+    still_answers(kernel)
