@@ -192,18 +192,24 @@ class Group:
 
     @classmethod
     def create(cls, name: str, *, memory: int | None = None, pids: int | None = None,
-               cpus: float | None = None, the_plan: Plan | None = None) -> Group:
+               cpus: float | None = None, the_plan: Plan | None = None,
+               jobs: set[str] | None = None) -> Group:
         """Make the cgroups and set their limits; raise :class:`CgroupError` where a limit
-        asked for has no controller here. Without limits it still tracks (kill, CPU time,
-        and the peaks where those controllers are ours)."""
+        asked for has no controller here. ``jobs``: only the hierarchies these need (each
+        one made, joined and removed costs time), beside the limits' own; None: all of
+        them (a kernel: its cells may want any)."""
         the_plan = the_plan or plan()
         wanted = {"memory": memory, "pids": pids, "cpu": cpus}
         for job, value in wanted.items():
             if value is not None and job not in the_plan.places:
                 raise CgroupError(f"cannot limit {job} here: {the_plan.missing[job]}")
+        if jobs is not None:
+            jobs = jobs | {job for job, value in wanted.items() if value is not None}
         group = cls(name)
         try:
             for job, hierarchy in the_plan.places.items():
+                if jobs is not None and job not in jobs:
+                    continue
                 directory = os.path.join(hierarchy.own, name)
                 if directory not in group.made:
                     os.mkdir(directory)
@@ -241,11 +247,11 @@ class Group:
                 _write(self.directories["cpu"], "cpu.cfs_period_us", str(CPU_PERIOD))
                 _write(self.directories["cpu"], "cpu.cfs_quota_us", str(quota))
 
-    def join(self) -> None:
-        """Move the calling process into every one of our cgroups (a fresh child does this
-        before it runs anything: all it starts stays inside)."""
+    def join(self, pid: int = 0) -> None:
+        """Move process ``pid`` (0: the calling one) into every one of our cgroups, before
+        it starts anything: all it starts stays inside."""
         for directory in dict.fromkeys(self.directories.values()):
-            _write(directory, "cgroup.procs", "0")
+            _write(directory, "cgroup.procs", str(pid))
 
     def hand_to(self, uid: int, gid: int) -> None:
         """Let ``uid`` make cgroups below ours and move its processes among them (what

@@ -147,9 +147,12 @@ def _cell_group(limits: Limits | None, stats: bool) -> cgroups.Group | None:
         return None
     global _cells_made
     _cells_made += 1
+    # What the cell reads back: CPU time (for its limit, or --stats), the peaks (--stats).
+    jobs = ({"cpuacct"} if limits and limits.cpu_time is not None else set()) | (
+        {"cpuacct", "memory", "pids"} if stats else set())
     try:
         return cgroups.Group.create(f"{cgroups.PREFIX}{_owner()}.{_cells_made}", cpus=cpus,
-                                    the_plan=the_plan, **settings)
+                                    the_plan=the_plan, jobs=jobs, **settings)
     except cgroups.CgroupError as exc:
         if cpus is not None:
             raise IsolatedRunError(f"--cpus: {exc}") from None
@@ -208,21 +211,39 @@ def _forked_child(isolation: Isolation, main: Callable[[], Any],
 
     Without a new user namespace a new pid namespace is made from a thread of ours (see
     :func:`sandbox.forked_in_new_pid_namespace`), and the child is its PID 1 at once.
+    With a ``group``, we move the child into it while it enters its namespaces: a move
+    waits for an RCU grace period (milliseconds), which the two then spend side by side.
+    The child waits for the word before it starts anything.
     """
+    joined = os.pipe() if group is not None else None
     with contextlib.ExitStack() as stack:
         try:
             if isolation.pid and not isolation.uses_user_namespace:
                 child = stack.enter_context(sandbox.forked_in_new_pid_namespace(
-                    lambda: _child_main(isolation, main, pipes, True, exec_mode, group)))
+                    lambda: _child_main(isolation, main, pipes, True, exec_mode, joined)))
             else:
                 child = os.fork()
                 if child == 0:
-                    _child_main(isolation, main, pipes, False, exec_mode, group)
+                    _child_main(isolation, main, pipes, False, exec_mode, joined)
+            if group is not None and joined is not None:
+                os.close(joined[0])
+                try:
+                    group.join(child)
+                except OSError as exc:
+                    _signal_tree(child, signal.SIGKILL)
+                    os.waitpid(child, 0)
+                    raise IsolatedRunError(f"cannot move the cell into its cgroup: "
+                                           f"{exc.strerror}") from None
+                os.write(joined[1], b"1")
         except BaseException:
             for fds in pipes.values():
                 for fd in fds:
                     _close_quietly(fd)
             raise
+        finally:
+            if joined is not None:
+                _close_quietly(joined[0])
+                _close_quietly(joined[1])
         yield child
 
 
@@ -443,7 +464,7 @@ def _close_quietly(fd: int) -> None:
 # ---------------------------------------------------------------------------- child side
 def _child_main(isolation: Isolation, target: Callable[[], Any],
                 pipes: dict[str, tuple[int, int]], is_pid1: bool, exec_mode: bool,
-                group: cgroups.Group | None) -> None:
+                joined: tuple[int, int] | None) -> None:
     """The child: own process group, pipes as stdio, enter, run the target; with a pid
     namespace it either is PID 1 already or forks it. Without one, it is the subreaper of
     everything the target starts, and ends all of it before it exits. Never returns; never
@@ -466,13 +487,8 @@ def _child_main(isolation: Isolation, target: Callable[[], Any],
         messages = pipes["messages"][1]
         global _child_messages
         _child_messages = messages
-        if group is not None:
-            try:
-                group.join()  # first: all the cell starts is in it
-            except OSError as exc:
-                _send(messages, ("error", IsolatedRunError(
-                    f"cannot join the cell's cgroup: {exc.strerror}"), ""))
-                return
+        if joined is not None:
+            os.close(joined[1])
         two_steps = sandbox.walls_and_rooms(isolation)
         # With a pid namespace still to enter, its PID 1 takes the second step (after /proc).
         rooms_later = two_steps and isolation.pid and not is_pid1
@@ -490,6 +506,8 @@ def _child_main(isolation: Isolation, target: Callable[[], Any],
         except _syscalls.NamespaceError as exc:
             _send(messages, ("error", IsolatedRunError(str(exc)), ""))
             return
+        if joined is not None and not os.read(joined[0], 1):
+            return  # the kernel could not move us into the cell's cgroup, and says so
         if not isolation.pid:
             # Daemons (double forks, setsid) leave the group but not us: orphans come here.
             _syscalls.set_child_subreaper()
