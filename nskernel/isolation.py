@@ -78,9 +78,9 @@ class Isolation:
     seccomp: bool = False
     #: The body keeps no capability at all (root inside included).
     drop_caps: bool = False
-    #: The cgroup filesystems read-only inside: the cell's limits live there, in files its
-    #: root may own (set by the runner for a cell in cgroups of its own; no flag).
-    cgroups_readonly: bool = False
+    #: No cgroup filesystem inside: the cell's limits live there, in files its root may
+    #: own (set by the runner for a cell in cgroups of its own; no flag).
+    cgroups_hidden: bool = False
     namespaces: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -92,7 +92,7 @@ class Isolation:
                 raise IsolationError(f"bind {short_repr(path)}: give an absolute path")
         if self.binds and not self.readonly:
             raise IsolationError("--bind shows a directory in a read-only view: add --readonly")
-        if (self.readonly or self.cgroups_readonly) and not self.mount:
+        if (self.readonly or self.cgroups_hidden) and not self.mount:
             object.__setattr__(self, "mount", True)
         if self.netns is not None:
             if self.net:
@@ -144,8 +144,8 @@ class Isolation:
                                                or None),
                                               ("seccomp", (self.seccomp and not locks) or None),
                                               ("drop_caps", self.drop_caps or None),
-                                              ("cgroups_readonly",
-                                               self.cgroups_readonly or None))
+                                              ("cgroups_hidden",
+                                               self.cgroups_hidden or None))
                      if value is not None and not (name == "user" and value and user_flag)]
         if unsayable:
             raise IsolationError(f"{', '.join(unsayable)} cannot be given as flags here")

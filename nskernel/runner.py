@@ -91,7 +91,7 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
         filesystem.note_python_directories()
     group = _cell_group(limits, on_usage is not None)
     if group is not None:
-        isolation = dataclasses.replace(isolation, cgroups_readonly=True)
+        isolation = dataclasses.replace(isolation, cgroups_hidden=True)
     on_stream = on_stream or _write_to_sys
     main = target if callable(target) else lambda: _exec(target)
     main = _body(main, isolation, limits, python_body=callable(target))

@@ -48,8 +48,8 @@ def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
         if isolation.ipc:
             _mount_ipc_filesystems()
     _set_hostname_and_lo(isolation)
-    if isolation.cgroups_readonly:
-        filesystem.make_cgroups_readonly()
+    if isolation.cgroups_hidden:
+        filesystem.hide_cgroups()
     if isolation.readonly:
         filesystem.make_readonly(isolation.tmpfs_size, isolation.binds)
     if is_pid1:
@@ -105,11 +105,11 @@ def enter_walls(isolation: Isolation, *, user_namespace: bool, map_root_to: int 
         _mount_ipc_filesystems()
     if cgroups:
         show_only_cgroups(cgroups)
-    if isolation.cgroups_readonly:
-        filesystem.make_cgroups_readonly()
+    if isolation.cgroups_hidden:
+        filesystem.hide_cgroups()
 
 
-CGROUP_ROOT = "/sys/fs/cgroup"
+CGROUP_ROOT = filesystem.CGROUP_ROOT
 
 
 def show_only_cgroups(directories: Sequence[str]) -> None:
@@ -170,7 +170,7 @@ def walls_and_rooms(isolation: Isolation) -> bool:
     (which its root could otherwise make writable again, or unmount)."""
     return isolation.netns is None and (
         isolation.readonly or (isolation.uses_user_namespace
-                               and (isolation.pid or isolation.cgroups_readonly)))
+                               and (isolation.pid or isolation.cgroups_hidden)))
 
 
 def expose_to_everyone(directories: Sequence[str]) -> None:
