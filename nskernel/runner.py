@@ -216,6 +216,10 @@ def _forked_child(isolation: Isolation, main: Callable[[], Any],
     The child waits for the word before it starts anything.
     """
     joined = os.pipe() if group is not None else None
+    # Root mapped to another id needs a writer outside: we are one, and a helper forked
+    # from the child (a copy of the kernel) would cost milliseconds.
+    mapping = ((os.pipe(), os.pipe()) if isolation.uses_user_namespace
+               and isolation.map_root_to not in (None, os.geteuid()) else None)
     with contextlib.ExitStack() as stack:
         try:
             if isolation.pid and not isolation.uses_user_namespace:
@@ -224,9 +228,22 @@ def _forked_child(isolation: Isolation, main: Callable[[], Any],
             else:
                 child = os.fork()
                 if child == 0:
+                    if mapping is not None:
+                        (request_r, request_w), (reply_r, reply_w) = mapping
+                        os.close(request_r)
+                        os.close(reply_w)
+                        sandbox.map_by_parent = (request_w, reply_r)
                     _child_main(isolation, main, pipes, False, exec_mode, joined)
+            if mapping is not None:
+                (request_r, request_w), (reply_r, reply_w) = mapping
+                os.close(request_w)  # so that the read below ends if the child does
+                os.close(reply_r)
+                mapping = ((request_r, -1), (-1, reply_w))
+                sandbox.write_maps_for(child, int(isolation.map_root_to or 0), request_r,
+                                       reply_w)
             if group is not None and joined is not None:
                 os.close(joined[0])
+                joined = (-1, joined[1])
                 try:
                     group.join(child)
                 except OSError as exc:
@@ -241,9 +258,10 @@ def _forked_child(isolation: Isolation, main: Callable[[], Any],
                     _close_quietly(fd)
             raise
         finally:
-            if joined is not None:
-                _close_quietly(joined[0])
-                _close_quietly(joined[1])
+            for pair in ([joined] if joined else []) + (list(mapping) if mapping else []):
+                for fd in pair:
+                    if fd >= 0:
+                        _close_quietly(fd)
         yield child
 
 

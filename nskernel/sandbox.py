@@ -228,7 +228,10 @@ def _unshare_as_root(flags: int, map_root_to: int | None) -> None:
     namespace, standing for ``map_root_to`` outside (``None``: for our own ids)."""
     uid, gid = os.geteuid(), os.getegid()
     privileged_map = map_root_to not in (None, uid)
-    finish_map = _map_writer(map_root_to, map_root_to) if privileged_map else None
+    finish_map = None
+    if privileged_map:
+        finish_map = (_ask_parent_to_map(*map_by_parent) if map_by_parent is not None
+                      else _map_writer(map_root_to, map_root_to))
     try:
         _syscalls.unshare(flags)
     except _syscalls.NamespaceError:
@@ -412,6 +415,49 @@ def join_named_netns(name: str) -> None:
         _syscalls.setns(fd, _syscalls.CLONE_NEWNET, f"netns {name}")
     finally:
         os.close(fd)
+
+
+#: (request fd, reply fd) of a parent that writes our id maps for us (a cell's kernel: a
+#: helper forked from a kernel-sized process would cost milliseconds). See
+#: :func:`write_maps_for`.
+map_by_parent: tuple[int, int] | None = None
+
+
+def _ask_parent_to_map(request: int, reply: int) -> Callable[[bool], None]:
+    """The parent-side counterpart of :func:`_map_writer`: once we have unshared, ask our
+    parent to write the maps (:func:`write_maps_for`), and read back how that went."""
+    def finish(unshared: bool) -> None:
+        global map_by_parent
+        map_by_parent = None  # once: a later user namespace maps itself
+        try:
+            os.write(request, b"y" if unshared else b"n")
+            answer = os.read(reply, 64) if unshared else b"0"
+        finally:
+            os.close(request)
+            os.close(reply)
+        code = int(answer or b"1")
+        if unshared and code != 0:
+            raise _syscalls.NamespaceError(
+                f"write /proc/{os.getpid()}/uid_map", code,
+                "the kernel could not map the cell's root to the id asked for")
+    return finish
+
+
+def write_maps_for(pid: int, uid: int, request: int, reply: int) -> None:
+    """In the parent: wait until child ``pid`` says it has unshared its user namespace, map
+    its root to ``uid`` (and the group alike), say how that went. Returns at once if the
+    child ends, or never asks."""
+    try:
+        if os.read(request, 1) != b"y":
+            return
+        try:
+            _syscalls.write_id_maps(uid, uid, pid=pid)
+            code = 0
+        except _syscalls.NamespaceError as exc:
+            code = exc.errno or errno.EPERM
+        os.write(reply, str(code).encode())
+    except OSError:
+        pass  # the child is gone; its end says why
 
 
 def _map_writer(uid: int, gid: int) -> Callable[[bool], None]:
