@@ -54,9 +54,9 @@ def limit_checks() -> list[Check]:
 
     the_plan = cgroups.plan()
     checks = []
-    for job, fallback in (("memory", "per process only (rlimit)"),
-                          ("pids", "per user namespace (rlimit)"),
-                          ("cpu", None)):
+    checks.append(Check("pids", True, "whole cell: counted in the cell's own user namespace "
+                                      "(rlimit)"))
+    for job, fallback in (("memory", "per process only (rlimit)"), ("cpu", None)):
         place = the_plan.places.get(job)
         name = "cpus" if job == "cpu" else job
         if place is not None:
@@ -80,7 +80,8 @@ def limit_checks() -> list[Check]:
     return checks
 
 
-def report(checks: list[Check]) -> str:
+def report(checks: list[Check], limits: list[Check] | None = None) -> str:
+    """The namespace checks, the verdict on the kernel, then ``limits`` (limit_checks)."""
     who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()} (not root: via a user namespace)"
     lines = [f"nskernel doctor, as {who}:"]
     lines += [f"  {'ok ' if check.ok else 'NO '} {check.namespace:<6} {check.detail}"
@@ -90,7 +91,9 @@ def report(checks: list[Check]) -> str:
               if not check.ok and check.namespace in ("user", *NAMESPACES, "init")]
     lines.append("The Isolated Python kernel can start here." if not needed else
                  "The Isolated Python kernel cannot start here until the above is fixed.")
-    lines.append("Limits (--memory, --pids, --cpus, --stats, --seccomp), for this user here:")
-    lines += [f"  {'ok ' if check.ok else 'NO '} {check.namespace:<7} {check.detail}"
-              for check in limit_checks()]
+    if limits is not None:
+        lines.append("Limits (--memory, --pids, --cpus, --stats, --seccomp), for this user "
+                     "here:")
+        lines += [f"  {'ok ' if check.ok else 'NO '} {check.namespace:<7} {check.detail}"
+                  for check in limits]
     return "\n".join(lines)

@@ -96,8 +96,10 @@ def hide_cgroups() -> None:
                         | _syscalls.MS_NODEV | _syscalls.MS_NOEXEC, "size=4k,mode=555")
 
 
-#: Python's directories, as :func:`note_python_directories` found them in the parent.
+#: Python's directories, as :func:`note_python_directories` found them in the parent, and
+#: what it looked at then.
 _python_directories: tuple[str, ...] = ()
+_noted_for: tuple = ()
 
 
 def note_python_directories(*also: str) -> None:
@@ -107,7 +109,11 @@ def note_python_directories(*also: str) -> None:
 
     Done in the parent: walking ``sys.modules`` in a fresh fork touches hundreds of objects,
     and every touched page of the kernel's memory is copied (milliseconds per cell)."""
-    global _python_directories
+    global _python_directories, _noted_for
+    seen = (len(sys.modules), tuple(sys.path), also)
+    if seen == _noted_for:
+        return  # nothing imported or added since the last cell
+    _noted_for = seen
     files = (getattr(module, "__dict__", {}).get("__file__")
              for name, module in list(sys.modules.items()) if "." not in name)
     directories = {*sys.path, sys.prefix, *also, *(os.path.dirname(f) for f in files

@@ -138,9 +138,11 @@ class Limits:
 
     @property
     def for_the_tree(self) -> bool:
-        """Whether a cgroup would add to these: a bound on the tree, or a CPU share."""
-        return any(value is not None
-                   for value in (self.memory, self.pids, self.cpu_time, self.cpus))
+        """Whether a cgroup would add to these: memory or CPU time for the whole tree, or a
+        CPU share. Not ``pids``: the cell has a user namespace of its own, where the rlimit
+        already counts every process of the tree (and a cgroup per cell costs an RCU grace
+        period to move into)."""
+        return any(value is not None for value in (self.memory, self.cpu_time, self.cpus))
 
     def apply(self, inherited: int = 0, inherited_fds: int = 0,
               memory_rlimit: int = resource.RLIMIT_AS) -> None:

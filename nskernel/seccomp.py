@@ -14,7 +14,6 @@ machine's architecture and compiles the BPF program, once per kernel.
 from __future__ import annotations
 
 import errno
-import functools
 import os
 
 import pyseccomp
@@ -41,10 +40,20 @@ DENIED = (
     "process_vm_writev", "kcmp", *NAMESPACE_CALLS)
 
 
-@functools.cache
 def compiled_filter(allow_namespaces: bool = False) -> bytes:
-    """The filter as a BPF program for this machine (built once, in the kernel: building
-    it in every cell's fresh fork would cost milliseconds)."""
+    """The filter as a BPF program for this machine, built once per variant, in the kernel:
+    building it in every cell's fresh fork would cost milliseconds."""
+    if allow_namespaces not in _compiled:
+        _compiled[allow_namespaces] = _compile(allow_namespaces)
+    return _compiled[allow_namespaces]
+
+
+#: The compiled programs, by whether namespace calls are allowed (a dict, not functools'
+#: cache, which tells compiled_filter() and compiled_filter(False) apart).
+_compiled: dict[bool, bytes] = {}
+
+
+def _compile(allow_namespaces: bool) -> bytes:
     rules = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
     for name in DENIED:
         if allow_namespaces and name in NAMESPACE_CALLS:
