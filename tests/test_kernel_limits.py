@@ -148,3 +148,35 @@ def test_without_a_cgroup_cpus_is_refused_in_one_line(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(
         "nskernel: cannot start the kernel: --cpus cannot be enforced here: cgroup"), lines
+
+
+def test_clean_removes_dead_kernels_cgroups_and_nothing_else():
+    """Owner-marked: a cgroup named ours whose owner is gone goes (with the cells' below it);
+    ours of a live process and anybody else's stay."""
+    from nskernel.records import owner_id
+
+    places = [h.own for h in cgroups.hierarchies() if os.access(h.own, os.W_OK)]
+    made = []
+    try:
+        for own in places[:2]:
+            dead = os.path.join(own, f"{cgroups.PREFIX}1-1.kernel")  # pid 1 never started at 1
+            for path in (dead, os.path.join(dead, f"{cgroups.PREFIX}2-5.1"),
+                         os.path.join(own, f"{cgroups.PREFIX}{owner_id()}.7"),
+                         os.path.join(own, "not-ours.1")):
+                os.mkdir(path)
+                made.append(path)
+        done = subprocess.run([sys.executable, "-m", "nskernel", "clean"], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        gone = {path for path in made if not os.path.exists(path)}
+        assert gone == {path for path in made if "1-1.kernel" in path}, done.stdout
+        assert all(f"removed cgroup {path}" in done.stdout for path in gone
+                   if path.endswith(".kernel"))
+    finally:
+        for path in sorted(made, key=len, reverse=True):
+            if os.path.exists(path):
+                os.rmdir(path)
+    if not places:  # rootless here: nothing of ours to look at, and nothing touched
+        assert "nskernel clean: 0 " in subprocess.run(
+            [sys.executable, "-m", "nskernel", "clean"], capture_output=True, text=True,
+            timeout=60).stdout
