@@ -20,7 +20,8 @@ Three tables:
    ``%%isolate``: from a cell (``subprocess.run``), timed from the client, against the
    matching ``%%isolate`` cell. Goal: >= 3x faster. Also from this process, bare.
 
-Variants are measured in interleaved rounds, so that a noisy neighbour hits all alike.
+Variants are measured in interleaved rounds, so that a noisy neighbour hits all alike, with
+a pause (not counted) before each, as cells are run.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ FLAGS = "--pid --net --mount --uts --ipc"
 LOCKED = "--all --memory 64M --pids 32 --readonly --seccomp"
 VARIANTS = (FLAGS, "--all", LOCKED, "--jail")
 BODY = "x = 1"
+#: Seconds between two measured cells (not counted): as a person runs them, far apart, so
+#: that no cell finds the kernel warm from the one before (its cgroup locks, say).
+GAP = 0.02
 BARE_FORK = "import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)"
 IN_KERNEL = f"""
 import statistics, time
@@ -51,6 +55,7 @@ _runs.append(lambda: exec({BODY!r}, _ip.user_ns))
 _samples = [[] for _ in _runs]
 for _ in range({{n}}):
     for _run, _into in zip(_runs, _samples):
+        time.sleep({GAP})  # cells are apart in time: nothing of the last one lingers
         _begin = time.perf_counter(); _run(); _into.append(time.perf_counter() - _begin)
 [statistics.median(s) for s in _samples]
 """
@@ -72,6 +77,7 @@ def kernel_costs(name: str, cells: int, tool_cells: dict[str, str] | None = None
         samples: dict[str, list[float]] = {label: [] for label in cells_to_time}
         for _ in range(max(cells // 4, 20)):
             for label, code in cells_to_time.items():
+                time.sleep(GAP)
                 begin = time.perf_counter()
                 done = execute(client, code)
                 samples[label].append(time.perf_counter() - begin)

@@ -9,7 +9,7 @@ root shell, a user's session):
 - only ever create *children* of the calling process's own cgroup, in each hierarchy; never
   move another process, never write a parent's files;
 - name them ``nskernel.OWNER.N`` (OWNER: pid and start time of the process that made them,
-  see :func:`nskernel.records.owner_id`), and remove them when done; ``nskernel clean``
+  see :func:`nskernel.owners.owner_id`), and remove them when done; ``nskernel clean``
   removes those whose owner died, nothing else;
 - cgroup v2 first (most machines are pure v2 now); v1 controllers (memory, pids, cpu,
   cpuacct) where that is what the machine has; a v2 child without controllers (a v1 "hybrid"
@@ -134,7 +134,9 @@ def plan(hierarchy_list: list[Hierarchy] | None = None) -> Plan:
         if hierarchy.version != 1:
             continue
         for name in hierarchy.controllers:
-            if name in places:
+            # v1 wins only for CPU time on a hybrid machine: a thread may part there (see
+            # nskernel.parking), and v2 counts CPU time without any controller anyway.
+            if name in places and not (name == "cpuacct" and places[name].version == 2):
                 continue
             if os.access(hierarchy.own, os.W_OK):
                 places[name] = hierarchy
@@ -189,6 +191,7 @@ class Group:
     name: str
     directories: dict[str, str] = field(default_factory=dict)  # job -> directory
     made: list[str] = field(default_factory=list)
+    v2_jobs: set[str] = field(default_factory=set)  # jobs whose directory is cgroup v2
 
     @classmethod
     def create(cls, name: str, *, memory: int | None = None, pids: int | None = None,
@@ -217,19 +220,21 @@ class Group:
                 if hierarchy.version == 2 and job in LIMIT_CONTROLLERS:
                     _enable(hierarchy.own, job)
                 group.directories[job] = directory
-            group._set_limits(memory, pids, cpus, the_plan)
+                if hierarchy.version == 2:
+                    group.v2_jobs.add(job)
+            group.set_limits(memory=memory, pids=pids, cpus=cpus)
         except OSError as exc:
             group.remove()
             raise CgroupError(f"cannot make cgroup {name}: {exc.strerror} "
                               f"({exc.filename or ''})") from None
         return group
 
-    def _set_limits(self, memory: int | None, pids: int | None, cpus: float | None,
-                    the_plan: Plan) -> None:
-        v2 = {job: h.version == 2 for job, h in the_plan.places.items()}
+    def set_limits(self, *, memory: int | None = None, pids: int | None = None,
+                   cpus: float | None = None) -> None:
+        """Write the limits into our cgroups (v2's files or v1's, as each directory has)."""
         if memory is not None:
             directory = self.directories["memory"]
-            if v2["memory"]:
+            if "memory" in self.v2_jobs:
                 _write(directory, "memory.max", str(memory))
                 with contextlib.suppress(FileNotFoundError):
                     _write(directory, "memory.swap.max", "0")
@@ -241,7 +246,7 @@ class Group:
             _write(self.directories["pids"], "pids.max", str(pids))
         if cpus is not None:
             quota = max(1000, int(cpus * CPU_PERIOD))
-            if v2["cpu"]:
+            if "cpu" in self.v2_jobs:
                 _write(self.directories["cpu"], "cpu.max", f"{quota} {CPU_PERIOD}")
             else:
                 _write(self.directories["cpu"], "cpu.cfs_period_us", str(CPU_PERIOD))
@@ -253,6 +258,11 @@ class Group:
         for directory in dict.fromkeys(self.directories.values()):
             _write(directory, "cgroup.procs", str(pid))
 
+    def join_thread(self, tid: int) -> None:
+        """Move one thread (v1 only: its ``tasks`` files) into every one of our cgroups."""
+        for directory in dict.fromkeys(self.directories.values()):
+            _write(directory, "tasks", str(tid))
+
     def hand_to(self, uid: int, gid: int) -> None:
         """Let ``uid`` make cgroups below ours and move its processes among them (what
         systemd's Delegate=yes does); our own limit files stay root's."""
@@ -263,11 +273,14 @@ class Group:
                     os.chown(os.path.join(directory, name), uid, gid)
 
     def pids(self) -> list[int]:
-        """Every process in the group (as this pid namespace numbers them)."""
-        directory = self.directories.get("kill") or self.directories.get("pids")
+        """Every process in the group (as this pid namespace numbers them), but ours: a
+        thread of ours may sit in it (see nskernel.parking), and v1 then lists us."""
+        directory = (self.directories.get("kill") or self.directories.get("pids")
+                     or next(iter(self.directories.values()), None))
         if directory is None:
             return []
-        return [int(word) for word in _read(directory, "cgroup.procs").split()]
+        return [pid for pid in (int(word) for word in _read(directory, "cgroup.procs").split())
+                if pid != os.getpid()]
 
     def kill(self) -> None:
         """SIGKILL everything in the group, daemons and all, at once where v2 can."""
@@ -414,7 +427,7 @@ def remove_tree(directory: str, wait: float = 2.0) -> bool:
 def clean() -> list[str]:
     """``nskernel clean``: remove empty cgroups named ours whose owner process died, under
     our own cgroup in each hierarchy (and their children). Nothing else."""
-    from nskernel.records import owner_alive
+    from nskernel.owners import owner_alive
 
     removed = []
     for hierarchy in hierarchies():

@@ -31,7 +31,6 @@ import contextlib
 import json
 import os
 import resource
-import select
 import shutil
 import signal
 import socket
@@ -187,7 +186,7 @@ def kernel_cgroup(kernel_limits: Limits, owner: int | None) -> cgroups.Group | N
         raise LaunchError(f"--cpus cannot be enforced here: {the_plan.missing['cpu']}")
     if not the_plan.places:
         return None
-    from nskernel.records import owner_id
+    from nskernel.owners import owner_id
 
     settings = {job: getattr(kernel_limits, job) for job in ("memory", "pids")
                 if job in the_plan.places}
@@ -204,12 +203,13 @@ def kernel_cgroup(kernel_limits: Limits, owner: int | None) -> cgroups.Group | N
 
 
 def _fork_cgroup_keeper(group: cgroups.Group) -> int:
-    """Fork the process that removes the kernel's cgroups (with its cells') once we are gone,
-    however we go: SIGKILL included, which no cleanup of ours would survive. Forked before
-    the walls, so that it sees the host's cgroups and lives outside the kernel's pid
-    namespace. It leaves our process group (a kill of the group must not take it along)
-    and Jupyter's pipes, and waits on a pidfd of ours (we become the supervisor, which
-    spares it when it ends what is left below it). Returns its pid."""
+    """Start the process that removes the kernel's cgroups (with its cells') once we are
+    gone, however we go: SIGKILL included, which no cleanup of ours would survive. Forked
+    before the walls, so that it sees the host's cgroups and lives outside the kernel's pid
+    namespace; it leaves our process group (a kill of the group must not take it along) and
+    Jupyter's pipes, and becomes a bare interpreter (as the supervisor does: a fork of ours
+    would keep the launcher's memory alive) that waits on a pidfd of ours. The supervisor
+    spares it when it ends what is left below it. Returns its pid."""
     launcher = os.pidfd_open(os.getpid())
     keeper = os.fork()
     if keeper:
@@ -217,19 +217,16 @@ def _fork_cgroup_keeper(group: cgroups.Group) -> int:
         return keeper
     try:
         os.setsid()
-        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-            signal.signal(signum, signal.SIG_IGN)
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
-        os.closerange(3, launcher)
-        os.closerange(launcher + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-        _syscalls.set_process_name("nskernel-cgroup")
-        select.select([launcher], [], [])  # readable once the launcher/supervisor is gone
-        for directory in dict.fromkeys(group.directories.values()):
-            cgroups.remove_tree(directory)
+        os.set_inheritable(launcher, True)
+        argv = supervisor.cgroup_keeper_command(launcher, list(group.directories.values()))
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        os.execve(argv[0], argv, {"PATH": os.environ.get("PATH", ""),
+                                  "PYTHONPATH": package_parent})
     finally:
-        os._exit(0)
+        os._exit(1)
 
 
 def launch(spec: isolation.Isolation, connection_file: str,

@@ -36,6 +36,7 @@ from nskernel.netns import (
     remove_netns,
     set_ipv6,
 )
+from nskernel.owners import owner_id
 
 T = TypeVar("T")
 IFNAMSIZ = 15
@@ -59,7 +60,7 @@ class Lab:
     """The namespaces, links and bridges of one kernel (or script), and their removal."""
 
     def __init__(self, records_dir: str = records.RECORDS_DIR) -> None:
-        self.owner = records.owner_id()
+        self.owner = owner_id()
         self.record_path = os.path.join(records_dir, f"{self.owner}.json")
         self.netns: dict[str, int] = {}  # name -> inode
         self.links: dict[str, int] = {}  # interfaces in the kernel's netns: name -> ifindex

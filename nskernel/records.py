@@ -17,28 +17,10 @@ from pyroute2 import IPRoute
 
 from nskernel import _rtnl
 from nskernel.netns import netns_inode, remove_netns
+from nskernel.owners import owner_alive
 from nskernel.sandbox import RUN_DIR
 
 RECORDS_DIR = f"{RUN_DIR}/labs"
-
-
-def _process_start(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as handle:
-        return int(handle.read().rsplit(")", 1)[1].split()[19])
-
-
-def owner_id(pid: int | None = None) -> str:
-    """"PID-STARTTIME": names a process for as long as it lives, never a later one."""
-    pid = os.getpid() if pid is None else pid
-    return f"{pid}-{_process_start(pid)}"
-
-
-def owner_alive(owner: str) -> bool:
-    pid, _, start = owner.partition("-")
-    try:
-        return _process_start(int(pid)) == int(start)
-    except (OSError, ValueError):
-        return False
 
 
 def owner_alias(owner: str) -> str:

@@ -22,12 +22,13 @@ import select
 import signal
 import struct
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from nskernel import _syscalls, cgroups, filesystem, sandbox, supervisor
+from nskernel import _syscalls, cgroups, filesystem, parking, sandbox, supervisor
 from nskernel.isolation import Isolation
 from nskernel.limits import Limits
 
@@ -89,7 +90,7 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
                                    f"libseccomp2): {exc}") from None
     if isolation.readonly:
         filesystem.note_python_directories()
-    group = _cell_group(limits, on_usage is not None)
+    group, start_thread = _cell_group(limits, on_usage is not None)
     if group is not None:
         isolation = dataclasses.replace(isolation, cgroups_hidden=True)
     on_stream = on_stream or _write_to_sys
@@ -101,7 +102,7 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
     exec_mode = not callable(target)
     started = time.monotonic()
     try:
-        with _forked_child(isolation, main, pipes, exec_mode, group) as child:
+        with _forked_child(isolation, main, pipes, exec_mode, group, start_thread) as child:
             for _read_end, write_end in pipes.values():
                 os.close(write_end)
             try:
@@ -131,32 +132,64 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
                     limits=limits, oom=oom_kills > 0)
 
 
-def _cell_group(limits: Limits | None, stats: bool) -> cgroups.Group | None:
-    """The cgroups of a cell that asks for a limit on the whole tree, or for its usage; None
-    where none are needed, or none may be made here (the rlimits still hold)."""
+def _cell_group(limits: Limits | None, stats: bool
+                ) -> tuple[cgroups.Group | None, Callable[[threading.Thread], None] | None]:
+    """The cgroups of a cell that asks for a limit on the whole tree, or for its usage, and
+    how to start the thread that forks the cell (None: the child is moved in instead). No
+    group where none is needed, or none may be made here (the rlimits still hold).
+
+    Where every limit lives in cgroup v1, the cell takes the set a parked thread waits in
+    (see :mod:`nskernel.parking`), and its forking thread is started from there: no move
+    into a cgroup (an RCU grace period) on the cell's way. Not for --stats: the kernel's
+    own threads in those cgroups would count among the cell's processes.
+    """
     if not (stats or (limits and limits.for_the_tree)):
-        return None
+        return None, None
     the_plan = _cgroup_plan()
     cpus = limits.cpus if limits else None
     if cpus is not None and "cpu" not in the_plan.places:
         raise IsolatedRunError(f"--cpus cannot be enforced here: {the_plan.missing['cpu']}")
-    wanted = {"memory": limits.memory if limits else None,
-              "pids": limits.pids if limits else None}
-    settings = {job: value for job, value in wanted.items() if job in the_plan.places}
     if not the_plan.places:
-        return None
-    global _cells_made
-    _cells_made += 1
+        return None, None
+    memory = limits.memory if limits and "memory" in the_plan.places else None
+    cpu_time = limits.cpu_time if limits else None
+    needed = ({"memory"} if memory else set()) | ({"cpu"} if cpus else set()) | (
+        {"cpuacct"} if cpu_time is not None else set())
+    if not stats and parking.ParkingThread.serves(the_plan, needed):
+        parked = _parking_thread(the_plan)
+        group = parked.take()
+        if group is not None:
+            try:
+                group.set_limits(memory=memory, cpus=cpus)
+                return group, parked.start_in
+            except OSError:
+                cgroups.remove_soon(group)
     # What the cell reads back: CPU time (for its limit, or --stats), the peaks (--stats).
-    jobs = ({"cpuacct"} if limits and limits.cpu_time is not None else set()) | (
-        {"cpuacct", "memory", "pids"} if stats else set())
+    jobs = needed | ({"cpuacct", "memory", "pids"} if stats else set())
     try:
-        return cgroups.Group.create(f"{cgroups.PREFIX}{_owner()}.{_cells_made}", cpus=cpus,
-                                    the_plan=the_plan, jobs=jobs, **settings)
+        return cgroups.Group.create(_next_cell_name(), cpus=cpus, memory=memory,
+                                    the_plan=the_plan, jobs=jobs), None
     except cgroups.CgroupError as exc:
         if cpus is not None:
             raise IsolatedRunError(f"--cpus: {exc}") from None
-        return None
+        return None, None
+
+
+def _next_cell_name() -> str:
+    global _cells_made
+    _cells_made += 1
+    return f"{cgroups.PREFIX}{_owner()}.{_cells_made}"
+
+
+_parking: dict[int, parking.ParkingThread] = {}
+
+
+def _parking_thread(the_plan: cgroups.Plan) -> parking.ParkingThread:
+    """This process's parked thread, started at its first cell with a limit."""
+    pid = os.getpid()
+    if pid not in _parking:
+        _parking[pid] = parking.ParkingThread(the_plan, _next_cell_name)
+    return _parking[pid]
 
 
 _cells_made = 0
@@ -172,7 +205,7 @@ def _cgroup_plan() -> cgroups.Plan:
 
 
 def _owner() -> str:
-    from nskernel.records import owner_id
+    from nskernel.owners import owner_id
 
     return owner_id()
 
@@ -206,34 +239,34 @@ def _usage(wall: float, group: cgroups.Group | None, rusage: Any) -> cgroups.Usa
 @contextlib.contextmanager
 def _forked_child(isolation: Isolation, main: Callable[[], Any],
                   pipes: dict[str, tuple[int, int]], exec_mode: bool,
-                  group: cgroups.Group | None) -> Iterator[int]:
+                  group: cgroups.Group | None,
+                  start_thread: Callable[[threading.Thread], None] | None) -> Iterator[int]:
     """Fork the child that runs ``main`` in ``isolation``; the block gets its pid.
 
     Without a new user namespace a new pid namespace is made from a thread of ours (see
-    :func:`sandbox.forked_in_new_pid_namespace`), and the child is its PID 1 at once.
-    With a ``group``, we move the child into it while it enters its namespaces: a move
-    waits for an RCU grace period (milliseconds), which the two then spend side by side.
-    The child waits for the word before it starts anything.
+    :func:`sandbox.forked_in_thread`), and the child is its PID 1 at once. With a
+    ``start_thread``, the child is forked from a thread started that way, in the cgroups
+    of ``group`` already. Else, with a ``group``, we move the child into it while it
+    enters its namespaces: a move waits for an RCU grace period (milliseconds), which the
+    two then spend side by side. The child waits for the word before it starts anything.
     """
-    joined = os.pipe() if group is not None else None
+    joined = os.pipe() if group is not None and start_thread is None else None
     # Root mapped to another id needs a writer outside: we are one, and a helper forked
     # from the child (a copy of the kernel) would cost milliseconds.
     mapping = ((os.pipe(), os.pipe()) if isolation.uses_user_namespace
                and isolation.map_root_to not in (None, os.geteuid()) else None)
     with contextlib.ExitStack() as stack:
         try:
-            if isolation.pid and not isolation.uses_user_namespace:
-                child = stack.enter_context(sandbox.forked_in_new_pid_namespace(
-                    lambda: _child_main(isolation, main, pipes, True, exec_mode, joined)))
+            own_pid_namespace = isolation.pid and not isolation.uses_user_namespace
+            if own_pid_namespace or start_thread is not None:
+                child = stack.enter_context(sandbox.forked_in_thread(
+                    lambda: _child_main(isolation, main, pipes, own_pid_namespace, exec_mode,
+                                        joined, mapping),
+                    new_pid_namespace=own_pid_namespace, start=start_thread))
             else:
                 child = os.fork()
                 if child == 0:
-                    if mapping is not None:
-                        (request_r, request_w), (reply_r, reply_w) = mapping
-                        os.close(request_r)
-                        os.close(reply_w)
-                        sandbox.map_by_parent = (request_w, reply_r)
-                    _child_main(isolation, main, pipes, False, exec_mode, joined)
+                    _child_main(isolation, main, pipes, False, exec_mode, joined, mapping)
             if mapping is not None:
                 (request_r, request_w), (reply_r, reply_w) = mapping
                 os.close(request_w)  # so that the read below ends if the child does
@@ -482,7 +515,8 @@ def _close_quietly(fd: int) -> None:
 # ---------------------------------------------------------------------------- child side
 def _child_main(isolation: Isolation, target: Callable[[], Any],
                 pipes: dict[str, tuple[int, int]], is_pid1: bool, exec_mode: bool,
-                joined: tuple[int, int] | None) -> None:
+                joined: tuple[int, int] | None,
+                mapping: tuple[tuple[int, int], tuple[int, int]] | None) -> None:
     """The child: own process group, pipes as stdio, enter, run the target; with a pid
     namespace it either is PID 1 already or forks it. Without one, it is the subreaper of
     everything the target starts, and ends all of it before it exits. Never returns; never
@@ -507,6 +541,11 @@ def _child_main(isolation: Isolation, target: Callable[[], Any],
         _child_messages = messages
         if joined is not None:
             os.close(joined[1])
+        if mapping is not None:  # our parent writes our id maps (see _forked_child)
+            (request_r, request_w), (reply_r, reply_w) = mapping
+            os.close(request_r)
+            os.close(reply_w)
+            sandbox.map_by_parent = (request_w, reply_r)
         two_steps = sandbox.walls_and_rooms(isolation)
         # With a pid namespace still to enter, its PID 1 takes the second step (after /proc).
         rooms_later = two_steps and isolation.pid and not is_pid1

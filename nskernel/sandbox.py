@@ -30,7 +30,7 @@ def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
     Afterwards the process is root inside its user namespace (if it made one), its mounts no
     longer propagate to the host, its hostname and loopback are set; a new pid namespace
     takes effect for its children only. ``is_pid1``: the caller already is PID 1 of a new
-    pid namespace (see :func:`forked_in_new_pid_namespace`) and only needs its /proc.
+    pid namespace (see :func:`forked_in_thread`) and only needs its /proc.
     """
     flags = isolation.clone_flags() & ~(_syscalls.CLONE_NEWPID if is_pid1 else 0)
     if isolation.netns is not None:
@@ -287,25 +287,31 @@ def thread_in_new_netns() -> AbstractContextManager[None]:
 
 
 @contextmanager
-def forked_in_new_pid_namespace(child_main: Callable[[], NoReturn]) -> Iterator[int]:
-    """Fork a child that is PID 1 of a new pid namespace and runs ``child_main``; the block
-    gets its pid. For a multi-threaded caller (a kernel).
+def forked_in_thread(child_main: Callable[[], NoReturn], *, new_pid_namespace: bool,
+                     start: Callable[[threading.Thread], None] | None = None
+                     ) -> Iterator[int]:
+    """Fork, from a thread of our own, a child that runs ``child_main``; the block gets its
+    pid. For a multi-threaded caller (a kernel).
 
-    unshare(CLONE_NEWPID) changes only the calling thread's namespace for children, so a
-    thread of our own unshares and forks: one fork makes the PID 1, instead of a fork that
-    unshares and forks again (every fork of a big kernel process costs milliseconds), and
-    no thread of the kernel is left pointing at the new namespace. (Switching a thread back
-    with setns would need privileges over the kernel's own pid namespace, which an isolated
-    kernel does not have.) The thread lives until the block ends, because the child's
-    parent-death signal fires when the thread that forked it ends. Needs root in the
-    caller's user namespace; not for new user namespaces, which must own the pid namespace.
+    ``new_pid_namespace``: the thread unshares CLONE_NEWPID first, so the child is PID 1 of
+    a new pid namespace. unshare(CLONE_NEWPID) changes only the calling thread's namespace
+    for children: one fork makes the PID 1, instead of a fork that unshares and forks again
+    (every fork of a big kernel process costs milliseconds), and no thread of the kernel is
+    left pointing at the new namespace. (Switching a thread back with setns would need
+    privileges over the kernel's own pid namespace, which an isolated kernel does not have.)
+    That needs root in the caller's user namespace; not for new user namespaces, which must
+    own the pid namespace. ``start``: how the thread is started (default: from here); a
+    thread starts in its creator's cgroups, and so does what it forks (see
+    :mod:`nskernel.parking`). The thread lives until the block ends, because the child's
+    parent-death signal fires when the thread that forked it ends.
     """
     outcome: dict[str, int | BaseException] = {}
     forked, finished = threading.Event(), threading.Event()
 
     def unshare_and_fork() -> None:
         try:
-            _syscalls.unshare(_syscalls.CLONE_NEWPID)
+            if new_pid_namespace:
+                _syscalls.unshare(_syscalls.CLONE_NEWPID)
             pid = os.fork()
         except BaseException as exc:  # noqa: BLE001 - raised again in the caller
             outcome["error"] = exc
@@ -317,8 +323,8 @@ def forked_in_new_pid_namespace(child_main: Callable[[], NoReturn]) -> Iterator[
         forked.set()
         finished.wait()
 
-    forker = threading.Thread(target=unshare_and_fork, name="nskernel-pid-ns", daemon=True)
-    forker.start()
+    forker = threading.Thread(target=unshare_and_fork, name="nskernel-cell", daemon=True)
+    (start or threading.Thread.start)(forker)
     try:
         forked.wait()
         if "error" in outcome:

@@ -127,7 +127,7 @@ def our_named_netns() -> set[str]:
 
 def our_links() -> set[str]:
     """Host links a lab made whose owner is dead (a live owner's are its own business)."""
-    from nskernel.records import owner_alive
+    from nskernel.owners import owner_alive
 
     found = set()
     for name in os.listdir("/sys/class/net"):
@@ -152,7 +152,7 @@ def our_cgroups() -> set[str]:
     """Cgroups named ours, below this process's own, whose maker is dead (a live maker's
     are its business: a running kernel's, a cell's still being removed)."""
     from nskernel import cgroups
-    from nskernel.records import owner_alive
+    from nskernel.owners import owner_alive
 
     found = set()
     for hierarchy in cgroups.hierarchies():

@@ -153,7 +153,7 @@ def test_without_a_cgroup_cpus_is_refused_in_one_line(tmp_path):
 def test_clean_removes_dead_kernels_cgroups_and_nothing_else():
     """Owner-marked: a cgroup named ours whose owner is gone goes (with the cells' below it);
     ours of a live process and anybody else's stay."""
-    from nskernel.records import owner_id
+    from nskernel.owners import owner_id
 
     places = [h.own for h in cgroups.hierarchies() if os.access(h.own, os.W_OK)]
     made = []
