@@ -223,8 +223,7 @@ def _fork_cgroup_keeper(group: cgroups.Group) -> int:
         os.set_inheritable(launcher, True)
         argv = supervisor.cgroup_keeper_command(launcher, list(group.directories.values()))
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        os.execve(argv[0], argv, {"PATH": os.environ.get("PATH", ""),
-                                  "PYTHONPATH": package_parent})
+        os.execve(argv[0], argv, {**os.environ, "PYTHONPATH": package_parent})
     finally:
         os._exit(1)
 
@@ -240,12 +239,12 @@ def launch(spec: isolation.Isolation, connection_file: str,
         raise LaunchError(f"cannot read connection file {connection_file}: {exc}") from None
     dumb_init = find_dumb_init() if spec.pid else ""
     host_root = os.geteuid() == 0
+    listeners = bind_listeners(connection)
     kernel_limits = kernel_limits or Limits()
     group = kernel_cgroup(kernel_limits, sandbox.NOBODY if host_root else None)
     if kernel_limits:
         os.environ[nsinfo.LIMITS_ENV] = " ".join(kernel_limits.to_argv())  # for %nsinfo inside
     keeper = _fork_cgroup_keeper(group) if group is not None else None
-    listeners = bind_listeners(connection)
     os.environ[nsinfo.HOST_NS_ENV] = nsinfo.encode_host_namespaces()  # for %nsinfo inside
     # Imported here, once, so that the kernel forked below starts warm (as fast as stock).
     import ipykernel

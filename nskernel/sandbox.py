@@ -230,8 +230,8 @@ def _unshare_as_root(flags: int, map_root_to: int | None) -> None:
     privileged_map = map_root_to not in (None, uid)
     finish_map = None
     if privileged_map:
-        finish_map = (_ask_parent_to_map(*map_by_parent) if map_by_parent is not None
-                      else _map_writer(map_root_to, map_root_to))
+        finish_map = (_ask_parent_to_map(*map_by_parent, map_root_to)
+                      if map_by_parent is not None else _map_writer(map_root_to, map_root_to))
     try:
         _syscalls.unshare(flags)
     except _syscalls.NamespaceError:
@@ -429,7 +429,7 @@ def join_named_netns(name: str) -> None:
 map_by_parent: tuple[int, int] | None = None
 
 
-def _ask_parent_to_map(request: int, reply: int) -> Callable[[bool], None]:
+def _ask_parent_to_map(request: int, reply: int, uid: int) -> Callable[[bool], None]:
     """The parent-side counterpart of :func:`_map_writer`: once we have unshared, ask our
     parent to write the maps (:func:`write_maps_for`), and read back how that went."""
     def finish(unshared: bool) -> None:
@@ -443,10 +443,15 @@ def _ask_parent_to_map(request: int, reply: int) -> Callable[[bool], None]:
             os.close(reply)
         code = int(answer or b"1")
         if unshared and code != 0:
-            raise _syscalls.NamespaceError(
-                f"write /proc/{os.getpid()}/uid_map", code,
-                "the kernel could not map the cell's root to the id asked for")
+            raise _map_failed(os.getpid(), uid, code)
     return finish
+
+
+def _map_failed(target: int, uid: int, code: int) -> _syscalls.NamespaceError:
+    return _syscalls.NamespaceError(
+        f"write /proc/{target}/uid_map ('0 {uid} 1')", code if code > 0 else errno.EPERM,
+        f"uid {uid} must be mapped in the writer's own user namespace "
+        "(see /proc/self/uid_map); map root to your own uid instead")
 
 
 def write_maps_for(pid: int, uid: int, request: int, reply: int) -> None:
@@ -496,10 +501,7 @@ def _map_writer(uid: int, gid: int) -> Callable[[bool], None]:
         _pid, status = os.waitpid(helper, 0)
         code = os.waitstatus_to_exitcode(status)
         if unshared and code != 0:
-            raise _syscalls.NamespaceError(
-                f"write /proc/{target}/uid_map ('0 {uid} 1')", code if code > 0 else errno.EPERM,
-                f"uid {uid} must be mapped in the writer's own user namespace "
-                "(see /proc/self/uid_map); map root to your own uid instead")
+            raise _map_failed(target, uid, code)
 
     return finish
 
