@@ -282,21 +282,24 @@ class Group:
         return [pid for pid in (int(word) for word in _read(directory, "cgroup.procs").split())
                 if pid != os.getpid()]
 
-    def kill(self) -> None:
-        """SIGKILL everything in the group, daemons and all, at once where v2 can."""
+    def kill(self, wait: bool = True) -> None:
+        """SIGKILL everything in the group, daemons and all, at once where v2 can. In v1,
+        process by process, until none is left (``wait``), or one pass (a cell that is
+        ending anyway: its pid namespace or its keeper takes the rest along)."""
         directory = self.directories.get("kill")
         if directory is not None:
             with contextlib.suppress(OSError):
                 _write(directory, "cgroup.kill", "1")
                 return
-        for _ in range(100):  # v1: whatever forks while we walk is caught on the next pass
+        for _ in range(100 if wait else 1):  # whatever forks while we walk: the next pass
             found = self.pids()
             if not found:
                 return
             for pid in found:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            time.sleep(0.001)
+            if wait:
+                time.sleep(0.001)
 
     def cpu_seconds(self) -> float | None:
         directory = self.directories.get("cpuacct")
@@ -360,10 +363,11 @@ def _enable(own: str, controller: str) -> None:
 _pending: list[Group] = []
 
 
-def remove_soon(group: Group) -> None:
-    """Remove ``group`` now if its processes are gone, else on a later call (or at exit)."""
+def remove_soon(group: Group, now: bool = True) -> None:
+    """Remove ``group`` on a later :func:`retry_pending` (or at exit); try ``now`` too."""
     _pending.append(group)
-    retry_pending()
+    if now:
+        retry_pending()
 
 
 @atexit.register

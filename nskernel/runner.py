@@ -99,6 +99,7 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
     pipes = {name: os.pipe() for name in ("stdout", "stderr", "messages")}
     channel = _Channel()
     status = rusage = None
+    child_gone = False
     exec_mode = not callable(target)
     started = time.monotonic()
     try:
@@ -114,9 +115,9 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
                     _close_quietly(read_end)
                 _signal_tree(child, signal.SIGKILL)  # whatever the cell left running
                 if group is not None:
-                    group.kill()
+                    group.kill(wait=False)
                 if channel.has_result and callable(target) and on_usage is None:
-                    _reap_soon(child)  # its exit status is not needed, only that it goes
+                    child_gone = _reap_soon(child)  # its status is not needed, only its end
                 else:
                     _pid, status, rusage = os.wait4(child, 0)
                 if on_usage is not None:
@@ -127,7 +128,9 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
                                 "of the cell's processes\n")
     finally:
         if group is not None:
-            cgroups.remove_soon(group)
+            # Once its processes are gone: now if it was waited for, else when the event
+            # loop sees the child go (see _reap_soon).
+            cgroups.remove_soon(group, now=status is not None or child_gone)
     return _outcome(channel, status, on_display, exec_mode, contained=isolation.pid,
                     limits=limits, oom=oom_kills > 0)
 
@@ -432,27 +435,30 @@ def _reap(child: int) -> int:
 _exiting: dict[int, tuple[int, asyncio.AbstractEventLoop]] = {}
 
 
-def _reap_soon(child: int) -> None:
-    """Reap a child that is exiting without waiting for it here.
+def _reap_soon(child: int) -> bool:
+    """Reap a child that is exiting without waiting for it here; True if it was reaped.
 
     The exit of a forked kernel-sized process (tearing down its copy of the address space)
     takes milliseconds that the cell need not wait for. In a kernel, the event loop reaps it
-    as soon as it is gone; every run also reaps the ones already gone. Without a running
-    event loop (a script, terminal IPython) it is reaped here and now.
+    as soon as it is gone (and then removes the cgroups of cells that ended); every run
+    also reaps the ones already gone. Without a running event loop (a script, terminal
+    IPython) it is reaped here and now.
     """
-    _reap_exited()
+    _reap_exited(remove_cgroups=False)
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         _reap(child)
-        return
+        return True
     pidfd = os.pidfd_open(child)
     _exiting[child] = (pidfd, loop)
     loop.add_reader(pidfd, _reap_exited)
+    return False
 
 
-def _reap_exited() -> None:
-    cgroups.retry_pending()
+def _reap_exited(remove_cgroups: bool = True) -> None:
+    if remove_cgroups:
+        cgroups.retry_pending()
     for child, (pidfd, loop) in list(_exiting.items()):
         if os.waitpid(child, os.WNOHANG)[0]:
             del _exiting[child]
