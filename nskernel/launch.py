@@ -202,28 +202,47 @@ def kernel_cgroup(kernel_limits: Limits, owner: int | None) -> cgroups.Group | N
     return group
 
 
+KEEPER_NAME = "nskernel-cgroup"
+#: The launcher's cgroup keeper: a shell (a few MB, where even a bare Python is ten) that
+#: waits for the launcher, then the supervisor, to end (GNU tail polls for it), kills what
+#: is left in the kernel's cgroups and removes them, deepest first, until none is left.
+CGROUP_KEEPER = r"""
+tail --pid="$1" -s 0.2 -f /dev/null 2>/dev/null
+shift
+for attempt in $(seq 50); do
+    left=0
+    for cgroup in "$@"; do
+        [ -d "$cgroup" ] || continue
+        left=1
+        [ -f "$cgroup/cgroup.kill" ] && echo 1 > "$cgroup/cgroup.kill" 2>/dev/null
+        find "$cgroup" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9 2>/dev/null
+        find "$cgroup" -depth -type d -exec rmdir {} + 2>/dev/null
+    done
+    [ "$left" = 0 ] && exit 0
+    sleep 0.1
+done
+"""
+
+
 def _fork_cgroup_keeper(group: cgroups.Group) -> int:
     """Start the process that removes the kernel's cgroups (with its cells') once we are
     gone, however we go: SIGKILL included, which no cleanup of ours would survive. Forked
     before the walls, so that it sees the host's cgroups and lives outside the kernel's pid
     namespace; it leaves our process group (a kill of the group must not take it along) and
-    Jupyter's pipes, and becomes a bare interpreter (as the supervisor does: a fork of ours
-    would keep the launcher's memory alive) that waits on a pidfd of ours. The supervisor
-    spares it when it ends what is left below it. Returns its pid."""
-    launcher = os.pidfd_open(os.getpid())
+    Jupyter's pipes, and becomes a small shell (see CGROUP_KEEPER: a fork of ours would keep
+    the launcher's memory alive). The supervisor spares it when it ends what is left below
+    it. Returns its pid."""
+    launcher = os.getpid()
     keeper = os.fork()
     if keeper:
-        os.close(launcher)
         return keeper
     try:
         os.setsid()
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
-        os.set_inheritable(launcher, True)
-        argv = supervisor.cgroup_keeper_command(launcher, list(group.directories.values()))
-        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        os.execve(argv[0], argv, {**os.environ, "PYTHONPATH": package_parent})
+        os.execv("/bin/sh", [KEEPER_NAME, "-c", CGROUP_KEEPER, KEEPER_NAME, str(launcher),
+                             *dict.fromkeys(group.directories.values())])
     finally:
         os._exit(1)
 

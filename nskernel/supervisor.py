@@ -142,34 +142,8 @@ def command(parent_fd: int, child: int, *, init: int | None,
             str(-1 if init is None else init), str(-1 if spare is None else spare)]
 
 
-KEEP_CGROUPS = "--remove-cgroups-after"
-
-
-def cgroup_keeper_command(watched_fd: int, directories: list[str]) -> list[str]:
-    """The argv of the launcher's cgroup keeper (see nskernel.launch): this module again,
-    which waits for the process behind ``watched_fd`` to end, then removes ``directories``
-    (each with the cgroups below it)."""
-    return [sys.executable, "-S", "-m", __name__, KEEP_CGROUPS, str(watched_fd),
-            *dict.fromkeys(directories)]
-
-
-def keep_cgroups(watched_fd: int, directories: list[str]) -> int:
-    _syscalls.set_process_name("nskernel-cgroup")
-    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(signum, signal.SIG_IGN)
-    select.select([watched_fd], [], [])  # readable once the launcher/supervisor is gone
-    from nskernel import cgroups
-
-    for directory in directories:
-        cgroups.remove_tree(directory)
-    return 0
-
-
 def main(argv: list[str]) -> int:
-    """``PARENT_PIDFD CHILD_PID INIT_PID SPARE_PID`` (-1: none), as :func:`command` writes;
-    or ``--remove-cgroups-after PIDFD DIR...`` (:func:`cgroup_keeper_command`)."""
-    if argv[0] == KEEP_CGROUPS:
-        return keep_cgroups(int(argv[1]), argv[2:])
+    """``PARENT_PIDFD CHILD_PID INIT_PID SPARE_PID`` (-1: none), as :func:`command` writes."""
     parent_fd, child, init_pid, spare_pid = (int(word) for word in argv)
     init = None if init_pid < 0 else init_pid
     spare = None if spare_pid < 0 else spare_pid
