@@ -204,11 +204,11 @@ def kernel_cgroup(kernel_limits: Limits, owner: int | None) -> cgroups.Group | N
 
 KEEPER_NAME = "nskernel-cgroup"
 #: The launcher's cgroup keeper: a shell (a few MB, where even a bare Python is ten) that
-#: waits for the launcher, then the supervisor, to end (GNU tail polls for it), kills what
-#: is left in the kernel's cgroups and removes them, deepest first, until none is left.
+#: waits for the launcher, then the supervisor, to end (its stdin is a pipe they alone hold
+#: open: end of file when they are gone, zombies included), kills what is left in the
+#: kernel's cgroups and removes them, deepest first, until none is left.
 CGROUP_KEEPER = r"""
-tail --pid="$1" -s 0.2 -f /dev/null 2>/dev/null
-shift
+cat > /dev/null
 for attempt in $(seq 50); do
     left=0
     for cgroup in "$@"; do
@@ -224,24 +224,28 @@ done
 """
 
 
-def _fork_cgroup_keeper(group: cgroups.Group) -> int:
+def _fork_cgroup_keeper(group: cgroups.Group) -> tuple[int, int]:
     """Start the process that removes the kernel's cgroups (with its cells') once we are
     gone, however we go: SIGKILL included, which no cleanup of ours would survive. Forked
     before the walls, so that it sees the host's cgroups and lives outside the kernel's pid
     namespace; it leaves our process group (a kill of the group must not take it along) and
     Jupyter's pipes, and becomes a small shell (see CGROUP_KEEPER: a fork of ours would keep
     the launcher's memory alive). The supervisor spares it when it ends what is left below
-    it. Returns its pid."""
-    launcher = os.getpid()
+    it. Returns its pid and the pipe end that we (and the supervisor after us) keep open
+    for as long as we live, and close in every process we fork."""
+    gone, alive = os.pipe()
     keeper = os.fork()
     if keeper:
-        return keeper
+        os.close(gone)
+        return keeper, alive
     try:
         os.setsid()
+        os.close(alive)
         devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
+        os.dup2(gone, 0)
+        for fd in (1, 2):
             os.dup2(devnull, fd)
-        os.execv("/bin/sh", [KEEPER_NAME, "-c", CGROUP_KEEPER, KEEPER_NAME, str(launcher),
+        os.execv("/bin/sh", [KEEPER_NAME, "-c", CGROUP_KEEPER, KEEPER_NAME,
                              *dict.fromkeys(group.directories.values())])
     finally:
         os._exit(1)
@@ -263,7 +267,7 @@ def launch(spec: isolation.Isolation, connection_file: str,
     group = kernel_cgroup(kernel_limits, sandbox.NOBODY if host_root else None)
     if kernel_limits:
         os.environ[nsinfo.LIMITS_ENV] = " ".join(kernel_limits.to_argv())  # for %nsinfo inside
-    keeper = _fork_cgroup_keeper(group) if group is not None else None
+    keeper, keeper_pipe = _fork_cgroup_keeper(group) if group is not None else (None, None)
     os.environ[nsinfo.HOST_NS_ENV] = nsinfo.encode_host_namespaces()  # for %nsinfo inside
     # Imported here, once, so that the kernel forked below starts warm (as fast as stock).
     import ipykernel
@@ -292,7 +296,7 @@ def launch(spec: isolation.Isolation, connection_file: str,
         os.close(dropped)
     else:
         _syscalls.set_child_subreaper()  # no init: orphans come to us
-    ours = [fd for fd in (server, ready) if fd is not None]
+    ours = [fd for fd in (server, ready, keeper_pipe) if fd is not None]
     map_root_to = sandbox.NOBODY if host_root else None
     kernel = sandbox.fork_child(
         lambda: run_kernel(connection_file, connection, spec, map_root_to, ours, init_dropped,
@@ -307,6 +311,8 @@ def launch(spec: isolation.Isolation, connection_file: str,
     for sock in listeners.values():
         sock.close()  # the kernel owns them now; a restart must be able to bind again
     os.set_inheritable(server, True)
+    if keeper_pipe is not None:
+        os.set_inheritable(keeper_pipe, True)  # the keeper waits for the supervisor too
     argv = supervisor.command(server, kernel, init=init, spare=keeper)
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     os.execve(argv[0], argv, {**os.environ, "PYTHONPATH": package_parent})
