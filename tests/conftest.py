@@ -156,6 +156,8 @@ def our_cgroups() -> set[str]:
 
     found = set()
     for hierarchy in cgroups.hierarchies():
+        if not os.access(hierarchy.own, os.W_OK):
+            continue  # none of ours can be where we may not make any (another user's run)
         for entry in os.listdir(hierarchy.own):
             owner = entry[len(cgroups.PREFIX):].rsplit(".", 1)[0]
             if entry.startswith(cgroups.PREFIX) and not owner_alive(owner):
