@@ -127,7 +127,7 @@ def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation
                map_root_to: int | None, launcher_fds: list[int], init_dropped: int | None,
                listen_fds: dict[int, int], kernel_limits: Limits,
                group: cgroups.Group | None) -> int:
-    """The kernel process proper: its cgroup and limits, its own namespaces, then ipykernel
+    """The kernel process proper: its limits, its own namespaces, then ipykernel
     with the adopted sockets (see kernelapp). Its /proc is already mounted (it is PID 2 of
     the new pid namespace); entering its own user namespace now locks that mount in place.
     With ``--seccomp`` the filter lets it still make namespaces (inside its own user
@@ -136,8 +136,6 @@ def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation
 
     for fd in launcher_fds:
         os.close(fd)
-    if group is not None:
-        group.join()
     kernel_limits.apply(inherited_fds=Limits.fds_in_use(), memory_rlimit=resource.RLIMIT_DATA)
     sandbox.enter_rooms(spec, map_root_to=map_root_to, keep_cgroups=group is not None)
     if spec.seccomp:
@@ -303,6 +301,11 @@ def launch(spec: isolation.Isolation, connection_file: str,
                            {port: sock.fileno() for port, sock in listeners.items()},
                            kernel_limits, group),
         new_proc=spec.pid)
+    if group is not None:
+        # Here, not in the kernel: a move waits for an RCU grace period, which the kernel
+        # spends starting up meanwhile; it runs no code of the user's for a long while yet
+        # (not before it has answered kernel_info), and the move takes all its threads.
+        group.join(kernel)
     if init_dropped is not None:
         os.close(init_dropped)
     if ready is not None:
