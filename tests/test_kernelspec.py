@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -114,3 +115,17 @@ def test_doctor_as_root_says_everything_works():
                      "pids": "ok",  # the rlimit, in the cell's own user namespace
                      "cpus": "ok" if "cpu" in places else "NO",
                      "stats": "ok" if "cpuacct" in places else "NO", "seccomp": "ok"}, done.stdout
+
+
+def test_our_packaging_builds_without_deprecation_banners(tmp_path):
+    """pip install shows whatever setuptools warns about our pyproject.toml: none of it."""
+    repository = Path(__file__).resolve().parent.parent
+    made = not (repository / "nskernel.egg-info").exists()
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from setuptools import build_meta; "
+         "build_meta.prepare_metadata_for_build_wheel(sys.argv[1])", str(tmp_path)],
+        cwd=repository, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Deprecat" not in done.stderr and "!!" not in done.stderr, done.stderr
+    if made:  # the build's scratch, next to the sources
+        shutil.rmtree(repository / "nskernel.egg-info", ignore_errors=True)
