@@ -156,6 +156,7 @@ class Lab:
             if netns_inode(name) == self.netns[name]:
                 remove_netns(name)
             del self.netns[name]
+            self._next_eth.pop(name, None)  # made again, it is numbered from 0 again
         self._save()
 
     # -- links
@@ -400,6 +401,7 @@ class Lab:
         removed = self._call(records.remove_recorded, self.netns, self.links, self.owner)
         self.netns.clear()
         self.links.clear()
+        self._next_eth.clear()  # a lab built again gets the names it had the first time
         self._save()
         return removed
 

@@ -333,3 +333,20 @@ def test_ipv6_is_off_by_default_and_on_when_asked(lab):
     lab.link(f"{plain}:10.7.0.1/24", f"{other}:10.7.0.2/24")  # made later: off by default too
     assert "fd00:1::2/64" in {a["address"] for a in lab.state(six_b)["addresses"]}
     assert not [a for a in lab.state(plain)["addresses"] if a["family"] == 10]  # not even ::1
+
+
+def test_a_lab_built_again_gets_the_same_interface_names(start_kernel):
+    """After `%netns reset` (or deleting its namespaces), building the same lab again in the
+    same kernel names its interfaces as the first time: outputs match the notebook's text."""
+    _manager, client = start_kernel("isolated-python")
+    build = ("%netns add alice gw bob\n%veth alice:10.9.1.1/24 gw:10.9.1.2/24\n"
+             "%veth gw:10.9.2.1/24 bob:10.9.2.2/24\n"
+             "import nskernel\nsorted(link['ifname'] for ns in ('alice', 'gw', 'bob') "
+             "for link in nskernel.lab().state(ns)['links'])")
+    first = execute(client, build).value
+    assert first == ["alice-eth0", "bob-eth0", "gw-eth0", "gw-eth1", "lo", "lo", "lo"], first
+    execute(client, "%netns reset")
+    assert execute(client, build).value == first
+    execute(client, "%netns del alice gw bob")
+    assert execute(client, build).value == first
+    execute(client, "%netns reset")
