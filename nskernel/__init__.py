@@ -23,6 +23,9 @@ def load_ipython_extension(ipython: Any) -> None:
 
     ipython.register_magics(NamespaceMagics)
     ipython.register_magics(LabMagics)
+    from nskernel.completion import register
+
+    register(ipython)
 
 
 def isolate(function: Callable[..., T], *args: Any, **settings: Any) -> T:

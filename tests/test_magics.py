@@ -359,3 +359,35 @@ def test_names_and_expressions_in_a_magic_line_are_expanded(kernel):
     done = cell(kernel, "%%isolate --hostname {box.upper()}-2 --uts\n"
                         "import socket\nsocket.gethostname()")
     assert done.value == "EXPANDED-2"
+
+
+def completions(client, code: str) -> list[str]:
+    """What Tab offers at the end of ``code``'s first line (a complete_request)."""
+    msg_id = client.complete(code, len(code.splitlines()[0]))
+    while True:
+        reply = client.get_shell_msg(timeout=10)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply["content"]["matches"]
+
+
+def test_tab_offers_a_magics_options_and_nothing_else(kernel):
+    assert completions(kernel, "%%isolate --mem\n1") == ["--memory"]
+    offered = completions(kernel, "%%isolate --")
+    assert {"--pid", "--jail", "--readonly", "--cpus", "--stats"} <= set(offered)
+    assert all(option.startswith("--") for option in offered), offered
+    assert completions(kernel, "%%uts --time") == ["--timeout"]
+    # Elsewhere, Python as before.
+    assert "os" in completions(kernel, "import o")
+
+
+def test_tab_offers_the_labs_namespace_names(start_kernel):
+    _manager, client = start_kernel("isolated-python")
+    execute(client, "%netns add alpha beta")
+    try:
+        assert completions(client, "%netns ") == ["add", "del", "list", "reset"]
+        assert completions(client, "%netns del a") == ["alpha"]
+        assert completions(client, "%%netns b\n1") == ["beta"]
+        assert completions(client, "%veth al") == ["alpha:"]
+        assert completions(client, "%veth alpha:10.0.0.1/24 b") == ["beta:"]
+    finally:
+        execute(client, "%netns reset")
