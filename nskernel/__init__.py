@@ -23,9 +23,10 @@ def load_ipython_extension(ipython: Any) -> None:
 
     ipython.register_magics(NamespaceMagics)
     ipython.register_magics(LabMagics)
-    from nskernel.completion import register
+    from nskernel import completion, tracebacks
 
-    register(ipython)
+    completion.register(ipython)
+    tracebacks.register(ipython)
 
 
 def isolate(function: Callable[..., T], *args: Any, **settings: Any) -> T:

@@ -91,12 +91,14 @@ class NamespaceMagics(Magics):
     @with_usage(ISOLATE)
     def isolate(self, line: str, cell: str) -> Any:
         """Run the cell in new namespaces."""
+        __tracebackhide__ = True  # an interrupt or error shows the cell, not us
         return self._isolate(parse_line(ISOLATE, line), cell, ISOLATE.prog)
 
     @cell_magic
     @with_usage(UTS)
     def uts(self, line: str, cell: str) -> Any:
         """Run the cell with its own hostname: %%isolate --uts --hostname H."""
+        __tracebackhide__ = True  # an interrupt or error shows the cell, not us
         args = parse_line(UTS, line)
         return self._isolate(as_isolate_args(args, uts=True), cell, UTS.prog)
 
@@ -104,6 +106,7 @@ class NamespaceMagics(Magics):
     @with_usage(NETNS)
     def netns(self, line: str, cell: str) -> Any:
         """Run the cell inside a named network namespace: %%isolate --netns NAME."""
+        __tracebackhide__ = True  # an interrupt or error shows the cell, not us
         args = parse_line(NETNS, line)
         return self._isolate(as_isolate_args(args, netns=args.name), cell, NETNS.prog)
 
@@ -127,6 +130,7 @@ class NamespaceMagics(Magics):
     # ------------------------------------------------------------------------ helpers
     def _isolate(self, args: Any, cell: str, prog: str) -> Any:
         """%%isolate with parsed flags; ``prog`` names the magic the user typed."""
+        __tracebackhide__ = True
         if args.all or args.jail:
             for name in isolation.NAMESPACES:
                 setattr(args, name, True)
@@ -164,6 +168,7 @@ class NamespaceMagics(Magics):
 
     def _run(self, spec: isolation.Isolation, args: Any, cell: str,
              cell_limits: Limits | None = None) -> Any:
+        __tracebackhide__ = True
         try:
             runner.check_timeout(args.timeout)
         except ValueError:

@@ -28,7 +28,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from nskernel import _syscalls, cgroups, filesystem, parking, sandbox, supervisor
+from nskernel import _syscalls, cgroups, filesystem, parking, sandbox, supervisor, tracebacks
 from nskernel.isolation import Isolation
 from nskernel.limits import Limits
 
@@ -79,6 +79,7 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
     whole tree too where we may make cgroups; ``on_usage(usage)`` gets what the cell used,
     however it ended, before its result or error comes back.
     """
+    __tracebackhide__ = True  # IPython shows an interrupt or error at the user's cell
     check_timeout(timeout)
     if isolation.seccomp:
         try:
@@ -344,6 +345,7 @@ def _pump(child: int, fds: dict[int, str], channel: _Channel, on_stream: StreamC
     a process that escaped the group may hold them). ``over_limit()``, checked every
     CPU_CHECK_INTERVAL, names a limit the cell went past: it is killed, and that is the error.
     """
+    __tracebackhide__ = True
     decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in fds.values()}
     started = time.monotonic()
     child_fd = os.pidfd_open(child)
@@ -397,7 +399,8 @@ def _pump(child: int, fds: dict[int, str], channel: _Channel, on_stream: StreamC
     finally:
         os.close(child_fd)
     if interrupted:
-        raise KeyboardInterrupt("interrupted: stopped the cell and everything it started")
+        raise tracebacks.mark(KeyboardInterrupt(
+            "interrupted: stopped the cell and everything it started"))
     if over is not None:
         raise IsolatedRunError(over)
     if timed_out:
@@ -470,6 +473,7 @@ def _reap_exited(remove_cgroups: bool = True) -> None:
 def _outcome(channel: _Channel, status: int | None, on_display: DisplayCallback | None,
              exec_mode: bool, contained: bool, limits: Limits | None = None,
              oom: bool = False) -> Any:
+    __tracebackhide__ = True
     result = None
     for message in channel.messages:
         kind = message[0]
@@ -502,7 +506,7 @@ def _outcome(channel: _Channel, status: int | None, on_display: DisplayCallback 
     _kind, error, text = result
     if text:
         error.__cause__ = RemoteTraceback(text)
-    raise error
+    raise tracebacks.mark(error)
 
 
 def _write_to_sys(name: str, text: str) -> None:

@@ -391,3 +391,28 @@ def test_tab_offers_the_labs_namespace_names(start_kernel):
         assert completions(client, "%veth alpha:10.0.0.1/24 b") == ["beta:"]
     finally:
         execute(client, "%netns reset")
+
+
+@pytest.mark.parametrize("kernel_name", ["isolated-python", "python3"])
+def test_an_interrupted_or_failing_cell_shows_no_frame_of_ours(start_kernel, kernel_name):
+    """As a stock kernel shows them: the user's line, the child's traceback of the user's
+    own code, never nskernel's frames."""
+    import re
+    import threading
+
+    manager, client = start_kernel(kernel_name)
+    cell(client, "%load_ext nskernel")
+    timer = threading.Timer(1.0, manager.interrupt_kernel)
+    timer.start()
+    try:
+        done = cell(client, "%%isolate --pid\nimport time\ntime.sleep(30)", timeout=30)
+    finally:
+        timer.cancel()
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", done.traceback)
+    assert done.error[0] == "KeyboardInterrupt", done
+    assert "nskernel/" not in shown and len(shown.splitlines()) <= 8, shown
+    done = cell(client, "%%isolate --uts\ndef f():\n    raise ValueError('inside')\nf()")
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", done.traceback)
+    assert done.error == ("ValueError", "inside")
+    assert "raise ValueError('inside')" in shown and "nskernel/" not in shown, shown
+    still_answers(client)
