@@ -17,9 +17,11 @@ and everything it starts (children inherit rlimits):
   counts a user's processes per user namespace, and the cell gets one of its own, so the
   count is the cell's alone.
 
-These bind each process; where this process may make cgroups (see :mod:`nskernel.cgroups`),
-``memory``, ``pids`` and ``cpu_time`` bind the whole tree as well, and ``cpus`` (a share of
-the CPUs, which no rlimit can say) becomes possible.
+These bind each process (``pids`` the whole tree already); where this process may make
+cgroups (see :mod:`nskernel.cgroups`), ``memory`` and ``cpu_time`` bind the whole tree as
+well, and ``cpus`` (a share of the CPUs, which no rlimit can say) becomes possible. A whole
+kernel (``nskernel install --memory``) uses RLIMIT_DATA instead of RLIMIT_AS: see
+:meth:`Limits.apply`.
 """
 
 from __future__ import annotations
