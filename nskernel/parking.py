@@ -19,7 +19,7 @@ import queue
 import threading
 from collections.abc import Callable
 
-from nskernel.cgroups import Group, Plan
+from nskernel.cgroups import CgroupError, Group, Plan
 
 #: How long a cell waits for the next set of cgroups to be ready (a grace period or two).
 READY_WAIT = 1.0
@@ -35,6 +35,7 @@ class ParkingThread:
         self._to_start: queue.Queue[threading.Thread | None] = queue.Queue()
         self._started = threading.Event()
         self._parked: Group | None = None
+        self.failed = False  # no parking here: every cell is moved the slow way
         self._thread = threading.Thread(target=self._park, name="nskernel-cgroups",
                                         daemon=True)
         self._thread.start()
@@ -49,6 +50,8 @@ class ParkingThread:
     def take(self) -> Group | None:
         """The ready set of cgroups (with us inside, until a thread is started from it);
         None if it is not ready in time or cannot be made here."""
+        if self.failed:
+            return None
         try:
             return self._ready.get(timeout=READY_WAIT)
         except queue.Empty:
@@ -78,7 +81,8 @@ class ParkingThread:
                     break
                 thread.start()
                 self._started.set()
-        except OSError:
+        except (OSError, CgroupError):
+            self.failed = True
             self._ready.put(None)  # no parking here: cells are moved the slow way
         finally:
             # Out of the last set (not yet taken: removed) and back where we were.
