@@ -5,7 +5,8 @@ thread group's cgroups is made for readers, and a writer waits them out): 5-13 m
 machine like ours, for every cell with a limit on its whole tree. A new thread, or a child
 it forks, starts in its creator's cgroups at no cost. In cgroup v1 one thread may sit in
 cgroups of its own: so a thread of the kernel waits in a fresh set of v1 cgroups, moved there
-in the background after the last cell, and the next cell's forking thread is started by it.
+in the background once the last cell is over, and the next cell's forking thread is started
+by it.
 
 cgroup v2 lets threads of one process sit apart only in threaded subtrees: there the cell's
 child is moved after all (clone3's CLONE_INTO_CGROUP would spare that; Python has no clone3).
@@ -81,6 +82,9 @@ class ParkingThread:
                     break
                 thread.start()
                 self._started.set()
+                # Move on once the cell is over: a move slows every fork and exit on the
+                # machine while it waits, the cell's own among them.
+                thread.join()
         except (OSError, CgroupError):
             self.failed = True
             self._ready.put(None)  # no parking here: cells are moved the slow way
