@@ -102,6 +102,18 @@ def _read(directory: str, name: str) -> str:
         return ""
 
 
+def _cpu_seconds(directory: str) -> float | None:
+    """CPU time of a cgroup's processes: v1's cpuacct.usage (ns), or v2's cpu.stat."""
+    text = _read(directory, "cpuacct.usage").strip()
+    if text:
+        return int(text) / 1e9
+    for line in _read(directory, "cpu.stat").splitlines():
+        key, _, value = line.partition(" ")
+        if key == "usage_usec":
+            return int(value) / 1e6
+    return None
+
+
 def _write(directory: str, name: str, value: str) -> None:
     with open(os.path.join(directory, name), "w") as handle:
         handle.write(value)
@@ -303,16 +315,7 @@ class Group:
 
     def cpu_seconds(self) -> float | None:
         directory = self.directories.get("cpuacct")
-        if directory is None:
-            return None
-        text = _read(directory, "cpuacct.usage").strip()  # v1, in nanoseconds
-        if text:
-            return int(text) / 1e9
-        for line in _read(directory, "cpu.stat").splitlines():
-            key, _, value = line.partition(" ")
-            if key == "usage_usec":
-                return int(value) / 1e6
-        return None
+        return None if directory is None else _cpu_seconds(directory)
 
     def memory_peak(self) -> int | None:
         directory = self.directories.get("memory")
@@ -399,33 +402,10 @@ def own_use() -> dict[str, str]:
         pids = _read(own, "pids.current")
         if pids.strip() and "pids" not in found:
             found["pids"] = f"{int(pids)} now"
-        group = Group("own", {"cpuacct": own})
-        cpu = group.cpu_seconds() if (_read(own, "cpuacct.usage") or
-                                      _read(own, "cpu.stat")) else None
+        cpu = _cpu_seconds(own)
         if cpu is not None and "cpus" not in found:
             found["cpus"] = f"{cpu:.1f} CPU seconds so far"
     return found
-
-
-def remove_tree(directory: str, wait: float = 2.0) -> bool:
-    """Kill everything in ``directory`` and the cgroups below it, and remove them all,
-    deepest first (a kernel's cgroup, with the cells' it made). False if some remain."""
-    deadline = time.monotonic() + wait
-    while True:
-        below = sorted((path for path, _dirs, _files in os.walk(directory)),
-                       key=lambda path: -path.count("/"))
-        for path in below:
-            group = Group(os.path.basename(path), {"kill": path} if
-                          os.path.exists(os.path.join(path, "cgroup.kill")) else {"pids": path},
-                          [path])
-            group.kill()
-            with contextlib.suppress(OSError):
-                group.remove()
-        if not os.path.exists(directory):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
 
 
 def clean() -> list[str]:

@@ -70,17 +70,25 @@ def private_tmp(size: str, keep: Sequence[str]) -> None:
     ``/tmp/ipykernel_PID``, where every isolated kernel is PID 2) never meet another's.
     Directories of ``keep`` that lie under /tmp (the notebook's, a virtual environment) are
     bound back at their places, writable as before."""
-    below = [os.path.realpath(d) for d in keep if os.path.isdir(d)]
-    below = sorted({d for d in below if d.startswith("/tmp/")})
-    outermost = [d for d in below if not any(d.startswith(o + "/") for o in below)]
-    sources = {path: os.open(path, os.O_PATH | os.O_CLOEXEC) for path in outermost}
+    below = {os.path.realpath(d) for d in keep if os.path.isdir(d)}
+    cover_with_tmpfs("/tmp", f"size={size},mode=1777", [d for d in below
+                                                       if d.startswith("/tmp/")])
+
+
+def cover_with_tmpfs(directory: str, options: str, keep: Sequence[str], *,
+                     flags: int = _syscalls.MS_NOSUID | _syscalls.MS_NODEV,
+                     recursive: bool = True) -> None:
+    """Mount a tmpfs (``options``) over ``directory`` and bind each of ``keep`` (paths below
+    it; one inside another is kept with the outer one) back at its place, reached through
+    an fd opened before the cover. ``recursive``: with the mounts below each kept path."""
+    outermost = {d for d in keep if not any(d.startswith(o + "/") for o in keep if o != d)}
+    sources = {path: os.open(path, os.O_PATH | os.O_CLOEXEC) for path in sorted(outermost)}
     try:
-        _syscalls.mount("tmpfs", "/tmp", "tmpfs", _syscalls.MS_NOSUID | _syscalls.MS_NODEV,
-                        f"size={size},mode=1777")
+        _syscalls.mount("tmpfs", directory, "tmpfs", flags, options)
         for path, fd in sources.items():
             os.makedirs(path, mode=0o755, exist_ok=True)
             _syscalls.mount(f"/proc/self/fd/{fd}", path, None,
-                            _syscalls.MS_BIND | _syscalls.MS_REC)
+                            _syscalls.MS_BIND | (_syscalls.MS_REC if recursive else 0))
     finally:
         for fd in sources.values():
             os.close(fd)

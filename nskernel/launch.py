@@ -39,6 +39,7 @@ from typing import NoReturn
 
 from nskernel import _syscalls, cgroups, filesystem, isolation, limits, nsinfo, sandbox, supervisor
 from nskernel.limits import Limits
+from nskernel.owners import owner_id
 
 CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 
@@ -184,8 +185,6 @@ def kernel_cgroup(kernel_limits: Limits, owner: int | None) -> cgroups.Group | N
         raise LaunchError(f"--cpus cannot be enforced here: {the_plan.missing['cpu']}")
     if not the_plan.places:
         return None
-    from nskernel.owners import owner_id
-
     settings = {job: getattr(kernel_limits, job) for job in ("memory", "pids")
                 if job in the_plan.places}
     try:

@@ -31,6 +31,7 @@ from typing import Any
 from nskernel import _syscalls, cgroups, filesystem, parking, sandbox, supervisor, tracebacks
 from nskernel.isolation import Isolation
 from nskernel.limits import Limits
+from nskernel.owners import owner_id
 
 _HEADER = struct.Struct("!I")
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -182,7 +183,7 @@ def _cell_group(limits: Limits | None, stats: bool
 def _next_cell_name() -> str:
     global _cells_made
     _cells_made += 1
-    return f"{cgroups.PREFIX}{_owner()}.{_cells_made}"
+    return f"{cgroups.PREFIX}{owner_id()}.{_cells_made}"
 
 
 _parking: dict[int, parking.ParkingThread] = {}
@@ -206,12 +207,6 @@ def _cgroup_plan() -> cgroups.Plan:
     if pid not in _plans:
         _plans[pid] = cgroups.plan()
     return _plans[pid]
-
-
-def _owner() -> str:
-    from nskernel.owners import owner_id
-
-    return owner_id()
 
 
 def _cpu_time_check(group: cgroups.Group | None,

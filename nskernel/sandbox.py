@@ -116,18 +116,10 @@ def show_only_cgroups(directories: Sequence[str]) -> None:
     """Cover /sys/fs/cgroup with a tmpfs that holds only ``directories`` (bound back at their
     places): a kernel that owns its cgroup sees neither the host's tree nor another kernel's
     cgroups, which belong to the same "nobody" and so would be writable to it."""
-    sources = {path: os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-               for path in directories}
-    try:
-        _syscalls.mount("tmpfs", CGROUP_ROOT, "tmpfs", _NOSUID_NODEV_NOEXEC, "mode=755")
-        for path, fd in sources.items():
-            os.makedirs(path, mode=0o755, exist_ok=True)
-            _syscalls.mount(f"/proc/self/fd/{fd}", path, None, _syscalls.MS_BIND)
-        _syscalls.mount("none", CGROUP_ROOT, None, _syscalls.MS_REMOUNT | _syscalls.MS_RDONLY
-                        | _NOSUID_NODEV_NOEXEC)
-    finally:
-        for fd in sources.values():
-            os.close(fd)
+    filesystem.cover_with_tmpfs(CGROUP_ROOT, "mode=755", directories,
+                                flags=_NOSUID_NODEV_NOEXEC, recursive=False)
+    _syscalls.mount("none", CGROUP_ROOT, None, _syscalls.MS_REMOUNT | _syscalls.MS_RDONLY
+                    | _NOSUID_NODEV_NOEXEC)
 
 
 def enter_rooms(isolation: Isolation, *, map_root_to: int | None = None,
@@ -192,7 +184,7 @@ def expose_to_everyone(directories: Sequence[str]) -> None:
         if not closed:
             return
         for blocked, targets in closed.items():
-            _cover_all_but(blocked, targets)
+            filesystem.cover_with_tmpfs(blocked, "mode=755", targets)  # only the way on
     raise _syscalls.NamespaceError(f"expose {', '.join(directories)}", errno.ELOOP)
 
 
@@ -205,22 +197,6 @@ def _closed_to_others(path: str) -> str | None:
         if not info.st_mode & stat.S_IXOTH and info.st_uid != NOBODY:
             return directory
     return None
-
-
-def _cover_all_but(blocked: str, targets: list[str]) -> None:
-    """Cover ``blocked`` with a tmpfs that shows only ``targets`` (paths below it)."""
-    keep = [t for t in targets if not any(t.startswith(o + "/") for o in targets if o != t)]
-    fds = {target: os.open(target, os.O_PATH | os.O_CLOEXEC) for target in set(keep)}
-    try:
-        _syscalls.mount("tmpfs", blocked, "tmpfs", _syscalls.MS_NOSUID | _syscalls.MS_NODEV,
-                        "mode=755")
-        for target, fd in fds.items():
-            os.makedirs(target, mode=0o755, exist_ok=True)
-            _syscalls.mount(f"/proc/self/fd/{fd}", target, None,
-                            _syscalls.MS_BIND | _syscalls.MS_REC)
-    finally:
-        for fd in fds.values():
-            os.close(fd)
 
 
 def _unshare_as_root(flags: int, map_root_to: int | None) -> None:
