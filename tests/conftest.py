@@ -58,6 +58,15 @@ ROOT_ONLY = ("needs root: named network namespaces in the host's /run/netns "
 needs_root = pytest.mark.skipif(not IS_ROOT, reason=ROOT_ONLY)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    """Keep each phase's report on the test (``item.report_call``), for fixtures that act on
+    failure (the browser tests keep a screenshot)."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(JUPYTER_DIR, ignore_errors=True)
 
