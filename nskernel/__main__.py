@@ -13,7 +13,7 @@ def _install(args: argparse.Namespace) -> int:
     kernel_limits = limits.from_args(args, for_kernel=True)
     prefix = sys.prefix if args.sys_prefix else args.prefix
     path = kernelspec.install(spec, args.name, args.display_name, user=args.user, prefix=prefix,
-                              limits=kernel_limits)
+                              limits=kernel_limits, provisioner=args.provisioner)
     locks = [name for name in ("readonly", "seccomp") if getattr(spec, name)]
     locks += [f"{name} {value}" for name, value in kernel_limits.describe()]
     print(f"Installed kernelspec {args.name} ({spec.describe()}"
@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--name", default=kernelspec.KERNEL_NAME, help="kernelspec name")
     install.add_argument("--display-name", default=kernelspec.DISPLAY_NAME,
                          help="name shown in Jupyter's launcher")
+    install.add_argument("--provisioner", action="store_true",
+                         help="start the kernel through the nskernel-provisioner kernel "
+                              "provisioner, whose config carries the settings (a server's "
+                              "configuration may then cap them)")
     from nskernel.launch import add_kernel_arguments
 
     add_kernel_arguments(install)

@@ -40,28 +40,41 @@ def make_argv(spec: Isolation, executable: str | None = None,
 
 
 def kernel_dict(spec: Isolation, display_name: str = DISPLAY_NAME,
-                executable: str | None = None, limits: Limits | None = None) -> dict[str, Any]:
+                executable: str | None = None, limits: Limits | None = None,
+                provisioner: bool = False) -> dict[str, Any]:
+    """kernel.json. With ``provisioner``, the kernel is started through
+    :mod:`nskernel.provisioner`, whose config carries the settings (the argv is the same
+    command, for a reader and for a client that knows no provisioners)."""
     described = {"namespaces": list(spec.namespaces), "hostname": spec.hostname}
     if spec.readonly or spec.seccomp:
         described.update(readonly=spec.readonly, seccomp=spec.seccomp)
     if limits:
         described["limits"] = dict(limits.describe())
+    metadata: dict[str, Any] = {"debugger": True, "nskernel": described}
+    if provisioner:
+        from nskernel import provisioner as the_provisioner
+
+        metadata["kernel_provisioner"] = {
+            "provisioner_name": the_provisioner.NAME,
+            "config": the_provisioner.request_for(spec, limits or Limits())}
     return {
         "argv": make_argv(spec, executable, limits),
         "display_name": display_name,
         "language": "python",
         "interrupt_mode": "signal",
-        "metadata": {"debugger": True, "nskernel": described},
+        "metadata": metadata,
         "kernel_protocol_version": "5.5",
     }
 
 
 def write_spec(path: Path, spec: Isolation, display_name: str = DISPLAY_NAME,
-               executable: str | None = None, limits: Limits | None = None) -> Path:
+               executable: str | None = None, limits: Limits | None = None,
+               provisioner: bool = False) -> Path:
     """Write kernel.json and the logos into ``path`` (created; must not exist)."""
     shutil.copytree(RESOURCES, path)
     with open(path / "kernel.json", "w") as handle:
-        json.dump(kernel_dict(spec, display_name, executable, limits), handle, indent=1)
+        json.dump(kernel_dict(spec, display_name, executable, limits, provisioner), handle,
+                  indent=1)
         handle.write("\n")
     return path
 
@@ -76,10 +89,11 @@ def check_name(name: str) -> str:
 def install(spec: Isolation, kernel_name: str = KERNEL_NAME, display_name: str = DISPLAY_NAME,
             user: bool = False, prefix: str | None = None,
             kernel_spec_manager: KernelSpecManager | None = None,
-            limits: Limits | None = None) -> str:
+            limits: Limits | None = None, provisioner: bool = False) -> str:
     """Install the kernelspec where Jupyter finds it; return the installed directory."""
     check_name(kernel_name)
     manager = kernel_spec_manager or KernelSpecManager()
     with tempfile.TemporaryDirectory() as tmp:
-        source = write_spec(Path(tmp) / kernel_name, spec, display_name, limits=limits)
+        source = write_spec(Path(tmp) / kernel_name, spec, display_name, limits=limits,
+                            provisioner=provisioner)
         return manager.install_kernel_spec(str(source), kernel_name, user=user, prefix=prefix)

@@ -88,6 +88,14 @@ def parse_size(text: str, what: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
+def size_flag(size: int) -> str:
+    """Bytes as :func:`parse_size` reads them, in the largest unit that divides them."""
+    for unit, factor in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
 def size_text(size: int) -> str:
     """Bytes as the largest unit that divides them: 67108864 -> '64 MiB'."""
     for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):

@@ -71,11 +71,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(JUPYTER_DIR, ignore_errors=True)
 
 
-def write_kernel(name: str, spec: Isolation, limits: Limits | None = None) -> str:
+def write_kernel(name: str, spec: Isolation, limits: Limits | None = None,
+                 provisioner: bool = False) -> str:
     """Add a kernelspec to the run's JUPYTER_PATH (idempotent); return its name."""
     path = KERNELS_DIR / name
     if not path.exists():
-        kernelspec.write_spec(path, spec, limits=limits)
+        kernelspec.write_spec(path, spec, limits=limits, provisioner=provisioner)
     return name
 
 

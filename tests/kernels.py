@@ -10,6 +10,7 @@ from typing import Any
 
 from jupyter_client import BlockingKernelClient, KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
+from traitlets.config import Config
 
 
 @dataclass
@@ -89,11 +90,13 @@ def execute(client: BlockingKernelClient, code: str, timeout: float = 30,
 
 
 def start(kernel_name: str, kernel_dirs: list[str] | None = None,
-          transport: str = "tcp", **kwargs: Any) -> tuple[KernelManager, BlockingKernelClient]:
-    """Start a kernel and wait until it answers kernel_info."""
+          transport: str = "tcp", config: Config | None = None,
+          **kwargs: Any) -> tuple[KernelManager, BlockingKernelClient]:
+    """Start a kernel and wait until it answers kernel_info. ``config``: the Jupyter
+    configuration the manager (and so its provisioner) reads, as a server's would be."""
     specs = KernelSpecManager(kernel_dirs=kernel_dirs) if kernel_dirs else KernelSpecManager()
     manager = KernelManager(kernel_name=kernel_name, kernel_spec_manager=specs,
-                            transport=transport)
+                            transport=transport, config=config or Config())
     # As a notebook server would: pytest's marker in the environment makes ipykernel stop
     # capturing output written straight to fd 1/2 (by subprocesses, os.system, C code).
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}

@@ -1,0 +1,130 @@
+"""Many kernels on one machine: 20 Isolated Python kernels started at once through the
+provisioner, against 20 stock python3 kernels in the same run.
+
+    python benchmarks/many.py [--kernels 20] [--rounds 3]
+
+Each round starts N kernels of one kind at once (as a class opening its notebooks), waits
+until each answers, runs a cell in each, reads the memory of every kernel's processes while
+all N are alive, and shuts them all down; the kinds alternate, round after round. Reports
+start-to-ready per kernel (median and p95 over all rounds) and memory per kernel (RSS, and
+PSS, which counts pages shared between processes once), then the ratios.
+Goal: the median start no worse than 1.15x stock; nothing left after.
+Both kernelspecs are written to a temporary JUPYTER_PATH by this script, for this
+interpreter; nskernel's bytecode should be compiled (``make test`` does it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ipykernel.kernelspec import write_kernel_spec
+from jupyter_client import AsyncKernelManager
+from jupyter_client.kernelspec import KernelSpecManager
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kernel import memory_kib  # noqa: E402
+
+from nskernel import kernelspec  # noqa: E402
+from nskernel.isolation import Isolation  # noqa: E402
+
+KINDS = {"python3": "stock python3", "isolated-provisioned": "Isolated Python"}
+
+
+async def start_one(name: str, specs: KernelSpecManager) -> tuple[AsyncKernelManager, float]:
+    manager = AsyncKernelManager(kernel_name=name, kernel_spec_manager=specs)
+    began = time.perf_counter()
+    await manager.start_kernel()
+    client = manager.client()
+    client.start_channels()
+    await client.wait_for_ready(timeout=120)
+    ready = time.perf_counter() - began
+    reply = await client.execute("sum(range(1000))", reply=True, timeout=60)
+    assert reply["content"]["status"] == "ok", reply
+    client.stop_channels()
+    return manager, ready
+
+
+async def one_round(name: str, count: int, specs: KernelSpecManager
+                    ) -> tuple[list[float], float, float]:
+    """(start times, RSS MB per kernel, PSS MB per kernel) of ``count`` kernels at once."""
+    started = await asyncio.gather(*(start_one(name, specs) for _ in range(count)))
+    try:
+        await asyncio.sleep(0.5)
+        sizes = [memory_kib(manager.provisioner.pid) for manager, _ in started]
+        rss = sum(size[0] for size in sizes) / 1024 / count
+        pss = sum(size[1] for size in sizes) / 1024 / count
+    finally:
+        await asyncio.gather(*(manager.shutdown_kernel(now=False) for manager, _ in started))
+    return [ready for _, ready in started], rss, pss
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def our_leftovers(before: set[int]) -> list[int]:
+    """Processes started since ``before`` that are children of this one and still alive."""
+    me = str(os.getpid())
+    left = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) not in before:
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if stat.rsplit(")", 1)[1].split()[1] == me:
+                left.append(int(entry))
+    return left
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kernels", type=int, default=20, help="kernels started at once")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per kind, alternating")
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="nskernel-many-"))
+    try:
+        kernels = scratch / "kernels"
+        kernels.mkdir()
+        write_kernel_spec(str(kernels / "python3"), python_arguments=["-Xfrozen_modules=off"])
+        kernelspec.write_spec(kernels / "isolated-provisioned", Isolation.kernel_default(),
+                              provisioner=True)
+        specs = KernelSpecManager(kernel_dirs=[str(kernels)])
+        before = {int(entry) for entry in os.listdir("/proc") if entry.isdigit()}
+        starts: dict[str, list[float]] = {name: [] for name in KINDS}
+        memory: dict[str, list[tuple[float, float]]] = {name: [] for name in KINDS}
+        for _ in range(args.rounds):
+            for name in KINDS:
+                ready, rss, pss = await one_round(name, args.kernels, specs)
+                starts[name] += ready
+                memory[name].append((rss, pss))
+        await asyncio.sleep(1)
+        left = our_leftovers(before)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    stock, ours = "python3", "isolated-provisioned"
+    figures = {name: {"start median": statistics.median(starts[name]) * 1000,
+                      "start p95": p95(starts[name]) * 1000,
+                      "rss": statistics.median(m[0] for m in memory[name]),
+                      "pss": statistics.median(m[1] for m in memory[name])} for name in KINDS}
+    print(f"{args.kernels} kernels at once, {args.rounds} rounds of each kind")
+    print(f"{'per kernel':<14} {'stock':>10} {'isolated':>10} {'ratio':>7}  goal")
+    for key, unit in (("start median", "ms"), ("start p95", "ms"), ("rss", "MB"),
+                      ("pss", "MB")):
+        a, b = figures[stock][key], figures[ours][key]
+        goal = "<= 1.15x" if key == "start median" else ""
+        print(f"{key:<14} {a:>7.1f} {unit} {b:>7.1f} {unit} {b / a:>6.2f}x  {goal}")
+    print(f"left after: {len(left)} processes" + (f" {left}" if left else ""))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,163 @@
+"""A jupyter_client kernel provisioner that starts Isolated Python (``nskernel-provisioner``).
+
+A kernelspec names it in ``metadata.kernel_provisioner`` and says in its ``config`` what the
+kernel gets, in the words of ``nskernel install``::
+
+    {"provisioner_name": "nskernel-provisioner",
+     "config": {"namespaces": ["pid", "net", "mount", "uts", "ipc"], "memory": "2G",
+                "pids": 512, "readonly": true, "seccomp": true}}
+
+Any Jupyter Server, nbclient, papermill or Enterprise Gateway then starts the kernel through
+it: the provisioner turns the config into the launcher's command line (the same flags, so
+the same checks and the same one-line errors as ``nskernel install``) and leaves the rest
+(ports, signals, restarts, clean-up) to jupyter_client's :class:`LocalProvisioner`, whose
+process is the same launcher as the argv kernelspec's.
+
+The server's configuration has the last word: ``max_memory``, ``max_pids``, ``max_cpus``,
+``max_fsize`` and ``max_nofile`` cap what a kernelspec asks for (and apply when it asks for
+nothing), ``force_readonly`` and ``force_seccomp`` turn those locks on whatever it says. A
+kernelspec cannot set them: jupyter_client passes the kernelspec's config to the
+provisioner as keyword arguments, which would otherwise override the server's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from jupyter_client.provisioning import LocalProvisioner
+from traitlets import Bool, Float, Int, Unicode
+
+from nskernel import isolation, kernelspec, limits
+from nskernel.isolation import Isolation, IsolationError
+from nskernel.limits import Limits
+
+NAME = "nskernel-provisioner"
+#: What a kernelspec's ``config`` may ask for, and the ``nskernel install`` flag for each.
+REQUEST_KEYS = ("namespaces", "hostname", "memory", "pids", "cpus", "fsize", "nofile",
+                "readonly", "bind", "tmpfs_size", "seccomp")
+CAPS = ("max_memory", "max_pids", "max_cpus", "max_fsize", "max_nofile", "force_readonly",
+        "force_seccomp")
+#: What jupyter_client itself passes to every provisioner.
+_OWN_KEYWORDS = ("kernel_id", "kernel_spec", "parent", "config", "log")
+
+
+def request_flags(request: dict[str, Any]) -> list[str]:
+    """The ``nskernel install`` flags that a kernelspec's provisioner config stands for."""
+    flags: list[str] = []
+    for key, value in request.items():
+        if key not in REQUEST_KEYS:
+            raise IsolationError(f"kernel_provisioner config: unknown key {key!r}; known: "
+                                 f"{', '.join(REQUEST_KEYS)}")
+        if key == "namespaces":
+            if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+                raise IsolationError("kernel_provisioner config: namespaces must be a list "
+                                     'of names, as ["pid", "net"]')
+            unknown = [name for name in value if name not in isolation.NAMESPACES]
+            if unknown:
+                raise IsolationError(f"kernel_provisioner config: unknown namespace "
+                                     f"{unknown[0]!r}; known: {', '.join(isolation.NAMESPACES)}")
+            flags += [f"--{name}" for name in value]
+        elif key in ("readonly", "seccomp"):
+            if not isinstance(value, bool):
+                raise IsolationError(f"kernel_provisioner config: {key} must be true or false")
+            flags += [f"--{key}"] if value else []
+        elif key == "bind":
+            paths = value if isinstance(value, list) else [value]
+            for path in paths:
+                flags += ["--bind", str(path)]
+        else:
+            flags += [f"--{key.replace('_', '-')}", str(value)]
+    return flags
+
+
+def parse_request(request: dict[str, Any]) -> tuple[Isolation, Limits]:
+    """The kernel a config asks for; IsolationError or LimitError (one line) if it is bad."""
+    parser = argparse.ArgumentParser(prog=NAME, exit_on_error=False, add_help=False)
+    from nskernel.launch import add_kernel_arguments
+
+    add_kernel_arguments(parser)
+    try:
+        args = parser.parse_args(request_flags(request))
+    except argparse.ArgumentError as exc:
+        raise IsolationError(f"kernel_provisioner config: {exc}") from None
+    spec = isolation.from_args(args, isolation.KERNEL_DEFAULT, isolation.DEFAULT_HOSTNAME)
+    return spec, limits.from_args(args, for_kernel=True)
+
+
+def request_for(spec: Isolation, kernel_limits: Limits) -> dict[str, Any]:
+    """The provisioner config that asks for ``spec`` and ``kernel_limits`` (what
+    ``nskernel install --provisioner`` writes): :func:`parse_request` reads it back."""
+    request: dict[str, Any] = {"namespaces": list(spec.namespaces), "hostname": spec.hostname}
+    if spec.readonly:
+        request["readonly"] = True
+        request["bind"] = [path + (":rw" if writable else "") for path, writable in spec.binds]
+    if spec.tmpfs_size != isolation.KERNEL_TMP_SIZE:
+        request["tmpfs_size"] = spec.tmpfs_size
+    if spec.seccomp:
+        request["seccomp"] = True
+    for name, value in vars(kernel_limits).items():
+        if value is not None:
+            request[name] = limits.size_flag(value) if name in ("memory", "fsize") else value
+    return request
+
+
+def capped(asked: Limits, cap: Limits) -> Limits:
+    """Each limit as asked, but never above the cap (the cap where nothing was asked)."""
+    values = {}
+    for name, wanted in vars(asked).items():
+        most = getattr(cap, name)
+        values[name] = wanted if most is None else most if wanted is None else min(wanted, most)
+    return Limits(**values)
+
+
+class NskernelProvisioner(LocalProvisioner):  # type: ignore[misc]
+    """Starts Isolated Python with the namespaces, locks and limits of the kernelspec's
+    provisioner config, capped by the server's configuration."""
+
+    max_memory = Unicode(None, allow_none=True, config=True,
+                         help="Most memory a kernel may have (e.g. 2G); also its limit when "
+                              "the kernelspec gives none.")
+    max_pids = Int(None, allow_none=True, config=True, help="Most processes a kernel may have.")
+    max_cpus = Float(None, allow_none=True, config=True, help="Largest share of the CPUs.")
+    max_fsize = Unicode(None, allow_none=True, config=True, help="Largest file (e.g. 1G).")
+    max_nofile = Int(None, allow_none=True, config=True, help="Most files open at once.")
+    force_readonly = Bool(False, config=True, help="Every kernel sees the host read-only.")
+    force_seccomp = Bool(False, config=True, help="Every kernel has the seccomp filter.")
+
+    def __init__(self, **kwargs: Any) -> None:
+        request = {key: kwargs.pop(key) for key in list(kwargs) if key in REQUEST_KEYS}
+        reserved = [key for key in kwargs if key in CAPS]
+        unknown = [key for key in kwargs if key not in CAPS and key not in _OWN_KEYWORDS]
+        if reserved:
+            raise IsolationError(f"a kernelspec may not set {', '.join(reserved)}: only the "
+                                 "server's configuration may (c.NskernelProvisioner...)")
+        if unknown:
+            raise IsolationError(f"kernel_provisioner config: unknown key {unknown[0]!r}; "
+                                 f"known: {', '.join(REQUEST_KEYS)}")
+        super().__init__(**kwargs)
+        self.request = request
+
+    def server_caps(self) -> Limits:
+        def size(text: str | None, what: str) -> int | None:
+            return None if text is None else limits.parse_size(text, what)
+
+        return Limits(memory=size(self.max_memory, "max_memory"), pids=self.max_pids,
+                      cpus=self.max_cpus, fsize=size(self.max_fsize, "max_fsize"),
+                      nofile=self.max_nofile)
+
+    def kernel_settings(self) -> tuple[Isolation, Limits]:
+        """What this kernel gets: the kernelspec's request within the server's caps."""
+        spec, asked = parse_request(self.request)
+        if self.force_readonly or self.force_seccomp:
+            spec = dataclasses.replace(spec, readonly=spec.readonly or self.force_readonly,
+                                       seccomp=spec.seccomp or self.force_seccomp)
+        return spec, capped(asked, self.server_caps())
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        spec, kernel_limits = self.kernel_settings()
+        # the interpreter the kernelspec names: the one nskernel was installed with
+        self.kernel_spec.argv = kernelspec.make_argv(spec, self.kernel_spec.argv[0],
+                                                     kernel_limits)
+        return await super().pre_launch(**kwargs)

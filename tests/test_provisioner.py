@@ -1,0 +1,110 @@
+"""Isolated Python started through the kernel provisioner (``nskernel-provisioner``): by
+jupyter_client as any server does, with the kernelspec's settings capped by the server's
+configuration; interrupt, restart and shutdown through the provisioner; by nbclient; and
+`nskernel install --provisioner` / `jupyter kernelspec provisioners`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import _descends_from, our_processes, wait_for, write_kernel
+from kernels import execute, start, stop
+from nbclient import NotebookClient
+from traitlets.config import Config
+
+from nskernel.isolation import Isolation
+from nskernel.limits import Limits
+
+KERNEL = "isolated-provisioned"
+LIMITS = Limits(memory=768 << 20, pids=128)
+RLIMITS = ("import resource\n"
+           "(resource.getrlimit(resource.RLIMIT_DATA)[0], "
+           "resource.getrlimit(resource.RLIMIT_NPROC)[0])")
+
+
+@pytest.fixture(scope="module")
+def provisioned_kernel() -> str:
+    return write_kernel(KERNEL, Isolation.kernel_default(), LIMITS, provisioner=True)
+
+
+def kernel_tree(manager) -> set[int]:
+    """The kernel's processes on the host (the launcher's supervisor and what it started)."""
+    root = manager.provisioner.process.pid
+    return {pid for pid in our_processes() if _descends_from(pid, [root])}
+
+
+def test_a_kernelspec_with_the_provisioner_starts_isolated_python(provisioned_kernel):
+    manager, client = start(provisioned_kernel)
+    try:
+        assert type(manager.provisioner).__name__ == "NskernelProvisioner"
+        assert execute(client, "import os\nos.getpid()").value == 2  # its own pid namespace
+        assert execute(client, "import socket\nsocket.gethostname()").value == "isolated"
+        assert execute(client, RLIMITS).value == (768 << 20, 128)
+    finally:
+        stop(manager, client)
+
+
+def test_the_servers_configuration_caps_the_kernelspec(provisioned_kernel):
+    config = Config()
+    config.NskernelProvisioner.max_memory = "512M"  # below the kernelspec's 768M
+    config.NskernelProvisioner.max_nofile = 300  # the kernelspec asks for none
+    manager, client = start(provisioned_kernel, config=config)
+    try:
+        assert execute(client, RLIMITS).value == (512 << 20, 128)
+        nofile = execute(client, "import resource\n"
+                                 "resource.getrlimit(resource.RLIMIT_NOFILE)[0]").value
+        assert nofile <= 300 + 64  # its own open files and 300 more, at most
+    finally:
+        stop(manager, client)
+
+
+def test_interrupt_restart_and_shutdown_go_through_the_provisioner(provisioned_kernel):
+    manager, client = start(provisioned_kernel)
+    try:
+        done = execute(client, "import time\nprint('asleep', flush=True)\ntime.sleep(60)",
+                       interrupt=(manager, "asleep"))
+        assert done.error and done.error[0] == "KeyboardInterrupt", done
+        execute(client, "marker = 1")
+        before = kernel_tree(manager)
+        assert before
+        manager.restart_kernel(now=False)
+        assert wait_for(lambda: not before & our_processes().keys(), timeout=30), \
+            "the first kernel's processes are left"
+        client.wait_for_ready(timeout=60)
+        assert type(manager.provisioner).__name__ == "NskernelProvisioner"
+        assert execute(client, "'marker' in dir()").value is False  # a new kernel
+        assert execute(client, RLIMITS).value == (768 << 20, 128)
+        after = kernel_tree(manager)
+    finally:
+        stop(manager, client)
+    assert wait_for(lambda: not after & our_processes().keys(), timeout=30)
+
+
+def test_nbclient_runs_a_notebook_through_the_provisioner(provisioned_kernel, tmp_path):
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("import os, socket\nprint(os.getpid(), socket.gethostname())")
+    ])
+    NotebookClient(notebook, kernel_name=provisioned_kernel, timeout=60,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert notebook.cells[0].outputs[0]["text"] == "2 isolated\n"
+
+
+def test_install_writes_a_provisioned_kernelspec_that_jupyter_lists(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "nskernel", "install", "--prefix", str(tmp_path), "--name",
+         "prov", "--provisioner", "--pid", "--net", "--memory", "2G", "--readonly"],
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    spec = json.loads(Path(tmp_path, "share/jupyter/kernels/prov/kernel.json").read_text())
+    assert spec["metadata"]["kernel_provisioner"] == {
+        "provisioner_name": "nskernel-provisioner",
+        "config": {"namespaces": ["pid", "net", "mount"], "hostname": None, "readonly": True,
+                   "bind": [], "memory": "2G"}}
+    listed = subprocess.run([sys.executable, "-m", "jupyter_client.kernelspecapp",
+                             "provisioners"], capture_output=True, text=True, timeout=60)
+    assert "nskernel-provisioner" in listed.stdout, listed.stdout + listed.stderr
