@@ -5,7 +5,7 @@ PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || command -
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: lab test venv bytecode
+.PHONY: lab test hub venv bytecode proxy
 
 venv:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,11 +23,22 @@ lab: venv
 	$(BIN)/nskernel install --sys-prefix
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser --allow-root
 
+# JupyterHub's proxy, from npm, beside the venv (deploy/jupyterhub/jupyterhub_config.py finds it).
+proxy:
+	test -x $(VENV)/node/node_modules/.bin/configurable-http-proxy || \
+		npm install --silent --no-fund --no-audit --prefix $(VENV)/node configurable-http-proxy@4
+
+# As root: JupyterHub on 127.0.0.1:8000 for this machine's users, each with Isolated Python.
+hub: venv
+	$(BIN)/pip install --quiet -e '.[hub]'
+	$(MAKE) --no-print-directory bytecode proxy
+	$(BIN)/python -m jupyterhub -f deploy/jupyterhub/jupyterhub_config.py
+
 # Install the test dependencies and run every check: lint, the unit tests (a second, no root),
 # then the integration tests and the notebooks.
 test: venv
 	$(BIN)/pip install --quiet -e '.[test]'
-	$(MAKE) --no-print-directory bytecode
+	$(MAKE) --no-print-directory bytecode proxy
 	$(BIN)/nskernel install --sys-prefix
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest tests/unit

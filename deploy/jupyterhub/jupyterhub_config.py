@@ -1,0 +1,115 @@
+"""JupyterHub on one machine, serving Isolated Python to the machine's own users.
+
+    make hub        # as root; then open http://127.0.0.1:8000 and log in as a local user
+
+Each user logs in with their system password (PAM) and gets a Jupyter server of their own,
+run as them (LocalProcessSpawner): no Docker, no systemd. Its only kernel is Isolated Python,
+started through the ``nskernel-provisioner`` kernel provisioner: rootless for that user (a
+user namespace of their own), with its own PIDs, network, mounts, hostname, IPC and /tmp, a
+read-only host, seccomp, and limits that the user's kernelspec cannot raise (the server is
+started with the provisioner's caps). One user's fork bomb or memory hog stops at their own
+limits; nobody sees another's processes, files in /tmp or network labs. When the hub stops,
+it stops every user's server, and their kernels with them.
+
+Settings, from the environment (all optional):
+
+- NSKERNEL_HUB_PORT: the public port on 127.0.0.1 (8000); NSKERNEL_HUB_IP to listen
+  elsewhere. NSKERNEL_HUB_API_PORT (8081) and NSKERNEL_HUB_PROXY_API_PORT (8001): the
+  hub's and the proxy's own ports, on 127.0.0.1.
+- NSKERNEL_HUB_STATE: where the hub keeps its database, cookie secret and the kernelspec
+  it gives users (``/var/lib/nskernel-hub``).
+- NSKERNEL_HUB_MEMORY (1G), NSKERNEL_HUB_PIDS (256): each kernel's limits (rlimits, which
+  need nothing of the machine). NSKERNEL_HUB_CPUS (unset): a share of the CPUs for each
+  kernel, only where users may make cgroups (a delegated cgroup v2 subtree, as systemd's
+  user slices with Delegate=yes); elsewhere such a kernel refuses to start, saying why.
+- NSKERNEL_HUB_USERS: space-separated users who may log in (default: every local user).
+- NSKERNEL_HUB_ADMIN_TOKEN: a token with admin rights for scripts (the tests use it to add
+  users and start their servers through the REST API).
+- NSKERNEL_HUB_PROXY: the configurable-http-proxy command (default: the one `make hub`
+  installs beside the venv, else the one on PATH).
+"""
+
+# ruff: noqa: F821  (get_config is given by JupyterHub when it reads this file)
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from nskernel import kernelspec
+from nskernel.isolation import Isolation
+from nskernel.limits import Limits, parse_size
+
+c = get_config()  # noqa: F821
+
+env = os.environ.get
+
+# Every user's server runs this venv's interpreter: they must be able to reach it.
+for directory in Path(sys.prefix).parents:
+    if not os.stat(directory).st_mode & 0o001:
+        sys.exit(f"nskernel hub: other users cannot enter {directory}, so their servers "
+                 f"cannot run {sys.executable}: clone nskernel where they can (e.g. /opt), "
+                 f"or chmod o+x {directory}")
+state = Path(env("NSKERNEL_HUB_STATE", "/var/lib/nskernel-hub"))
+state.mkdir(parents=True, exist_ok=True)
+state.chmod(0o755)  # users' servers read the kernelspec here
+
+# ---------------------------------------------------------------- where the hub listens
+c.JupyterHub.bind_url = f"http://{env('NSKERNEL_HUB_IP', '127.0.0.1')}:" \
+                        f"{env('NSKERNEL_HUB_PORT', '8000')}"
+c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{env('NSKERNEL_HUB_API_PORT', '8081')}"
+c.ConfigurableHTTPProxy.api_url = \
+    f"http://127.0.0.1:{env('NSKERNEL_HUB_PROXY_API_PORT', '8001')}"
+beside_venv = Path(sys.prefix, "node", "node_modules", ".bin", "configurable-http-proxy")
+proxy = env("NSKERNEL_HUB_PROXY") or (str(beside_venv) if beside_venv.exists() else
+                                      shutil.which("configurable-http-proxy"))
+if proxy:
+    c.ConfigurableHTTPProxy.command = [proxy]
+c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
+c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
+c.JupyterHub.cookie_secret_file = str(state / "cookie_secret")
+c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
+c.JupyterHub.cleanup_servers = True  # stopping the hub stops every user's server
+
+# ---------------------------------------------------------------- who may log in
+users = env("NSKERNEL_HUB_USERS", "").split()
+if users:
+    c.Authenticator.allowed_users = set(users)
+else:
+    c.Authenticator.allow_all = True
+admin_token = env("NSKERNEL_HUB_ADMIN_TOKEN")
+if admin_token:
+    c.JupyterHub.services = [{"name": "nskernel-admin", "api_token": admin_token}]
+    c.JupyterHub.load_roles = [{
+        "name": "nskernel-admin", "services": ["nskernel-admin"],
+        "scopes": ["admin:users", "admin:servers", "tokens", "access:servers"]}]
+
+# ---------------------------------------------------------------- what each user gets
+limits = Limits(memory=parse_size(env("NSKERNEL_HUB_MEMORY", "1G"), "NSKERNEL_HUB_MEMORY"),
+                pids=int(env("NSKERNEL_HUB_PIDS", "256")),
+                cpus=float(env("NSKERNEL_HUB_CPUS")) if env("NSKERNEL_HUB_CPUS") else None)
+kernels = state / "kernels"
+if kernels.exists():
+    shutil.rmtree(kernels)
+kernels.mkdir()
+spec = Isolation(**{**{name: True for name in ("pid", "net", "mount", "uts", "ipc")},
+                    "hostname": "isolated", "readonly": True, "seccomp": True,
+                    "tmpfs_size": "1g"})
+written = kernelspec.write_spec(kernels / kernelspec.KERNEL_NAME, spec,
+                                executable=sys.executable, limits=limits, provisioner=True)
+os.chmod(written, 0o755)
+for path in written.iterdir():
+    path.chmod(0o644)
+caps = [f"--NskernelProvisioner.max_memory={limits.memory}",
+        f"--NskernelProvisioner.max_pids={limits.pids}",
+        "--NskernelProvisioner.force_readonly=True", "--NskernelProvisioner.force_seccomp=True"]
+if limits.cpus:
+    caps.append(f"--NskernelProvisioner.max_cpus={limits.cpus}")
+
+c.JupyterHub.spawner_class = "localprocess"
+c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
+c.Spawner.args = [*caps, f"--KernelSpecManager.allowed_kernelspecs={kernelspec.KERNEL_NAME}"]
+c.Spawner.environment = {"JUPYTER_PATH": str(state)}
+c.Spawner.default_url = "/lab"
+c.Spawner.http_timeout = 60
