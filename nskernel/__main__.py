@@ -25,7 +25,7 @@ def _doctor(_args: argparse.Namespace) -> int:
     from nskernel import doctor
 
     checks = doctor.run_checks()
-    print(doctor.report(checks, doctor.limit_checks()))
+    print(doctor.report(checks, doctor.limit_checks(), doctor.container_checks()))
     return 0 if all(check.ok for check in checks if check.namespace != "user") else 1
 
 

@@ -8,7 +8,9 @@ manage too.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from nskernel import _syscalls, runner
 from nskernel.isolation import NAMESPACES, Isolation
@@ -80,7 +82,74 @@ def limit_checks() -> list[Check]:
     return checks
 
 
-def report(checks: list[Check], limits: list[Check] | None = None) -> str:
+def container_checks(root: Path = Path("/"), environ: Mapping[str, str] | None = None
+                     ) -> list[Check]:
+    """What a container around us does to nskernel, each with the setting that changes it.
+
+    Read from files only (``root`` is "/" but for tests): the marks a runtime leaves
+    (/.dockerenv, /run/.containerenv, KUBERNETES_SERVICE_HOST), a seccomp filter on PID 1
+    (a runtime's default profile refuses unshare and mount), AppArmor's restriction of user
+    namespaces, the sysctls that turn them off, paths of /proc covered by the runtime (Linux
+    then refuses the fresh /proc a pid namespace needs) and a cgroup namespace.
+    """
+    environ = os.environ if environ is None else environ
+
+    def read(path: str) -> str:
+        try:
+            return (root / path.lstrip("/")).read_text()
+        except OSError:
+            return ""
+
+    def status_field(path: str, field: str) -> str:
+        for line in read(path).splitlines():
+            if line.startswith(field + ":"):
+                return line.split(":", 1)[1].strip()
+        return ""
+
+    found = []
+    runtime = ("Kubernetes" if environ.get("KUBERNETES_SERVICE_HOST") else
+               "Docker" if (root / ".dockerenv").exists() else
+               "Podman" if (root / "run/.containerenv").exists() else None)
+    if runtime:
+        found.append(Check("runtime", True, f"inside a {runtime} container"))
+    if status_field("/proc/1/status", "Seccomp") == "2":
+        found.append(Check("seccomp", False, "PID 1 runs under a seccomp filter (a runtime's "
+                           "default profile refuses unshare, setns and mount): run the "
+                           "container with seccomp unconfined, or a profile that allows them "
+                           "(Kubernetes: securityContext.seccompProfile.type: Unconfined)"))
+    if read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").strip() == "1":
+        found.append(Check("apparmor", False, "AppArmor keeps unprivileged users out of user "
+                           "namespaces: sysctl kernel.apparmor_restrict_unprivileged_userns=0, "
+                           "or an AppArmor profile with 'userns,' for this Python"))
+    profile = read("/proc/self/attr/apparmor/current") or read("/proc/self/attr/current")
+    if profile.strip() and not profile.startswith("unconfined"):
+        found.append(Check("apparmor", False, f"AppArmor profile {profile.strip()!r} confines "
+                           "this process (it may refuse mount): Kubernetes: "
+                           "securityContext.appArmorProfile.type: Unconfined"))
+    if read("/proc/sys/user/max_user_namespaces").strip() == "0":
+        found.append(Check("userns", False, "user namespaces are off on this machine: sysctl "
+                           "user.max_user_namespaces=10000 (on the node, for a container)"))
+    if read("/proc/sys/kernel/unprivileged_userns_clone").strip() == "0":
+        found.append(Check("userns", False, "unprivileged user namespaces are off: sysctl "
+                           "kernel.unprivileged_userns_clone=1"))
+    covered = sorted({line.split()[4] for line in read("/proc/self/mountinfo").splitlines()
+                      if len(line.split()) > 4 and line.split()[4].startswith("/proc/")})
+    if covered:
+        found.append(Check("proc", False, f"parts of /proc are covered ({', '.join(covered[:3])}"
+                           f"{', ...' if len(covered) > 3 else ''}): Linux refuses the fresh "
+                           "/proc of a pid namespace then; Kubernetes: securityContext.procMount:"
+                           " Unmasked with hostUsers: false (Docker: --security-opt "
+                           "systempaths=unconfined)"))
+    own = read("/proc/self/cgroup")
+    if runtime and own.strip() and all(line.endswith(":/") for line in own.splitlines()):
+        found.append(Check("cgroup", True, "a cgroup namespace of its own: cell limits need "
+                           "that cgroup to be writable and delegated (cgroup v2, with the "
+                           "container's processes in a child cgroup); else they are rlimits"))
+    return found
+
+
+def report(checks: list[Check], limits: list[Check] | None = None,
+           container: list[Check] | None = None) -> str:
     """The namespace checks, the verdict on the kernel, then ``limits`` (limit_checks)."""
     who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()} (not root: via a user namespace)"
     lines = [f"nskernel doctor, as {who}:"]
@@ -96,4 +165,8 @@ def report(checks: list[Check], limits: list[Check] | None = None) -> str:
                      "here:")
         lines += [f"  {'ok ' if check.ok else 'NO '} {check.namespace:<7} {check.detail}"
                   for check in limits]
+    if container:
+        lines.append("The container or machine around this one, and what to change:")
+        lines += [f"  {'   ' if check.ok else 'NO '} {check.namespace:<8} {check.detail}"
+                  for check in container]
     return "\n".join(lines)
