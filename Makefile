@@ -24,9 +24,13 @@ lab: venv
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser --allow-root
 
 # JupyterHub's proxy, from npm, beside the venv (deploy/jupyterhub/jupyterhub_config.py finds it).
+# Node trusts only the certificate authorities it ships with: the machine's are added, for
+# registries reached through a mirror or proxy that a local authority signs.
 proxy:
 	test -x $(VENV)/node/node_modules/.bin/configurable-http-proxy || \
-		npm install --silent --no-fund --no-audit --prefix $(VENV)/node configurable-http-proxy@4
+		NODE_EXTRA_CA_CERTS=$${NODE_EXTRA_CA_CERTS:-/etc/ssl/certs/ca-certificates.crt} \
+		npm install --silent --no-fund --no-audit --fetch-retries=1 \
+		--prefix $(VENV)/node configurable-http-proxy@4
 
 # As root: JupyterHub on 127.0.0.1:8000 for this machine's users, each with Isolated Python.
 hub: venv
