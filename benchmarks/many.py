@@ -9,6 +9,10 @@ all N are alive, and shuts them all down; the kinds alternate, round after round
 start-to-ready per kernel (median and p95 over all rounds) and memory per kernel (RSS, and
 PSS, which counts pages shared between processes once), then the ratios.
 Goal: the median start no worse than 1.15x stock; nothing left after.
+
+Then a warm pool (``NskernelProvisioner.pool_size``): kernels started one at a time, each
+from a pool that has refilled and warmed up meanwhile, against stock kernels started one at
+a time in the same run (goal: start-to-ready <= 0.2x stock), and the memory of the idle pool.
 Both kernelspecs are written to a temporary JUPYTER_PATH by this script, for this
 interpreter; nskernel's bytecode should be compiled (``make test`` does it).
 """
@@ -28,6 +32,7 @@ from pathlib import Path
 from ipykernel.kernelspec import write_kernel_spec
 from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpecManager
+from traitlets.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kernel import memory_kib  # noqa: E402
@@ -38,8 +43,10 @@ from nskernel.isolation import Isolation  # noqa: E402
 KINDS = {"python3": "stock python3", "isolated-provisioned": "Isolated Python"}
 
 
-async def start_one(name: str, specs: KernelSpecManager) -> tuple[AsyncKernelManager, float]:
-    manager = AsyncKernelManager(kernel_name=name, kernel_spec_manager=specs)
+async def start_one(name: str, specs: KernelSpecManager, config: Config | None = None
+                    ) -> tuple[AsyncKernelManager, float]:
+    manager = AsyncKernelManager(kernel_name=name, kernel_spec_manager=specs,
+                                 config=config or Config())
     began = time.perf_counter()
     await manager.start_kernel()
     client = manager.client()
@@ -66,6 +73,50 @@ async def one_round(name: str, count: int, specs: KernelSpecManager
     return [ready for _, ready in started], rss, pss
 
 
+def warmed_up(pids: list[int]) -> bool:
+    """Whether every one of ``pids`` sleeps and has stopped using CPU (it waits for its
+    handout, its imports done)."""
+    def cpu(pid: int) -> int:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
+    before = [cpu(pid) for pid in pids]
+    time.sleep(0.3)
+    return before == [cpu(pid) for pid in pids]
+
+
+async def warm_pool(specs: KernelSpecManager, starts: int, size: int
+                    ) -> tuple[list[float], list[float], float, float]:
+    """(pooled starts, stock starts, idle pool RSS MB, PSS MB), one kernel at a time."""
+    from nskernel.provisioner import NskernelProvisioner
+
+    config = Config()
+    config.NskernelProvisioner.pool_size = size
+    pooled, stock = [], []
+    try:
+        first, _ = await start_one("isolated-provisioned", specs, config)  # fills the pool
+        await first.shutdown_kernel(now=False)
+        pool = next(iter(NskernelProvisioner.pools.values()))
+        rss = pss = 0.0
+        for number in range(starts):
+            while len(pool.idle) < size or not warmed_up([k.process.pid for k in pool.idle]):
+                await asyncio.sleep(0.2)
+            if number == 0:
+                sizes = [memory_kib(kernel.process.pid) for kernel in pool.idle]
+                rss = sum(size[0] for size in sizes) / 1024
+                pss = sum(size[1] for size in sizes) / 1024
+            manager, ready = await start_one("isolated-provisioned", specs, config)
+            assert manager.provisioner.pooled is not None
+            pooled.append(ready)
+            await manager.shutdown_kernel(now=False)
+            manager, ready = await start_one("python3", specs)
+            stock.append(ready)
+            await manager.shutdown_kernel(now=False)
+    finally:
+        NskernelProvisioner.empty_pools()
+    return pooled, stock, rss, pss
+
+
 def p95(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
@@ -90,6 +141,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kernels", type=int, default=20, help="kernels started at once")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per kind, alternating")
+    parser.add_argument("--pool", type=int, default=2, help="warm pool size")
+    parser.add_argument("--pooled-starts", type=int, default=10)
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="nskernel-many-"))
     try:
@@ -107,6 +160,8 @@ async def main() -> None:
                 ready, rss, pss = await one_round(name, args.kernels, specs)
                 starts[name] += ready
                 memory[name].append((rss, pss))
+        pooled, alone, pool_rss, pool_pss = await warm_pool(specs, args.pooled_starts,
+                                                            args.pool)
         await asyncio.sleep(1)
         left = our_leftovers(before)
     finally:
@@ -123,6 +178,12 @@ async def main() -> None:
         a, b = figures[stock][key], figures[ours][key]
         goal = "<= 1.15x" if key == "start median" else ""
         print(f"{key:<14} {a:>7.1f} {unit} {b:>7.1f} {unit} {b / a:>6.2f}x  {goal}")
+    print(f"\nwarm pool of {args.pool}: {args.pooled_starts} starts one at a time, each "
+          "against a stock start")
+    a, b = statistics.median(alone) * 1000, statistics.median(pooled) * 1000
+    print(f"{'start median':<14} {a:>7.1f} ms {b:>7.1f} ms {b / a:>6.2f}x  <= 0.2x")
+    print(f"idle pool: RSS {pool_rss:.1f} MB, PSS {pool_pss:.1f} MB "
+          f"({pool_pss / args.pool:.1f} MB PSS per waiting kernel)")
     print(f"left after: {len(left)} processes" + (f" {left}" if left else ""))
 
 

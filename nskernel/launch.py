@@ -161,18 +161,36 @@ def add_kernel_arguments(parser: argparse.ArgumentParser) -> None:
     limits.add_arguments(parser, for_kernel=True)
 
 
-def parse_args(argv: list[str] | None) -> tuple[isolation.Isolation, Limits, str]:
+def parse_args(argv: list[str] | None) -> tuple[isolation.Isolation, Limits, str, bool]:
     parser = argparse.ArgumentParser(prog="python -m nskernel.launch",
                                      description="Start an IPython kernel in new namespaces.")
     parser.add_argument("-f", dest="connection_file", required=True,
                         help="the Jupyter connection file")
+    parser.add_argument("--pooled", action="store_true",
+                        help="start warm, then wait for the notebook's working directory and "
+                             "environment (a JSON line on stdin) before isolating")
     add_kernel_arguments(parser)
     args = parser.parse_args(argv)
     try:
         return (isolation.from_args(args), limits.from_args(args, for_kernel=True),
-                args.connection_file)
+                args.connection_file, args.pooled)
     except (isolation.IsolationError, limits.LimitError) as exc:
         parser.exit(2, f"nskernel: cannot start the kernel: {exc}\n")
+
+
+def wait_for_handout() -> None:
+    """A pooled launcher's pause, warm (ports bound, ipykernel imported) and not yet
+    isolated: read the notebook's working directory and environment, as JSON on one line of
+    stdin, and take them as if started with them. End of file instead (the Jupyter server
+    went away, or emptied its pool): exit quietly, leaving nothing."""
+    line = sys.stdin.readline()
+    if not line.strip():
+        os._exit(0)
+    handout = json.loads(line)
+    os.environ.clear()
+    os.environ.update(handout["env"])
+    if handout.get("cwd"):
+        os.chdir(handout["cwd"])
 
 
 def kernel_cgroup(kernel_limits: Limits, owner: int | None) -> cgroups.Group | None:
@@ -249,8 +267,9 @@ def _fork_cgroup_keeper(group: cgroups.Group) -> tuple[int, int]:
 
 
 def launch(spec: isolation.Isolation, connection_file: str,
-           kernel_limits: Limits | None = None) -> NoReturn:
-    """Bind, isolate, start init and kernel, then exec the supervisor (never returns)."""
+           kernel_limits: Limits | None = None, pooled: bool = False) -> NoReturn:
+    """Bind, isolate, start init and kernel, then exec the supervisor (never returns).
+    ``pooled``: wait warm for :func:`wait_for_handout` before anything else."""
     server = os.pidfd_open(os.getppid())  # before anything can orphan us
     try:
         with open(connection_file) as handle:
@@ -260,6 +279,12 @@ def launch(spec: isolation.Isolation, connection_file: str,
     dumb_init = find_dumb_init() if spec.pid else ""
     host_root = os.geteuid() == 0
     listeners = bind_listeners(connection)
+    if pooled:
+        import ipykernel  # noqa: F401  (the costly part of a start, done ahead)
+
+        import nskernel.kernelapp  # noqa: F401
+
+        wait_for_handout()
     kernel_limits = kernel_limits or Limits()
     group = kernel_cgroup(kernel_limits, sandbox.NOBODY if host_root else None)
     if kernel_limits:
@@ -321,9 +346,9 @@ def launch(spec: isolation.Isolation, connection_file: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    spec, kernel_limits, connection_file = parse_args(argv)
+    spec, kernel_limits, connection_file, pooled = parse_args(argv)
     try:
-        launch(spec, connection_file, kernel_limits)
+        launch(spec, connection_file, kernel_limits, pooled)
     except (LaunchError, _syscalls.NamespaceError) as exc:
         print(f"nskernel: cannot start the kernel: {exc}", file=sys.stderr)
         return 1

@@ -13,6 +13,15 @@ the same checks and the same one-line errors as ``nskernel install``) and leaves
 (ports, signals, restarts, clean-up) to jupyter_client's :class:`LocalProvisioner`, whose
 process is the same launcher as the argv kernelspec's.
 
+With ``pool_size`` N (server configuration, default 0), N kernels of each kernelspec are kept
+started ahead (:class:`WarmPool`), so that a notebook's kernel is ready at once: each is a
+launcher that has bound its ports and imported ipykernel, and waits, not yet isolated, for
+the notebook's working directory and environment. It takes them as its own, then isolates
+and starts the kernel as a fresh launch would: a pooled kernel is handed out once and never
+reused, and the pool refills in the background. Variables that Python reads only as it
+starts (PYTHONPATH, PYTHONHASHSEED, ...) come from the server's environment in a pooled
+kernel.
+
 The server's configuration has the last word: ``max_memory``, ``max_pids``, ``max_cpus``,
 ``max_fsize`` and ``max_nofile`` cap what a kernelspec asks for (and apply when it asks for
 nothing), ``force_readonly`` and ``force_seccomp`` turn those locks on whatever it says. A
@@ -23,10 +32,18 @@ provisioner as keyword arguments, which would otherwise override the server's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-from typing import Any
+import json
+import os
+import subprocess
+import threading
+from typing import Any, ClassVar
 
+from jupyter_client.connect import write_connection_file
+from jupyter_client.launcher import launch_kernel
 from jupyter_client.provisioning import LocalProvisioner
+from jupyter_core.paths import jupyter_runtime_dir
 from traitlets import Bool, Float, Int, Unicode
 
 from nskernel import isolation, kernelspec, limits
@@ -112,6 +129,81 @@ def capped(asked: Limits, cap: Limits) -> Limits:
     return Limits(**values)
 
 
+@dataclasses.dataclass
+class PooledKernel:
+    """A launcher started ahead, waiting on its stdin (see ``nskernel.launch --pooled``)."""
+
+    process: subprocess.Popen
+    connection_info: dict[str, Any]
+    connection_file: str
+
+    def hand_out(self, cwd: str | None, env: dict[str, str]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps({"cwd": cwd, "env": env}).encode() + b"\n")
+        self.process.stdin.close()
+
+    def discard(self) -> None:
+        """Its stdin closed: it exits at once, having made nothing yet."""
+        with contextlib.suppress(OSError):
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+        with contextlib.suppress(OSError):
+            os.unlink(self.connection_file)
+
+
+class WarmPool:
+    """``size`` launchers of one kernel command, started ahead, each handed out once."""
+
+    def __init__(self, argv: list[str], size: int) -> None:
+        self.argv = argv  # without "-f CONNECTION_FILE"
+        self.size = size
+        self.idle: list[PooledKernel] = []
+        self.lock = threading.Lock()  # fill runs on a timer's thread
+
+    def fill_soon(self, delay: float = 0.5) -> None:
+        """Refill once the start that just took a kernel is under way, not in its way."""
+        timer = threading.Timer(delay, self.fill)
+        timer.daemon = True
+        timer.start()
+
+    def fill(self) -> None:
+        """Start launchers until ``size`` wait (a fork and exec each: they warm up on their
+        own, in the background). One that died meanwhile is dropped."""
+        with self.lock:
+            self._fill()
+
+    def _fill(self) -> None:
+        for kernel in [k for k in self.idle if k.process.poll() is not None]:
+            self.idle.remove(kernel)
+            kernel.discard()
+        while len(self.idle) < self.size:
+            runtime = jupyter_runtime_dir()
+            os.makedirs(runtime, exist_ok=True)
+            name, info = write_connection_file(
+                os.path.join(runtime, f"kernel-pooled-{os.urandom(8).hex()}.json"),
+                ip="127.0.0.1", transport="tcp")
+            info = {**info, "key": info["key"].encode()}
+            process = launch_kernel([*self.argv, "--pooled", "-f", name], env=dict(os.environ),
+                                    stdin=subprocess.PIPE)  # kept: the handout goes there
+            self.idle.append(PooledKernel(process, info, name))
+
+    def take(self) -> PooledKernel | None:
+        with self.lock:
+            while self.idle:
+                kernel = self.idle.pop(0)
+                if kernel.process.poll() is None:
+                    return kernel
+                kernel.discard()
+        return None
+
+    def empty(self) -> None:
+        with self.lock:
+            while self.idle:
+                self.idle.pop().discard()
+
+
 class NskernelProvisioner(LocalProvisioner):  # type: ignore[misc]
     """Starts Isolated Python with the namespaces, locks and limits of the kernelspec's
     provisioner config, capped by the server's configuration."""
@@ -125,6 +217,10 @@ class NskernelProvisioner(LocalProvisioner):  # type: ignore[misc]
     max_nofile = Int(None, allow_none=True, config=True, help="Most files open at once.")
     force_readonly = Bool(False, config=True, help="Every kernel sees the host read-only.")
     force_seccomp = Bool(False, config=True, help="Every kernel has the seccomp filter.")
+    pool_size = Int(0, config=True, help="Kernels of each kernelspec kept started ahead, "
+                                         "so that a new notebook's kernel is ready at once.")
+    #: The pools of this server process: {the kernel's command: its pool}.
+    pools: ClassVar[dict[tuple[str, ...], WarmPool]] = {}
 
     def __init__(self, **kwargs: Any) -> None:
         request = {key: kwargs.pop(key) for key in list(kwargs) if key in REQUEST_KEYS}
@@ -138,6 +234,7 @@ class NskernelProvisioner(LocalProvisioner):  # type: ignore[misc]
                                  f"known: {', '.join(REQUEST_KEYS)}")
         super().__init__(**kwargs)
         self.request = request
+        self.pooled: PooledKernel | None = None
 
     def server_caps(self) -> Limits:
         def size(text: str | None, what: str) -> int | None:
@@ -158,6 +255,34 @@ class NskernelProvisioner(LocalProvisioner):  # type: ignore[misc]
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         spec, kernel_limits = self.kernel_settings()
         # the interpreter the kernelspec names: the one nskernel was installed with
-        self.kernel_spec.argv = kernelspec.make_argv(spec, self.kernel_spec.argv[0],
-                                                     kernel_limits)
+        argv = kernelspec.make_argv(spec, self.kernel_spec.argv[0], kernel_limits)
+        self.kernel_spec.argv = argv
+        if self.pool_size > 0:
+            command = tuple(argv[:-2])  # without "-f {connection_file}"
+            pool = self.pools.setdefault(command, WarmPool(list(command), self.pool_size))
+            self.pooled = pool.take()
+            pool.fill_soon()
         return await super().pre_launch(**kwargs)
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> dict[str, Any]:
+        if self.pooled is None:
+            return await super().launch_kernel(cmd, **kwargs)
+        self.pooled.hand_out(kwargs.get("cwd"), kwargs.get("env") or dict(os.environ))
+        self.process = self.pooled.process
+        self.pid = self.process.pid
+        self.pgid = os.getpgid(self.pid)
+        self.cwd = kwargs.get("cwd") or os.getcwd()
+        self.connection_info = self.pooled.connection_info
+        return self.connection_info
+
+    @classmethod
+    def empty_pools(cls) -> None:
+        """End every waiting launcher (a server's exit does it too: their stdin closes)."""
+        for pool in cls.pools.values():
+            pool.empty()
+
+    async def cleanup(self, restart: bool = False) -> None:
+        await super().cleanup(restart=restart)
+        if self.pooled is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.pooled.connection_file)

@@ -99,7 +99,7 @@ def start(kernel_name: str, kernel_dirs: list[str] | None = None,
                             transport=transport, config=config or Config())
     # As a notebook server would: pytest's marker in the environment makes ipykernel stop
     # capturing output written straight to fd 1/2 (by subprocesses, os.system, C code).
-    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    env = {k: v for k, v in kwargs.pop("env", os.environ).items() if k != "PYTEST_CURRENT_TEST"}
     manager.start_kernel(env=env, **kwargs)
     client = manager.client()
     client.start_channels()

@@ -6,6 +6,7 @@ configuration; interrupt, restart and shutdown through the provisioner; by nbcli
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,39 @@ def test_install_writes_a_provisioned_kernelspec_that_jupyter_lists(tmp_path):
     listed = subprocess.run([sys.executable, "-m", "jupyter_client.kernelspecapp",
                              "provisioners"], capture_output=True, text=True, timeout=60)
     assert "nskernel-provisioner" in listed.stdout, listed.stdout + listed.stderr
+
+
+def test_a_warm_pool_hands_each_kernel_out_once_with_the_notebooks_cwd_and_env(
+        provisioned_kernel, tmp_path):
+    from nskernel.provisioner import NskernelProvisioner
+
+    config = Config()
+    config.NskernelProvisioner.pool_size = 2
+    started = []
+    try:
+        started.append(start(provisioned_kernel, config=config))  # cold: the pool fills after
+        assert started[0][0].provisioner.pooled is None
+        pool = next(iter(NskernelProvisioner.pools.values()))
+        assert wait_for(lambda: len(pool.idle) == 2, timeout=10)
+        waiting = {kernel.process.pid for kernel in pool.idle}
+        for number in (1, 2):
+            notebook_dir = tmp_path / f"notebook{number}"
+            notebook_dir.mkdir()
+            manager, client = start(provisioned_kernel, config=config, cwd=str(notebook_dir),
+                                    env={**os.environ, "NOTEBOOK_MARK": f"n{number}"})
+            started.append((manager, client))
+            assert manager.provisioner.pooled is not None
+            assert manager.provisioner.pid in waiting  # one of those started ahead
+            waiting.discard(manager.provisioner.pid)
+            assert execute(client, "import os\n(os.getcwd(), os.environ['NOTEBOOK_MARK'], "
+                                   "os.getpid())").value == (str(notebook_dir), f"n{number}", 2)
+            assert execute(client, RLIMITS).value == (768 << 20, 128)
+        # the pool refilled in the background, with launchers it never handed out before
+        assert wait_for(lambda: len(pool.idle) == 2, timeout=10)
+        assert not {kernel.process.pid for kernel in pool.idle} & \
+            {manager.provisioner.pid for manager, _ in started}
+    finally:
+        for manager, client in started:
+            stop(manager, client)
+        NskernelProvisioner.empty_pools()
+        NskernelProvisioner.pools.clear()
