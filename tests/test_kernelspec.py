@@ -110,7 +110,8 @@ def test_doctor_as_root_says_everything_works():
     from nskernel import cgroups
 
     places = cgroups.plan().places
-    lines = {line.split()[1]: line.split()[0] for line in done.stdout.splitlines()[-5:]}
+    section = done.stdout.split("for this user here:\n")[1].split("\nThe container")[0]
+    lines = {line.split()[1]: line.split()[0] for line in section.splitlines()}
     assert lines == {"memory": "ok" if "memory" in places else "NO",
                      "pids": "ok",  # the rlimit, in the cell's own user namespace
                      "cpus": "ok" if "cpu" in places else "NO",
