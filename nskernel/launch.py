@@ -127,9 +127,10 @@ def run_init(dumb_init: str, go: int, dropped: int) -> NoReturn:
 def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation,
                map_root_to: int | None, launcher_fds: list[int], init_dropped: int | None,
                listen_fds: dict[int, int], kernel_limits: Limits,
-               group: cgroups.Group | None) -> int:
+               group: cgroups.Group | None, pooled: bool = False) -> int:
     """The kernel process proper: its limits, its own namespaces, then ipykernel
-    with the adopted sockets (see kernelapp). Its /proc is already mounted (it is PID 2 of
+    with the adopted sockets (see kernelapp); ``pooled``: started, it waits for
+    :func:`wait_for_handout` before it serves. Its /proc is already mounted (it is PID 2 of
     the new pid namespace); entering its own user namespace now locks that mount in place.
     With ``--seccomp`` the filter lets it still make namespaces (inside its own user
     namespace they reach nothing of the host's): the lab and ``%%isolate`` work on."""
@@ -148,9 +149,15 @@ def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation
     if init_dropped is not None:
         os.read(init_dropped, 1)  # end of file: the init has no capability left
         os.close(init_dropped)
-    IsolatedKernelApp.launch_instance(argv=["-f", connection_file], connection_info=connection,
-                                      listen_fds=listen_fds,
-                                      scratch_directory=sandbox.KERNEL_SCRATCH_DIR)
+    app = IsolatedKernelApp.instance(connection_info=connection, listen_fds=listen_fds,
+                                     scratch_directory=sandbox.KERNEL_SCRATCH_DIR)
+    app.initialize(["-f", connection_file])
+    if pooled:
+        handout = wait_for_handout()
+        session = handout["env"].get("JPY_SESSION_NAME")
+        if session and app.shell is not None:  # what ipykernel sets from it as it starts
+            app.shell.user_ns["__session__"] = session
+    app.start()
     return 0
 
 
@@ -167,8 +174,8 @@ def parse_args(argv: list[str] | None) -> tuple[isolation.Isolation, Limits, str
     parser.add_argument("-f", dest="connection_file", required=True,
                         help="the Jupyter connection file")
     parser.add_argument("--pooled", action="store_true",
-                        help="start warm, then wait for the notebook's working directory and "
-                             "environment (a JSON line on stdin) before isolating")
+                        help="start, then wait for the notebook's working directory and "
+                             "environment (a JSON line on stdin) before serving")
     add_kernel_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -178,19 +185,24 @@ def parse_args(argv: list[str] | None) -> tuple[isolation.Isolation, Limits, str
         parser.exit(2, f"nskernel: cannot start the kernel: {exc}\n")
 
 
-def wait_for_handout() -> None:
-    """A pooled launcher's pause, warm (ports bound, ipykernel imported) and not yet
-    isolated: read the notebook's working directory and environment, as JSON on one line of
-    stdin, and take them as if started with them. End of file instead (the Jupyter server
-    went away, or emptied its pool): exit quietly, leaving nothing."""
-    line = sys.stdin.readline()
-    if not line.strip():
-        os._exit(0)
-    handout = json.loads(line)
+def wait_for_handout() -> dict:
+    """A pooled kernel's pause, started and not yet serving: read the notebook's working
+    directory and environment (JSON, one line on stdin) and take them as its own. End of
+    file instead (the Jupyter server went away, or emptied its pool): exit quietly; the
+    supervisor then ends the namespaces, leaving nothing."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(0, 1 << 16)
+        if not chunk:
+            os._exit(0)
+        data += chunk
+    handout = json.loads(data)
+    ours = {key: value for key, value in os.environ.items() if key.startswith("NSKERNEL_")}
     os.environ.clear()
-    os.environ.update(handout["env"])
-    if handout.get("cwd"):
+    os.environ.update({**handout["env"], **ours})
+    if handout.get("cwd") and os.path.realpath(handout["cwd"]) != os.getcwd():
         os.chdir(handout["cwd"])
+    return handout
 
 
 def kernel_cgroup(kernel_limits: Limits, owner: int | None) -> cgroups.Group | None:
@@ -269,7 +281,7 @@ def _fork_cgroup_keeper(group: cgroups.Group) -> tuple[int, int]:
 def launch(spec: isolation.Isolation, connection_file: str,
            kernel_limits: Limits | None = None, pooled: bool = False) -> NoReturn:
     """Bind, isolate, start init and kernel, then exec the supervisor (never returns).
-    ``pooled``: wait warm for :func:`wait_for_handout` before anything else."""
+    ``pooled``: the kernel waits for :func:`wait_for_handout` before serving."""
     server = os.pidfd_open(os.getppid())  # before anything can orphan us
     try:
         with open(connection_file) as handle:
@@ -279,12 +291,6 @@ def launch(spec: isolation.Isolation, connection_file: str,
     dumb_init = find_dumb_init() if spec.pid else ""
     host_root = os.geteuid() == 0
     listeners = bind_listeners(connection)
-    if pooled:
-        import ipykernel  # noqa: F401  (the costly part of a start, done ahead)
-
-        import nskernel.kernelapp  # noqa: F401
-
-        wait_for_handout()
     kernel_limits = kernel_limits or Limits()
     group = kernel_cgroup(kernel_limits, sandbox.NOBODY if host_root else None)
     if kernel_limits:
@@ -323,7 +329,7 @@ def launch(spec: isolation.Isolation, connection_file: str,
     kernel = sandbox.fork_child(
         lambda: run_kernel(connection_file, connection, spec, map_root_to, ours, init_dropped,
                            {port: sock.fileno() for port, sock in listeners.items()},
-                           kernel_limits, group),
+                           kernel_limits, group, pooled),
         new_proc=spec.pid)
     if group is not None:
         # Here, not in the kernel: a move waits for an RCU grace period, which the kernel

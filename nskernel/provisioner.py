@@ -14,13 +14,13 @@ the same checks and the same one-line errors as ``nskernel install``) and leaves
 process is the same launcher as the argv kernelspec's.
 
 With ``pool_size`` N (server configuration, default 0), N kernels of each kernelspec are kept
-started ahead (:class:`WarmPool`), so that a notebook's kernel is ready at once: each is a
-launcher that has bound its ports and imported ipykernel, and waits, not yet isolated, for
-the notebook's working directory and environment. It takes them as its own, then isolates
-and starts the kernel as a fresh launch would: a pooled kernel is handed out once and never
-reused, and the pool refills in the background. Variables that Python reads only as it
-starts (PYTHONPATH, PYTHONHASHSEED, ...) come from the server's environment in a pooled
-kernel.
+started ahead (:class:`WarmPool`), so that a notebook's kernel is ready at once: each is
+isolated and started, and waits, before it serves, for the notebook's working directory and
+environment, which it takes as its own. A pooled kernel is handed out once and never
+reused, and the pool refills in the background. It is started in the server's working
+directory (the notebooks' root), so it serves only notebooks at or below it (elsewhere, a
+kernel starts afresh). Variables that Python and IPython read only as they start
+(PYTHONPATH, PYTHONHASHSEED, IPYTHONDIR, ...) come from the server's environment.
 
 The server's configuration has the last word: ``max_memory``, ``max_pids``, ``max_cpus``,
 ``max_fsize`` and ``max_nofile`` cap what a kernelspec asks for (and apply when it asks for
@@ -156,9 +156,10 @@ class PooledKernel:
 class WarmPool:
     """``size`` launchers of one kernel command, started ahead, each handed out once."""
 
-    def __init__(self, argv: list[str], size: int) -> None:
+    def __init__(self, argv: list[str], size: int, root: str) -> None:
         self.argv = argv  # without "-f CONNECTION_FILE"
         self.size = size
+        self.root = root  # the kernels' working directory as they start
         self.idle: list[PooledKernel] = []
         self.lock = threading.Lock()  # fill runs on a timer's thread
 
@@ -186,8 +187,26 @@ class WarmPool:
                 ip="127.0.0.1", transport="tcp")
             info = {**info, "key": info["key"].encode()}
             process = launch_kernel([*self.argv, "--pooled", "-f", name], env=dict(os.environ),
+                                    cwd=self.root,
                                     stdin=subprocess.PIPE)  # kept: the handout goes there
             self.idle.append(PooledKernel(process, info, name))
+
+    def serves(self, cwd: str | None) -> bool:
+        """Whether a kernel of ours sees ``cwd``: the root, kept visible inside (private
+        /tmp, read-only host) since the kernel started there, and what lies below it; for a
+        root kernel, which is nobody on the host, only where others may enter."""
+        if self.root == "/":
+            return False
+        path = os.path.realpath(cwd or os.getcwd())
+        if path != self.root and not path.startswith(self.root + os.sep):
+            return False
+        if os.geteuid() == 0 and path != self.root:
+            below = os.path.relpath(path, self.root).split(os.sep)
+            for depth in range(len(below) + 1):
+                step = os.path.join(self.root, *below[:depth])
+                if not os.stat(step).st_mode & 0o001:
+                    return False
+        return True
 
     def take(self) -> PooledKernel | None:
         with self.lock:
@@ -259,8 +278,10 @@ class NskernelProvisioner(LocalProvisioner):  # type: ignore[misc]
         self.kernel_spec.argv = argv
         if self.pool_size > 0:
             command = tuple(argv[:-2])  # without "-f {connection_file}"
-            pool = self.pools.setdefault(command, WarmPool(list(command), self.pool_size))
-            self.pooled = pool.take()
+            root = os.path.realpath(os.getcwd())
+            pool = self.pools.setdefault(command + (root,),
+                                         WarmPool(list(command), self.pool_size, root))
+            self.pooled = pool.take() if pool.serves(kwargs.get("cwd")) else None
             pool.fill_soon()
         return await super().pre_launch(**kwargs)
 

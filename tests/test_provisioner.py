@@ -9,11 +9,12 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import _descends_from, our_processes, wait_for, write_kernel
+from conftest import RUN_PREFIX, _descends_from, our_processes, wait_for, write_kernel
 from kernels import execute, start, stop
 from nbclient import NotebookClient
 from traitlets.config import Config
@@ -112,9 +113,11 @@ def test_install_writes_a_provisioned_kernelspec_that_jupyter_lists(tmp_path):
 
 
 def test_a_warm_pool_hands_each_kernel_out_once_with_the_notebooks_cwd_and_env(
-        provisioned_kernel, tmp_path):
+        provisioned_kernel, tmp_path, monkeypatch):
     from nskernel.provisioner import NskernelProvisioner
 
+    monkeypatch.chdir(tmp_path)  # the server's root: pooled kernels start there
+    tmp_path.chmod(0o755)  # a root kernel is nobody, who must enter it to reach a notebook
     config = Config()
     config.NskernelProvisioner.pool_size = 2
     started = []
@@ -140,6 +143,15 @@ def test_a_warm_pool_hands_each_kernel_out_once_with_the_notebooks_cwd_and_env(
         assert wait_for(lambda: len(pool.idle) == 2, timeout=10)
         assert not {kernel.process.pid for kernel in pool.idle} & \
             {manager.provisioner.pid for manager, _ in started}
+        # a notebook outside the root (which a pooled kernel may not see) starts afresh
+        elsewhere = Path(tempfile.mkdtemp(dir="/var/tmp", prefix=f"{RUN_PREFIX}-nb-"))
+        try:
+            manager, client = start(provisioned_kernel, config=config, cwd=str(elsewhere))
+            started.append((manager, client))
+            assert manager.provisioner.pooled is None
+            assert execute(client, "import os\nos.getcwd()").value == str(elsewhere)
+        finally:
+            elsewhere.rmdir()
     finally:
         for manager, client in started:
             stop(manager, client)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from jupyter_client.kernelspec import KernelSpec
 from traitlets.config import Config
@@ -80,3 +82,18 @@ def test_a_kernelspec_cannot_set_the_caps():
 def test_capped_keeps_the_smaller_of_each():
     assert capped(Limits(memory=5, cpus=2.0), Limits(memory=3, pids=7)) == \
         Limits(memory=3, cpus=2.0, pids=7)
+
+
+def test_a_pool_serves_notebooks_at_or_below_the_root_it_started_in(tmp_path):
+    from nskernel.provisioner import WarmPool
+
+    below = tmp_path / "course" / "week1"
+    below.mkdir(parents=True)
+    for step in (tmp_path, tmp_path / "course", below):
+        step.chmod(0o755)
+    pool = WarmPool(["python"], 1, str(tmp_path))
+    assert pool.serves(str(tmp_path)) and pool.serves(str(below))
+    assert not pool.serves(str(tmp_path.parent)) and not pool.serves("/etc")
+    assert not WarmPool(["python"], 1, "/").serves("/home")  # / hides /tmp inside
+    (tmp_path / "course").chmod(0o700)  # nobody (a root kernel) could not get through
+    assert pool.serves(str(below)) is (os.geteuid() != 0)
