@@ -20,10 +20,13 @@ from browser import (
     copy_notebooks,
     label_overlaps,
 )
-from conftest import REPO, _descends_from, our_processes, wait_for
+from conftest import IS_ROOT, REPO, ROOT_ONLY_NOTEBOOKS, _descends_from, our_processes, wait_for
 from playwright.sync_api import Browser, Page, sync_playwright
 
-NOTEBOOKS = sorted(path.name for path in (REPO / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = [pytest.param(name, marks=pytest.mark.skipif(
+                 not IS_ROOT, reason=ROOT_ONLY_NOTEBOOKS[name]))
+             if name in ROOT_ONLY_NOTEBOOKS else name
+             for name in sorted(path.name for path in (REPO / "notebooks").glob("*.ipynb"))]
 SCREENSHOTS = REPO / "browser-failures"
 
 
