@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,16 @@ class JupyterLabServer:
         return json.loads(text) if text else None
 
     def kernels(self) -> list[dict]:
+        """The running kernels. Jupyter Server answers 500 to this while a kernel is still
+        being set up (its model has no last_activity yet: a race of the server's); asked
+        again a moment later, it answers."""
+        for _ in range(50):
+            try:
+                return self.api("kernels")
+            except urllib.error.HTTPError as error:
+                if error.code != 500:
+                    raise
+                time.sleep(0.1)
         return self.api("kernels")
 
     def shut_down_kernels(self) -> None:
