@@ -71,6 +71,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytes
 ROOT_ONLY_NOTEBOOKS = {
     "13-cgroups.ipynb": "needs root: it makes cgroups by hand in the kernel's own, which only a "
                         "root kernel gets here (rootless, this machine delegates none)",
+    "14-your-own-container.ipynb": "needs root: its container's limits are cgroups made by "
+                                   "hand, as in notebook 13",
 }
 
 
