@@ -11,7 +11,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from conftest import free_ports, rest_call
 from playwright.sync_api import Locator, Page
 
 CHROMIUM = "/usr/bin/chromium"
@@ -38,19 +38,13 @@ SETTINGS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class JupyterLabServer:
     """`jupyter lab` on 127.0.0.1 serving ``root``, with a token, until :meth:`stop`."""
 
     def __init__(self, root: Path, state: Path) -> None:
         self.root = root
         self.token = secrets.token_hex(16)
-        self.port = free_port()
+        self.port = free_ports(1)[0]
         self.url = f"http://127.0.0.1:{self.port}"
         for name, values in SETTINGS.items():
             path = state / "settings" / name
@@ -81,14 +75,7 @@ class JupyterLabServer:
                 time.sleep(0.2)
 
     def api(self, path: str, method: str = "GET", body: Any = None) -> Any:
-        """Call the server's REST API; return the decoded JSON answer (None when empty)."""
-        request = urllib.request.Request(
-            f"{self.url}/api/{path}", method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"token {self.token}"})
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            text = answer.read()
-        return json.loads(text) if text else None
+        return rest_call(f"{self.url}/api/{path}", self.token, method, body, timeout=30)
 
     def kernels(self) -> list[dict]:
         """The running kernels. Jupyter Server answers 500 to this while a kernel is still

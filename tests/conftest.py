@@ -8,10 +8,12 @@ import json
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
@@ -249,6 +251,28 @@ def _descends_from(pid: int, ancestors: Collection[int]) -> bool:
         except (OSError, ValueError, IndexError):
             return False
     return False
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports that were free a moment ago."""
+    sockets = [socket.create_server(("127.0.0.1", 0)) for _ in range(count)]
+    try:
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def rest_call(url: str, token: str, method: str = "GET", body: Any = None,
+              timeout: float = 60) -> Any:
+    """A Jupyter REST API call (JupyterLab's, JupyterHub's) with a token; the decoded JSON
+    answer (None when empty)."""
+    request = urllib.request.Request(
+        url, method=method, data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"token {token}"})
+    with urllib.request.urlopen(request, timeout=timeout) as answer:
+        text = answer.read()
+    return json.loads(text) if text else None
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:

@@ -21,28 +21,16 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import websocket
-from conftest import IS_ROOT, REPO, RUN_PREFIX, others_may_traverse, wait_for
+from conftest import IS_ROOT, REPO, RUN_PREFIX, free_ports, others_may_traverse, rest_call, wait_for
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root: a hub that starts servers "
                                 "as other local users, and the users it makes for the test")
 CONFIG = REPO / "deploy" / "jupyterhub" / "jupyterhub_config.py"
 USERS = [f"{RUN_PREFIX}u{i}" for i in range(1, 4)]
-
-
-def free_ports(count: int) -> list[int]:
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def proxy_command() -> str:
@@ -79,14 +67,8 @@ class Hub:
         self.admin_token = admin_token
 
     def call(self, path: str, method: str = "GET", body: object = None,
-             token: str | None = None) -> object:
-        request = urllib.request.Request(
-            f"{self.url}{path}", method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"token {token or self.admin_token}"})
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            text = answer.read()
-        return json.loads(text) if text else None
+             token: str | None = None) -> Any:
+        return rest_call(f"{self.url}{path}", token or self.admin_token, method, body)
 
 
 class Kernel:

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from conftest import RUN_PREFIX, as_user
+from conftest import RUN_PREFIX, as_user, free_ports
 
 PROBE = str(Path(__file__).with_name("kernel_probe.py"))
 
@@ -63,7 +63,7 @@ def test_without_user_namespaces_the_kernel_says_why_in_one_line(unprivileged_us
     directory.chmod(0o755)
     connection = directory / "connection.json"
     connection.write_text(json.dumps({"transport": "tcp", "ip": "127.0.0.1",
-                                      **dict(zip(channels, _free_ports(5), strict=True))}))
+                                      **dict(zip(channels, free_ports(5), strict=True))}))
     connection.chmod(0o644)
     try:
         done = as_user(unprivileged_user, [sys.executable, "-m", "nskernel.launch", "--pid",
@@ -85,17 +85,6 @@ def test_doctor_without_user_namespaces_names_the_fix(unprivileged_user):
     assert done.returncode == 1
     assert "NO  net" in done.stdout and "sysctl -w user.max_user_namespaces" in done.stdout
     assert "cannot start here" in done.stdout
-
-
-def _free_ports(count: int) -> list[int]:
-    import socket
-
-    sockets = [socket.create_server(("127.0.0.1", 0)) for _ in range(count)]
-    try:
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def run_ipython_as(user, script: str, **kwargs) -> object:
