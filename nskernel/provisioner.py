@@ -238,7 +238,7 @@ class NskernelProvisioner(LocalProvisioner):  # type: ignore[misc]
     force_seccomp = Bool(False, config=True, help="Every kernel has the seccomp filter.")
     pool_size = Int(0, config=True, help="Kernels of each kernelspec kept started ahead, "
                                          "so that a new notebook's kernel is ready at once.")
-    #: The pools of this server process: {the kernel's command: its pool}.
+    #: The pools of this server process: {(the kernel's command..., root): its pool}.
     pools: ClassVar[dict[tuple[str, ...], WarmPool]] = {}
 
     def __init__(self, **kwargs: Any) -> None:
@@ -279,10 +279,13 @@ class NskernelProvisioner(LocalProvisioner):  # type: ignore[misc]
         if self.pool_size > 0:
             command = tuple(argv[:-2])  # without "-f {connection_file}"
             root = os.path.realpath(os.getcwd())
-            pool = self.pools.setdefault(command + (root,),
-                                         WarmPool(list(command), self.pool_size, root))
+            pool = self.pools.get(command + (root,))
+            if pool is None:
+                pool = self.pools[command + (root,)] = WarmPool(list(command), self.pool_size,
+                                                               root)
             self.pooled = pool.take() if pool.serves(kwargs.get("cwd")) else None
-            pool.fill_soon()
+            if len(pool.idle) < pool.size:
+                pool.fill_soon()
         return await super().pre_launch(**kwargs)
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> dict[str, Any]:
