@@ -40,6 +40,7 @@ def test_magics_are_loaded_and_document_themselves(kernel):
     for flag in ("--pid", "--net", "--no-lo", "--timeout", "--export", "--sh", "--all"):
         assert flag in usage
     assert "%nsinfo [pid]" in cell(kernel, "%nsinfo?").payload
+    assert "A[:ADDR/PREFIX] B[:ADDR/PREFIX]" in cell(kernel, "%veth?").payload
 
 
 # ---------------------------------------------------------------------------- cell semantics
