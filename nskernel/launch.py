@@ -6,14 +6,17 @@ Process chain (dumb-init is the init that reaps orphans)::
                               └ kernel (PID 2) ─ user processes
                    host pids    new pid namespace ──────────────────────────────
 
-The launcher starts in the host network namespace, binds and listens on the connection
-file's ports and imports ipykernel. It then builds the walls (:func:`sandbox.enter_walls`:
-new mount, pid and ipc namespaces, owned by a user namespace when not root, and the mounts
-that must stay) and forks twice: PID 1, which drops every capability and becomes dumb-init,
-and the kernel, PID 2, which starts warm from the launcher's imports. The kernel mounts its
-/proc and enters rooms of its own (:func:`sandbox.enter_rooms`: a user namespace owning new
-mount, net and uts namespaces), where the walls' mounts are locked: it has every right over
-its own namespaces and none over the host's. A root kernel is nobody on the host. The
+The launcher starts in the host network namespace and binds and listens on the connection
+file's ports. It then builds the walls (:func:`sandbox.enter_walls`: new mount, pid and ipc
+namespaces, owned by a user namespace when not root, and the mounts that must stay) and
+forks twice: PID 1, which drops every capability and becomes dumb-init, and the kernel,
+PID 2, which imports ipykernel only then, as a stock kernel does. The launcher never
+imports it: forked from a launcher that had (sharing its pages copy-on-write until the
+launcher is gone), 20 kernels started at once took 1.2x a stock kernel's time; now 1.0-1.1x
+(``benchmarks/many.py``). The kernel mounts its /proc and enters rooms of its own
+(:func:`sandbox.enter_rooms`: a user namespace owning new mount, net and uts namespaces),
+where the walls' mounts are locked: it has every right over its own namespaces and none
+over the host's. A root kernel is nobody on the host. The
 listening sockets stay in the host netns, so the kernel adopts them (``zmq.USE_FD``) and
 Jupyter reaches it directly, with no proxy in between. The launcher then execs
 :mod:`nskernel.supervisor` in a bare interpreter: it stays behind to be the process Jupyter
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import resource
@@ -134,7 +138,7 @@ def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation
     the new pid namespace); entering its own user namespace now locks that mount in place.
     With ``--seccomp`` the filter lets it still make namespaces (inside its own user
     namespace they reach nothing of the host's): the lab and ``%%isolate`` work on."""
-    from nskernel.kernelapp import IsolatedKernelApp  # imported by the launcher already
+    from nskernel.kernelapp import IsolatedKernelApp  # first, with the host's privileges
 
     for fd in launcher_fds:
         os.close(fd)
@@ -232,10 +236,11 @@ def kernel_cgroup(kernel_limits: Limits, owner: int | None) -> cgroups.Group | N
 KEEPER_NAME = "nskernel-cgroup"
 #: The launcher's cgroup keeper: a shell (a few MB, where even a bare Python is ten) that
 #: waits for the launcher, then the supervisor, to end (its stdin is a pipe they alone hold
-#: open: end of file when they are gone, zombies included), kills what is left in the
-#: kernel's cgroups and removes them, deepest first, until none is left.
+#: open: end of file when they are gone, zombies included; the shell's own ``read`` waits,
+#: no ``cat`` is started), kills what is left in the kernel's cgroups and removes them,
+#: deepest first, until none is left.
 CGROUP_KEEPER = r"""
-cat > /dev/null
+while read -r _; do :; done
 for attempt in $(seq 50); do
     left=0
     for cgroup in "$@"; do
@@ -278,6 +283,14 @@ def _fork_cgroup_keeper(group: cgroups.Group) -> tuple[int, int]:
         os._exit(1)
 
 
+def _package_directory(name: str) -> str:
+    """Where package ``name`` would be imported from, without importing it."""
+    found = importlib.util.find_spec(name)
+    if found is None or found.origin is None:
+        raise LaunchError(f"{name} is not installed for {sys.executable}: pip install {name}")
+    return os.path.dirname(found.origin)
+
+
 def launch(spec: isolation.Isolation, connection_file: str,
            kernel_limits: Limits | None = None, pooled: bool = False) -> NoReturn:
     """Bind, isolate, start init and kernel, then exec the supervisor (never returns).
@@ -297,14 +310,9 @@ def launch(spec: isolation.Isolation, connection_file: str,
         os.environ[nsinfo.LIMITS_ENV] = " ".join(kernel_limits.to_argv())  # for %nsinfo inside
     keeper, keeper_pipe = _fork_cgroup_keeper(group) if group is not None else (None, None)
     os.environ[nsinfo.HOST_NS_ENV] = nsinfo.encode_host_namespaces()  # for %nsinfo inside
-    # Imported here, once, so that the kernel forked below starts warm (as fast as stock).
-    import ipykernel
-
-    import nskernel.kernelapp  # noqa: F401
-
     # A root kernel is nobody on the host; it must still reach its Python and the notebooks.
     code = [sys.prefix, sys.base_prefix, os.path.dirname(os.__file__),
-            os.path.dirname(os.path.dirname(__file__)), os.path.dirname(ipykernel.__file__),
+            os.path.dirname(os.path.dirname(__file__)), _package_directory("ipykernel"),
             os.getcwd()]
     if spec.readonly:
         filesystem.note_python_directories(*code)  # shown again where a scratch tmpfs hides them
