@@ -44,8 +44,12 @@ from nskernel.isolation import Isolation  # noqa: E402
 KINDS = {"python3": "stock python3", "isolated-provisioned": "Isolated Python"}
 
 
-#: Kernels that died as they started, by kind (a port that jupyter_client picked was taken
-#: by another process before the kernel bound it: a race of jupyter_client's, not of ours).
+#: Seconds any one step (a start, a cell, a shutdown) may take before the run gives up on it.
+STEP_TIMEOUT = 60
+
+#: Kernels that died or never answered as they started, by kind, each started again (a port
+#: that jupyter_client picked was taken by another process before the kernel bound it: a
+#: race of jupyter_client's, not of ours).
 DIED: dict[str, int] = {}
 
 
@@ -64,7 +68,7 @@ async def start_once(name: str, specs: KernelSpecManager, config: Config | None
     manager = AsyncKernelManager(kernel_name=name, kernel_spec_manager=specs,
                                  config=config or Config())
     began = time.perf_counter()
-    await manager.start_kernel()
+    await asyncio.wait_for(manager.start_kernel(), STEP_TIMEOUT)
     client = manager.client()
     client.start_channels()
     # Ready: the first kernel_info reply, as a Jupyter server counts it (wait_for_ready adds
@@ -74,15 +78,29 @@ async def start_once(name: str, specs: KernelSpecManager, config: Config | None
             await client.kernel_info(reply=True, timeout=1)
             break
         except TimeoutError:
+            if time.perf_counter() - began > STEP_TIMEOUT:
+                client.stop_channels()
+                await manager.shutdown_kernel(now=True)
+                raise RuntimeError(f"a {name} kernel did not answer in {STEP_TIMEOUT} s") from None
             if not await manager.is_alive():
                 client.stop_channels()
                 await manager.shutdown_kernel(now=True)
                 raise RuntimeError(f"a {name} kernel died as it started") from None
     ready = time.perf_counter() - began
-    reply = await client.execute("sum(range(1000))", reply=True, timeout=60)
+    reply = await client.execute("sum(range(1000))", reply=True, timeout=STEP_TIMEOUT)
     assert reply["content"]["status"] == "ok", reply
     client.stop_channels()
     return manager, ready
+
+
+async def shut_down(manager: AsyncKernelManager) -> None:
+    """Shut a kernel down as a server would; kill it if that has not ended it in time
+    (a benchmark must end, whatever a kernel does)."""
+    try:
+        await asyncio.wait_for(manager.shutdown_kernel(now=False), STEP_TIMEOUT)
+    except TimeoutError:
+        print(f"a kernel did not shut down in {STEP_TIMEOUT} s: killed", file=sys.stderr)
+        await manager.shutdown_kernel(now=True)
 
 
 async def one_round(name: str, count: int, specs: KernelSpecManager
@@ -95,7 +113,7 @@ async def one_round(name: str, count: int, specs: KernelSpecManager
         rss = sum(size[0] for size in sizes) / 1024 / count
         pss = sum(size[1] for size in sizes) / 1024 / count
     finally:
-        await asyncio.gather(*(manager.shutdown_kernel(now=False) for manager, _ in started))
+        await asyncio.gather(*(shut_down(manager) for manager, _ in started))
     return [ready for _, ready in started], rss, pss
 
 
@@ -121,7 +139,7 @@ async def warm_pool(specs: KernelSpecManager, starts: int, size: int
     pooled, stock = [], []
     try:
         first, _ = await start_one("isolated-provisioned", specs, config)  # fills the pool
-        await first.shutdown_kernel(now=False)
+        await shut_down(first)
         pool = next(iter(NskernelProvisioner.pools.values()))
         rss = pss = 0.0
         for number in range(starts):
@@ -134,10 +152,10 @@ async def warm_pool(specs: KernelSpecManager, starts: int, size: int
             manager, ready = await start_one("isolated-provisioned", specs, config)
             assert manager.provisioner.pooled is not None
             pooled.append(ready)
-            await manager.shutdown_kernel(now=False)
+            await shut_down(manager)
             manager, ready = await start_one("python3", specs)
             stock.append(ready)
-            await manager.shutdown_kernel(now=False)
+            await shut_down(manager)
     finally:
         NskernelProvisioner.empty_pools()
     return pooled, stock, rss, pss
