@@ -1,7 +1,7 @@
 """Wait for a child while watching our own parent; kill the child if the parent dies.
 
 Used twice: by ``%%isolate`` (the runner's middle process, whose parent is the kernel) and
-by the kernel launcher, which ends by exec'ing ``python -S -m nskernel.supervisor`` so that
+by the kernel launcher, which ends by exec'ing a ``python -S`` that runs :func:`main`, so that
 what stays alive beside the kernel for its whole life is a bare interpreter (~9 MB of RSS)
 rather than the launcher with everything it imported to set the namespaces up.
 
@@ -137,9 +137,15 @@ def command(parent_fd: int, child: int, *, init: int | None,
     ``init``: PID 1 of the kernel's pid namespace, killed (taking the namespace with it)
     once the kernel has exited. Without one, we are the child subreaper: orphans are reaped
     as they die and whatever is left is killed at the end, but ``spare``.
+
+    ``-c``, not ``-m``: runpy's imports (importlib.util, contextlib) would add 1-2 ms to
+    this interpreter's start-up (16 ms of CPU), which every kernel start pays.
     """
-    return [sys.executable, "-S", "-m", __name__, str(parent_fd), str(child),
+    return [sys.executable, "-S", "-c", _MAIN, str(parent_fd), str(child),
             str(-1 if init is None else init), str(-1 if spare is None else spare)]
+
+
+_MAIN = f"import sys; from {__name__} import main; sys.exit(main(sys.argv[1:]))"
 
 
 def main(argv: list[str]) -> int:
