@@ -88,20 +88,24 @@ def parse_size(text: str, what: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
-def size_flag(size: int) -> str:
-    """Bytes as :func:`parse_size` reads them, in the largest unit that divides them."""
+def _in_largest_unit(size: int) -> tuple[int, str]:
+    """(count, "G", "M", "K" or "") for the largest binary unit that divides ``size``."""
     for unit, factor in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
         if size % factor == 0:
-            return f"{size // factor}{unit}"
-    return str(size)
+            return size // factor, unit
+    return size, ""
+
+
+def size_flag(size: int) -> str:
+    """Bytes as :func:`parse_size` reads them: 67108864 -> '64M'."""
+    count, unit = _in_largest_unit(size)
+    return f"{count}{unit}"
 
 
 def size_text(size: int) -> str:
-    """Bytes as the largest unit that divides them: 67108864 -> '64 MiB'."""
-    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if size % factor == 0:
-            return f"{size // factor} {unit}"
-    return f"{size} bytes"
+    """Bytes as a person reads them: 67108864 -> '64 MiB'."""
+    count, unit = _in_largest_unit(size)
+    return f"{count} {unit}iB" if unit else f"{count} bytes"
 
 
 @dataclass(frozen=True)
