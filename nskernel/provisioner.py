@@ -173,23 +173,20 @@ class WarmPool:
         """Start launchers until ``size`` wait (a fork and exec each: they warm up on their
         own, in the background). One that died meanwhile is dropped."""
         with self.lock:
-            self._fill()
-
-    def _fill(self) -> None:
-        for kernel in [k for k in self.idle if k.process.poll() is not None]:
-            self.idle.remove(kernel)
-            kernel.discard()
-        while len(self.idle) < self.size:
-            runtime = jupyter_runtime_dir()
-            os.makedirs(runtime, exist_ok=True)
-            name, info = write_connection_file(
-                os.path.join(runtime, f"kernel-pooled-{os.urandom(8).hex()}.json"),
-                ip="127.0.0.1", transport="tcp")
-            info = {**info, "key": info["key"].encode()}
-            process = launch_kernel([*self.argv, "--pooled", "-f", name], env=dict(os.environ),
-                                    cwd=self.root,
-                                    stdin=subprocess.PIPE)  # kept: the handout goes there
-            self.idle.append(PooledKernel(process, info, name))
+            for kernel in [k for k in self.idle if k.process.poll() is not None]:
+                self.idle.remove(kernel)
+                kernel.discard()
+            while len(self.idle) < self.size:
+                runtime = jupyter_runtime_dir()
+                os.makedirs(runtime, exist_ok=True)
+                name, info = write_connection_file(
+                    os.path.join(runtime, f"kernel-pooled-{os.urandom(8).hex()}.json"),
+                    ip="127.0.0.1", transport="tcp")
+                info = {**info, "key": info["key"].encode()}
+                process = launch_kernel([*self.argv, "--pooled", "-f", name],
+                                        env=dict(os.environ), cwd=self.root,
+                                        stdin=subprocess.PIPE)  # kept: the handout goes there
+                self.idle.append(PooledKernel(process, info, name))
 
     def serves(self, cwd: str | None) -> bool:
         """Whether a kernel of ours sees ``cwd``: the root, kept visible inside (private

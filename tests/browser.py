@@ -195,11 +195,9 @@ class LabPage:
     def wait_for_kernel_idle(self, timeout: float = 60) -> None:
         """Until every kernel of the server says idle (through the REST API)."""
         deadline = time.monotonic() + timeout
-        while True:
-            states = [k["execution_state"] for k in self.server.kernels()]
-            if states and all(state == "idle" for state in states):
-                return
+        while not self.kernels_idle():
             if time.monotonic() > deadline:
+                states = [k["execution_state"] for k in self.server.kernels()]
                 raise TimeoutError(f"kernels not idle after {timeout} s: {states}")
             self.page.wait_for_timeout(200)
 
