@@ -10,15 +10,15 @@ The launcher starts in the host network namespace and binds and listens on the c
 file's ports. It then builds the walls (:func:`sandbox.enter_walls`: new mount, pid and ipc
 namespaces, owned by a user namespace when not root, and the mounts that must stay) and
 forks twice: PID 1, which drops every capability and becomes dumb-init, and the kernel,
-PID 2, which imports ipykernel only then, as a stock kernel does. The launcher never
-imports it: forked from a launcher that had (sharing its pages copy-on-write until the
-launcher is gone), 20 kernels started at once took 1.2x a stock kernel's time; now 1.0-1.1x
+PID 2, which imports ipykernel itself, as a stock kernel does. The launcher stays small:
+a kernel forked from a launcher that had imported ipykernel shared those pages
+copy-on-write, and 20 kernels started at once took 1.2x a stock kernel's time
 (``benchmarks/many.py``). The kernel mounts its /proc and enters rooms of its own
 (:func:`sandbox.enter_rooms`: a user namespace owning new mount, net and uts namespaces),
 where the walls' mounts are locked: it has every right over its own namespaces and none
-over the host's. A root kernel is nobody on the host. The
-listening sockets stay in the host netns, so the kernel adopts them (``zmq.USE_FD``) and
-Jupyter reaches it directly, with no proxy in between. The launcher then execs
+over the host's. A root kernel is nobody on the host. The listening sockets stay in the
+host netns, so the kernel adopts them (``zmq.USE_FD``) and Jupyter reaches it directly,
+with no proxy in between. The launcher then execs
 :mod:`nskernel.supervisor` in a bare interpreter: it stays behind to be the process Jupyter
 signals and waits for, ends the namespace when the kernel exits, and kills it if the Jupyter
 server dies.

@@ -271,6 +271,7 @@ def _layout(topology: Topology, placed: dict[str, Card] | None = None
                 x = sign * (placed[node].width / 2 + GAP + placed[leaf].width / 2)
                 beside[leaf] = (x, y + placed[leaf].height / 2)
                 y += placed[leaf].height + GAP / 2
+
     def spread(width_factor: float) -> tuple[float, dict[str, tuple[float, float]]]:
         radius = 20.0
         while True:
