@@ -1,9 +1,10 @@
-"""ipykernel's app, taught to adopt the listening sockets the launcher made in the host netns.
+"""ipykernel's app, taught to adopt the listening sockets the launcher made for it.
 
 The kernel runs in its own network namespace where the connection file's 127.0.0.1 ports
-mean nothing. The launcher listened on them before it isolated; here each channel sets
-``zmq.USE_FD`` to that inherited fd before binding, so libzmq accepts on it instead of
-creating a socket. Everything else is stock ipykernel, message for message.
+mean nothing. The launcher made a listening Unix socket per channel before it isolated (the
+TCP ports stay with its supervisor, which relays to these: see :mod:`nskernel.relay`); here
+each channel sets ``zmq.USE_FD`` to its inherited fd before binding, so libzmq accepts on it
+instead of creating a socket. Everything else is stock ipykernel, message for message.
 """
 
 from __future__ import annotations
@@ -34,21 +35,22 @@ def _may_write(directory: str) -> bool:
 class AdoptingHeartbeat(Heartbeat):
     """The heartbeat binds in its own thread; give it the inherited fd too."""
 
-    def __init__(self, *args: object, listen_fd: int, **kwargs: object) -> None:
+    def __init__(self, *args: object, listener: tuple[int, str], **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
-        self.listen_fd = listen_fd
+        self.listener = listener
 
     def _try_bind_socket(self) -> None:
-        self.socket.setsockopt(zmq.USE_FD, self.listen_fd)
-        return super()._try_bind_socket()
+        fd, endpoint = self.listener
+        self.socket.setsockopt(zmq.USE_FD, fd)
+        return self.socket.bind(endpoint)
 
 
 class IsolatedKernelApp(IPKernelApp):
-    """IPKernelApp whose TCP channels adopt inherited listening sockets."""
+    """IPKernelApp whose channels adopt inherited listening sockets."""
 
     name = "nskernel-kernel"
-    listen_fds = Dict(help="port -> inherited listening fd, from the launcher (which bound "
-                           "them in the host's network namespace)").tag(config=False)
+    listeners = Dict(help="port -> (inherited listening fd, its zmq endpoint), from the "
+                          "launcher").tag(config=False)
     connection_info = Dict(
         help="the connection file's contents, read by the launcher: a root kernel acts on the "
              "host as nobody, who may not read the file itself").tag(config=False)
@@ -58,13 +60,13 @@ class IsolatedKernelApp(IPKernelApp):
         return ["nskernel"]  # the namespace magics, loaded by themselves
 
     def _try_bind_socket(self, s: zmq.Socket, port: int) -> int:
-        fd = self.listen_fds.get(port)
-        if fd is None:
+        listener = self.listeners.get(port)
+        if listener is None:
             port = super()._try_bind_socket(s, port)
         else:
+            fd, endpoint = listener
             s.setsockopt(zmq.USE_FD, fd)
-            separator = ":" if self.transport == "tcp" else "-"
-            s.bind(f"{self.transport}://{self.ip}{separator}{port}")
+            s.bind(endpoint)
         if s is self.shell_socket:
             s.bind(DEBUG_SHELL_ENDPOINT)
         return port
@@ -118,13 +120,13 @@ class IsolatedKernelApp(IPKernelApp):
         """
 
     def init_heartbeat(self) -> None:
-        fd = self.listen_fds.get(self.hb_port)
-        if fd is None:
+        listener = self.listeners.get(self.hb_port)
+        if listener is None:
             return super().init_heartbeat()
         self.heartbeat = AdoptingHeartbeat(
             zmq.Context(),
             (self.transport, self.ip, self.hb_port),
-            listen_fd=fd,
+            listener=listener,
             curve_publickey=self.curve_publickey,
             curve_secretkey=self.curve_secretkey,
         )

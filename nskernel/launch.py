@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
 import resource
+import secrets
 import shutil
 import signal
 import socket
@@ -52,27 +54,63 @@ class LaunchError(RuntimeError):
     """The kernel cannot start; the message is one line for the Jupyter server's log."""
 
 
-def bind_listeners(connection: dict) -> dict[int, socket.socket]:
-    """Listen on every channel of the connection file: {port: listening socket}.
+@dataclasses.dataclass
+class Channels:
+    """Where Jupyter reaches the kernel, on both sides of the wall.
 
-    TCP ports are bound here, in the host netns, which the kernel will have left. ipc
-    sockets (paths, ``IP-PORT``) are bound here too: a root kernel acts on the host as
-    nobody, who may not create files where Jupyter keeps them.
+    ``outside``: the connection file's TCP listeners, bound here in the host's network
+    namespace and kept by the supervisor, which relays each connection (see
+    :mod:`nskernel.relay`); empty for an ``ipc`` connection file, whose Unix sockets the
+    kernel adopts directly. ``inside``: {port: (listening Unix socket, zmq endpoint)}, the
+    sockets the kernel adopts (``zmq.USE_FD``). Unix sockets only: no process that runs
+    user code holds a socket of the host's that it could re-aim.
+    """
+
+    outside: dict[int, socket.socket]
+    inside: dict[int, tuple[socket.socket, str]]
+
+    def relayed(self) -> dict[int, bytes]:
+        """{outside listener fd: the Unix address of its channel inside}, for the relay."""
+        return {sock.fileno(): b"\0" + self.inside[port][1].removeprefix("ipc://@").encode()
+                for port, sock in self.outside.items()}
+
+    def close(self) -> None:
+        for sock in [*self.outside.values(), *(inner for inner, _ in self.inside.values())]:
+            sock.close()
+
+
+def bind_listeners(connection: dict) -> Channels:
+    """Listen on every channel of the connection file, outside and in.
+
+    TCP ports are bound here, in the host netns, which the kernel will have left; the kernel
+    gets a listening Unix socket per channel with an abstract name (in this netns: the
+    supervisor, which stays here, reaches it; the kernel cannot bind another). ipc sockets
+    (paths, ``IP-PORT``) are bound here too: a root kernel acts on the host as nobody, who
+    may not create files where Jupyter keeps them.
     """
     transport = connection.get("transport", "tcp")
     ip = connection.get("ip") or "127.0.0.1"
-    listeners: dict[int, socket.socket] = {}
+    channels = Channels({}, {})
+    tag = f"nskernel-{os.getpid()}-{secrets.token_hex(8)}"
     try:
         for channel in CHANNELS:
             port = int(connection.get(channel) or 0)
             if port <= 0:
                 raise LaunchError(f"connection file has no {channel}; nskernel needs fixed ports")
-            listeners[port] = _listen(transport, ip, port, channel)
+            if transport == "ipc":
+                sock = _listen(transport, ip, port, channel)
+                channels.inside[port] = (sock, f"ipc://{ip}-{port}")
+                continue
+            channels.outside[port] = _listen(transport, ip, port, channel)
+            name = f"{tag}-{channel.removesuffix('_port')}"
+            inner = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            channels.inside[port] = (inner, f"ipc://@{name}")
+            inner.bind("\0" + name)
+            inner.listen(100)
     except BaseException:
-        for sock in listeners.values():
-            sock.close()
+        channels.close()
         raise
-    return listeners
+    return channels
 
 
 def _listen(transport: str, ip: str, port: int, channel: str) -> socket.socket:
@@ -118,6 +156,7 @@ def run_init(dumb_init: str, go: int, dropped: int) -> NoReturn:
     kernel waits for it before it runs anything of the user's.
     """
     os.setsid()
+    _dev_null_as_stdio()  # the server's stdout and stderr stay outside
     _syscalls.unshare(_syscalls.CLONE_NEWNET)
     _syscalls.drop_bounding_set()
     _syscalls.set_no_new_privs()
@@ -128,12 +167,22 @@ def run_init(dumb_init: str, go: int, dropped: int) -> NoReturn:
     os.execv(dumb_init, [dumb_init, "--", "sleep", "infinity"])
 
 
+def _dev_null_as_stdio() -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation,
                map_root_to: int | None, launcher_fds: list[int], init_dropped: int | None,
-               listen_fds: dict[int, int], kernel_limits: Limits,
-               group: cgroups.Group | None, pooled: bool = False) -> int:
-    """The kernel process proper: its limits, its own namespaces, then ipykernel
-    with the adopted sockets (see kernelapp); ``pooled``: started, it waits for
+               listeners: dict[int, tuple[int, str]], stdio: tuple[int, int, int],
+               kernel_limits: Limits, group: cgroups.Group | None,
+               pooled: bool = False) -> int:
+    """The kernel process proper: its stdio (pipes to the supervisor), its limits, its own
+    namespaces, then ipykernel with the adopted sockets (see kernelapp: ``listeners`` is
+    {port: (fd, endpoint)}); ``launcher_fds`` are closed first: nothing of the host's
+    that a cell could use stays open here. ``pooled``: started, it waits for
     :func:`wait_for_handout` before it serves. Its /proc is already mounted (it is PID 2 of
     the new pid namespace); entering its own user namespace now locks that mount in place.
     With ``--seccomp`` the filter lets it still make namespaces (inside its own user
@@ -141,6 +190,9 @@ def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation
     from nskernel.kernelapp import IsolatedKernelApp  # first, with the host's privileges
 
     for fd in launcher_fds:
+        os.close(fd)
+    for target, fd in enumerate(stdio):
+        os.dup2(fd, target)
         os.close(fd)
     kernel_limits.apply(inherited_fds=Limits.fds_in_use(), memory_rlimit=resource.RLIMIT_DATA)
     sandbox.enter_rooms(spec, map_root_to=map_root_to, keep_cgroups=group is not None)
@@ -153,7 +205,7 @@ def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation
     if init_dropped is not None:
         os.read(init_dropped, 1)  # end of file: the init has no capability left
         os.close(init_dropped)
-    app = IsolatedKernelApp.instance(connection_info=connection, listen_fds=listen_fds,
+    app = IsolatedKernelApp.instance(connection_info=connection, listeners=listeners,
                                      scratch_directory=sandbox.KERNEL_SCRATCH_DIR)
     app.initialize(["-f", connection_file])
     if pooled:
@@ -303,7 +355,7 @@ def launch(spec: isolation.Isolation, connection_file: str,
         raise LaunchError(f"cannot read connection file {connection_file}: {exc}") from None
     dumb_init = find_dumb_init() if spec.pid else ""
     host_root = os.geteuid() == 0
-    listeners = bind_listeners(connection)
+    channels = bind_listeners(connection)
     kernel_limits = kernel_limits or Limits()
     group = kernel_cgroup(kernel_limits, sandbox.NOBODY if host_root else None)
     if kernel_limits:
@@ -332,13 +384,20 @@ def launch(spec: isolation.Isolation, connection_file: str,
         os.close(dropped)
     else:
         _syscalls.set_child_subreaper()  # no init: orphans come to us
+    (stdout_r, stdout_w), (stderr_r, stderr_w) = os.pipe(), os.pipe()
+    stdin_r, stdin_w = os.pipe() if pooled else (os.open(os.devnull, os.O_RDONLY), None)
+    relay_ends = [fd for fd in (stdout_r, stderr_r, stdin_w) if fd is not None]
     ours = [fd for fd in (server, ready, keeper_pipe) if fd is not None]
+    ours += [sock.fileno() for sock in channels.outside.values()] + relay_ends
     map_root_to = sandbox.NOBODY if host_root else None
     kernel = sandbox.fork_child(
         lambda: run_kernel(connection_file, connection, spec, map_root_to, ours, init_dropped,
-                           {port: sock.fileno() for port, sock in listeners.items()},
-                           kernel_limits, group, pooled),
+                           {port: (sock.fileno(), endpoint)
+                            for port, (sock, endpoint) in channels.inside.items()},
+                           (stdin_r, stdout_w, stderr_w), kernel_limits, group, pooled),
         new_proc=spec.pid)
+    for fd in (stdin_r, stdout_w, stderr_w):
+        os.close(fd)
     if group is not None:
         # Here, not in the kernel: a move waits for an RCU grace period, which the kernel
         # spends starting up meanwhile; it runs no code of the user's for a long while yet
@@ -349,12 +408,16 @@ def launch(spec: isolation.Isolation, connection_file: str,
     if ready is not None:
         os.write(ready, b"1")  # the kernel is PID 2: the init may start its own child now
         os.close(ready)
-    for sock in listeners.values():
-        sock.close()  # the kernel owns them now; a restart must be able to bind again
-    os.set_inheritable(server, True)
+    relayed = channels.relayed()
+    for sock, _endpoint in channels.inside.values():
+        sock.close()  # the kernel owns them now
+    for fd in [server, *relayed, *relay_ends]:
+        os.set_inheritable(fd, True)
     if keeper_pipe is not None:
         os.set_inheritable(keeper_pipe, True)  # the keeper waits for the supervisor too
-    argv = supervisor.command(server, kernel, init=init, spare=keeper)
+    argv = supervisor.command(server, kernel, init=init, spare=keeper, listeners=relayed,
+                              outputs=[(stdout_r, 1), (stderr_r, 2)],
+                              stdin=(0, stdin_w) if stdin_w is not None else None)
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     os.execve(argv[0], argv, {**os.environ, "PYTHONPATH": package_parent})
 

@@ -551,6 +551,8 @@ def _child_main(isolation: Isolation, target: Callable[[], Any],
             os.close(request_r)
             os.close(reply_w)
             sandbox.map_by_parent = (request_w, reply_r)
+        _close_inherited(keep={0, 1, 2, messages, *(joined[:1] if joined else ()),
+                               *(sandbox.map_by_parent if mapping is not None else ())})
         two_steps = sandbox.walls_and_rooms(isolation)
         # With a pid namespace still to enter, its PID 1 takes the second step (after /proc).
         rooms_later = two_steps and isolation.pid and not is_pid1
@@ -595,6 +597,25 @@ def _child_main(isolation: Isolation, target: Callable[[], Any],
             _flush_quietly()
         finally:
             os._exit(code)
+
+
+def _close_inherited(keep: set[int]) -> None:
+    """Close every descriptor the child inherited from the kernel but ``keep``.
+
+    A forked child holds all of the kernel's: in a stock kernel they include the very TCP
+    connections Jupyter opened, which belong to the host's network namespace and can be
+    re-aimed (``connect(AF_UNSPEC)``, then ``connect`` anywhere) from any namespace; in
+    either kernel, zmq's sockets and whatever files the notebook has open. The cell gets its
+    own pipes and nothing else.
+    """
+    low = 0
+    for fd in [*sorted(keep), _MAX_FD]:
+        if fd > low:  # closerange(0, 0) would close every descriptor (close_range to ~0)
+            os.closerange(low, fd)
+        low = fd + 1
+
+
+_MAX_FD = os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") > 0 else 1 << 20
 
 
 def _body(target: Callable[[], Any], isolation: Isolation, limits: Limits | None,

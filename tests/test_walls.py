@@ -9,11 +9,13 @@ a secret in its command line and environment, and a listener on the host's loopb
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -205,3 +207,137 @@ def test_a_cell_cannot_uncover_the_hosts_processes(kernel, flags):
                                    "ctypes.CDLL(None).umount2(b'/proc', 2)\n"
                                    "len([p for p in os.listdir('/proc') if p.isdigit()])")
     assert done.value < 10, done
+
+
+# ------------------------------------------------ what the kernel holds from outside
+#: A cell that tries every descriptor it holds. A socket of the host's network namespace
+#: (its netns cookie, SO_NETNS_COOKIE, is HOST_COOKIE) is dissolved (``connect`` with
+#: AF_UNSPEC) and re-aimed at the host's loopback listener; the kernel's own sockets are
+#: left alone (breaking them would only break the kernel). Any descriptor on the server's
+#: log file (LOG_ID: its device and inode) is written through. The value: what got out.
+REAIM_AND_WRITE = """
+import ctypes, os, socket, struct
+libc = ctypes.CDLL(None, use_errno=True)
+got_out = []
+for name in os.listdir('/proc/self/fd'):
+    fd = int(name)
+    try:
+        status = os.fstat(fd)
+        link = os.readlink(f'/proc/self/fd/{fd}')
+    except OSError:
+        continue
+    if (status.st_dev, status.st_ino) == LOG_ID:
+        got_out.append(('log', fd, os.write(fd, b'FORGED LINE\\n') > 0))
+    if not link.startswith('socket:'):
+        continue
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        continue
+    try:
+        cookie = struct.unpack('Q', sock.getsockopt(socket.SOL_SOCKET, 71, 8))[0]
+        if cookie != HOST_COOKIE:
+            continue
+        if sock.family != socket.AF_UNIX:
+            got_out.append(('a host socket', fd, sock.family.name))
+        libc.connect(sock.fileno(), bytes(16), 16)
+        sock.settimeout(2)
+        sock.connect(('127.0.0.1', HOST_PORT))
+        got_out.append(('host network', fd, link))
+    except (OSError, TypeError):
+        pass
+    finally:
+        sock.close()
+got_out
+"""
+
+
+def host_netns_cookie() -> int:
+    """The host's network namespace's cookie: an id never reused within a boot."""
+    with socket.socket() as sock:
+        return struct.unpack("Q", sock.getsockopt(socket.SOL_SOCKET, 71, 8))[0]
+
+
+@pytest.fixture
+def server_log() -> Iterator[Path]:
+    """The file a Jupyter server logs to (``jupyter lab >> server.log``): 0600, its owner's
+    (in a directory that the rootless test's user can reach, once it is made theirs)."""
+    directory = Path(tempfile.mkdtemp(dir="/var/tmp", prefix=f"{RUN_PREFIX}-"))
+    try:
+        log = directory / "server.log"
+        log.write_bytes(b"the server's own line\n")
+        log.chmod(0o600)
+        yield log
+    finally:
+        shutil.rmtree(directory)
+
+
+def _probe(user, *codes: str, log: Path) -> list[dict]:
+    """Cells run in a fresh Isolated Python kernel of ``user`` (None: ours) whose stdout and
+    stderr are ``log``: each cell's result."""
+    if user is None:
+        with open(log, "ab") as output:
+            manager, client = kernels.start("isolated-python", stdout=output, stderr=output)
+        try:
+            return [dataclasses.asdict(kernels.execute(client, code, timeout=60))
+                    for code in codes]
+        finally:
+            kernels.stop(manager, client)
+    os.chown(log, user.pw_uid, user.pw_gid)
+    os.chown(log.parent, user.pw_uid, user.pw_gid)
+    done = as_user(user, [sys.executable, PROBE, "isolated-python", *codes, "--log", str(log)])
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])["results"]
+
+
+@pytest.mark.parametrize("who", ["kernel", "rootless"] if IS_ROOT else ["kernel"])
+def test_no_descriptor_from_outside_reaches_the_host(who, bait, server_log, unprivileged_user):
+    """Round three's route: the connections Jupyter opened to the kernel were accepted in the
+    host's netns, so a cell could dissolve one and connect it to the host's loopback. And
+    round four's: the kernel's stdout and stderr were the server's own, a writable fd on
+    a root server's log. Now the kernel holds Unix sockets and pipes only; Jupyter still
+    talks to it (the cells run) and what it writes to its stderr reaches the log, bounded."""
+    log_status = server_log.stat()
+    values = {"LOG_ID": (log_status.st_dev, log_status.st_ino), "HOST_PORT": bait["HOST_PORT"],
+              "HOST_COOKIE": host_netns_cookie()}
+    prelude = "".join(f"{key} = {value!r}\n" for key, value in values.items())
+    flood = ("import sys\nfd = sys.stderr._original_stdstream_copy\n"
+             "os.write(fd, b'MARK-FROM-THE-KERNEL\\n')\n"
+             "for _ in range(48): os.write(fd, b'x' * 65536)\n")
+    results = _probe(None if who == "kernel" else unprivileged_user,
+                     prelude + REAIM_AND_WRITE, flood, "1 + 1", log=server_log)
+    assert [result["status"] for result in results] == ["ok"] * 3, results
+    assert eval(results[0]["result"]) == []  # noqa: S307
+    assert results[2]["result"] == "2"  # the kernel still answers after both
+    text = server_log.read_bytes()
+    assert text.startswith(b"the server's own line\n")
+    assert b"FORGED LINE" not in text
+    assert b"MARK-FROM-THE-KERNEL" in text  # relayed by the supervisor
+    assert b"the rest is dropped" in text
+    assert len(text) < 2 * (1 << 20)  # 3 MiB written: at most 1 MiB per stream reaches it
+
+
+@pytest.mark.parametrize("kernel_name", ["isolated-python", "python3"])
+def test_a_jailed_cell_holds_only_its_own_pipes(start_kernel, kernel_name, bait):
+    """A jailed cell inherits nothing of its kernel's: in a stock kernel those are the very
+    TCP connections Jupyter opened (re-aimable to the host's network), in Isolated Python
+    its Unix sockets and zmq's. The cell keeps its stdio and its result pipe."""
+    _manager, client = start_kernel(kernel_name)
+    assert kernels.execute(client, "%load_ext nskernel").status == "ok"
+    prelude = (f"LOG_ID = None\nHOST_PORT = {bait['HOST_PORT']!r}\n"
+               f"HOST_COOKIE = {host_netns_cookie()!r}\n")
+    done = kernels.execute(client, "%%isolate --jail\n" + prelude + REAIM_AND_WRITE + """
+fds = [int(name) for name in os.listdir('/proc/self/fd')]
+kinds = []
+for fd in fds:
+    try:
+        kinds.append(os.readlink(f'/proc/self/fd/{fd}').split(':')[0])
+    except OSError:
+        pass  # listdir's own descriptor, closed since
+(got_out, kinds)
+""")
+    got_out, kinds = done.value
+    assert got_out == []
+    assert "socket" not in kinds, kinds
+    assert len(kinds) <= 6, kinds  # stdin, stdout, stderr, the result pipe, listdir's own
+    assert kernels.execute(client, "1 + 1").value == 2
