@@ -66,13 +66,16 @@ def make_readonly(tmpfs_size: str, binds: Sequence[tuple[str, bool]] = ()) -> No
 
 
 def private_tmp(size: str, keep: Sequence[str]) -> None:
-    """A fresh /tmp (tmpfs, mode 1777, ``size``), so that one kernel's files there (ipykernel's
-    ``/tmp/ipykernel_PID``, where every isolated kernel is PID 2) never meet another's.
-    Directories of ``keep`` that lie under /tmp (the notebook's, a virtual environment) are
-    bound back at their places, writable as before."""
+    """A fresh /tmp and /var/tmp (tmpfs, mode 1777, ``size`` each), so that one kernel's
+    files there (ipykernel's ``/tmp/ipykernel_PID``, where every isolated kernel is PID 2; a
+    secret one kernel keeps in /var/tmp) never meet another's, nor outlive the kernel on the
+    host's disk. Directories of ``keep`` that lie below them (the notebook's, a virtual
+    environment) are bound back at their places, writable as before."""
     below = {os.path.realpath(d) for d in keep if os.path.isdir(d)}
-    cover_with_tmpfs("/tmp", f"size={size},mode=1777", [d for d in below
-                                                       if d.startswith("/tmp/")])
+    for directory in ("/tmp", "/var/tmp"):
+        if os.path.isdir(directory) and not os.path.islink(directory):
+            cover_with_tmpfs(directory, f"size={size},mode=1777",
+                             [d for d in below if d.startswith(directory + "/")])
 
 
 def cover_with_tmpfs(directory: str, options: str, keep: Sequence[str], *,

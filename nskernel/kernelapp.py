@@ -53,7 +53,7 @@ class IsolatedKernelApp(IPKernelApp):
                           "launcher").tag(config=False)
     connection_info = Dict(
         help="the connection file's contents, read by the launcher: a root kernel acts on the "
-             "host as nobody, who may not read the file itself").tag(config=False)
+             "host as an id of its own, which may not read the file itself").tag(config=False)
 
     @default("extra_extensions")
     def _extra_extensions_default(self) -> list[str]:
@@ -85,8 +85,8 @@ class IsolatedKernelApp(IPKernelApp):
     scratch_directory = Unicode(
         help="this kernel's own directory, in its private /run (gone with the kernel's mount "
              "namespace, however the kernel ends): the debugger's cell files, and IPython's "
-             "directory when the home directory is not writable (a root kernel is nobody "
-             "outside)").tag(config=False)
+             "directory when the home directory is not writable (a root kernel is no user "
+             "of the host's)").tag(config=False)
 
     def initialize(self, argv: list[str] | None = None) -> None:
         self._use_scratch_directory()

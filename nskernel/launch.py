@@ -6,21 +6,23 @@ Process chain (dumb-init is the init that reaps orphans)::
                               └ kernel (PID 2) ─ user processes
                    host pids    new pid namespace ──────────────────────────────
 
-The launcher starts in the host network namespace and binds and listens on the connection
-file's ports. It then builds the walls (:func:`sandbox.enter_walls`: new mount, pid and ipc
-namespaces, owned by a user namespace when not root, and the mounts that must stay) and
-forks twice: PID 1, which drops every capability and becomes dumb-init, and the kernel,
-PID 2, which imports ipykernel itself, as a stock kernel does. The launcher stays small:
-a kernel forked from a launcher that had imported ipykernel shared those pages
-copy-on-write, and 20 kernels started at once took 1.2x a stock kernel's time
-(``benchmarks/many.py``). The kernel mounts its /proc and enters rooms of its own
-(:func:`sandbox.enter_rooms`: a user namespace owning new mount, net and uts namespaces),
-where the walls' mounts are locked: it has every right over its own namespaces and none
-over the host's. A root kernel is nobody on the host. The listening sockets stay in the
-host netns, so the kernel adopts them (``zmq.USE_FD``) and Jupyter reaches it directly,
-with no proxy in between. The launcher then execs
-:mod:`nskernel.supervisor` in a bare interpreter: it stays behind to be the process Jupyter
-signals and waits for, ends the namespace when the kernel exits, and kills it if the Jupyter
+The launcher starts in the host network namespace and listens on the connection file's
+ports, and on a Unix socket per channel for the kernel. It then builds the walls
+(:func:`sandbox.enter_walls`: new mount, pid and ipc namespaces, owned by a user namespace
+when not root, and the mounts that must stay) and forks twice: PID 1, which drops every
+capability and becomes dumb-init, and the kernel, PID 2, which imports ipykernel itself, as
+a stock kernel does. The launcher stays small: a kernel forked from a launcher that had
+imported ipykernel shared those pages copy-on-write, and 20 kernels started at once took
+1.2x a stock kernel's time (``benchmarks/many.py``). The kernel mounts its /proc and enters
+rooms of its own (:func:`sandbox.enter_rooms`: a user namespace owning new mount, net and
+uts namespaces), where the walls' mounts are locked: it has every right over its own
+namespaces and none over the host's. A root kernel is an id of its own on the host
+(:mod:`nskernel.identity`). The kernel adopts the Unix sockets (``zmq.USE_FD``); its stdin,
+stdout and stderr are pipes. The launcher then execs :mod:`nskernel.supervisor` in a bare
+interpreter: it stays behind to be the process Jupyter signals and waits for, keeps the TCP
+listeners and relays each connection to the kernel's Unix socket, and the kernel's output to
+the server's (:mod:`nskernel.relay`: no process that runs user code holds a socket or a file
+of the server's), ends the namespace when the kernel exits, and kills it if the Jupyter
 server dies.
 
 Everything beside the kernel is small: a bare Python, dumb-init and its ``sleep`` (~13 MB of
@@ -43,7 +45,17 @@ import socket
 import sys
 from typing import NoReturn
 
-from nskernel import _syscalls, cgroups, filesystem, isolation, limits, nsinfo, sandbox, supervisor
+from nskernel import (
+    _syscalls,
+    cgroups,
+    filesystem,
+    identity,
+    isolation,
+    limits,
+    nsinfo,
+    sandbox,
+    supervisor,
+)
 from nskernel.limits import Limits
 from nskernel.owners import owner_id
 
@@ -85,8 +97,8 @@ def bind_listeners(connection: dict) -> Channels:
     TCP ports are bound here, in the host netns, which the kernel will have left; the kernel
     gets a listening Unix socket per channel with an abstract name (in this netns: the
     supervisor, which stays here, reaches it; the kernel cannot bind another). ipc sockets
-    (paths, ``IP-PORT``) are bound here too: a root kernel acts on the host as nobody, who
-    may not create files where Jupyter keeps them.
+    (paths, ``IP-PORT``) are bound here too: a root kernel acts on the host as an id of its
+    own, which may not create files where Jupyter keeps them.
     """
     transport = connection.get("transport", "tcp")
     ip = connection.get("ip") or "127.0.0.1"
@@ -356,22 +368,24 @@ def launch(spec: isolation.Isolation, connection_file: str,
     dumb_init = find_dumb_init() if spec.pid else ""
     host_root = os.geteuid() == 0
     channels = bind_listeners(connection)
+    # Root, the kernel will be an id of its own on the host (see nskernel.identity).
+    kernel_id, id_lock = identity.allocate() if host_root else (None, None)
     kernel_limits = kernel_limits or Limits()
-    group = kernel_cgroup(kernel_limits, sandbox.NOBODY if host_root else None)
+    group = kernel_cgroup(kernel_limits, kernel_id)
     if kernel_limits:
         os.environ[nsinfo.LIMITS_ENV] = " ".join(kernel_limits.to_argv())  # for %nsinfo inside
     keeper, keeper_pipe = _fork_cgroup_keeper(group) if group is not None else (None, None)
     os.environ[nsinfo.HOST_NS_ENV] = nsinfo.encode_host_namespaces()  # for %nsinfo inside
-    # A root kernel is nobody on the host; it must still reach its Python and the notebooks.
+    # A root kernel is no user of the host's; it must still reach its Python and the notebooks.
     code = [sys.prefix, sys.base_prefix, os.path.dirname(os.__file__),
             os.path.dirname(os.path.dirname(__file__)), _package_directory("ipykernel"),
             os.getcwd()]
     if spec.readonly:
         filesystem.note_python_directories(*code)  # shown again where a scratch tmpfs hides them
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for the kernel alone
-    # Rootless, the first step's root is the user; root, the kernel will be nobody.
+    # Rootless, the first step's root is the user; root, the kernel will be kernel_id.
     sandbox.enter_walls(spec, user_namespace=not host_root, expose=code if host_root else (),
-                        private_run=True, run_dirs_owner=sandbox.NOBODY if host_root else 0,
+                        private_run=True, run_dirs_owner=kernel_id if host_root else 0,
                         private_tmp=code,
                         cgroups=list(group.directories.values()) if group and host_root
                         else ())
@@ -387,9 +401,9 @@ def launch(spec: isolation.Isolation, connection_file: str,
     (stdout_r, stdout_w), (stderr_r, stderr_w) = os.pipe(), os.pipe()
     stdin_r, stdin_w = os.pipe() if pooled else (os.open(os.devnull, os.O_RDONLY), None)
     relay_ends = [fd for fd in (stdout_r, stderr_r, stdin_w) if fd is not None]
-    ours = [fd for fd in (server, ready, keeper_pipe) if fd is not None]
+    ours = [fd for fd in (server, ready, keeper_pipe, id_lock) if fd is not None]
     ours += [sock.fileno() for sock in channels.outside.values()] + relay_ends
-    map_root_to = sandbox.NOBODY if host_root else None
+    map_root_to = kernel_id
     kernel = sandbox.fork_child(
         lambda: run_kernel(connection_file, connection, spec, map_root_to, ours, init_dropped,
                            {port: (sock.fileno(), endpoint)
@@ -411,8 +425,8 @@ def launch(spec: isolation.Isolation, connection_file: str,
     relayed = channels.relayed()
     for sock, _endpoint in channels.inside.values():
         sock.close()  # the kernel owns them now
-    for fd in [server, *relayed, *relay_ends]:
-        os.set_inheritable(fd, True)
+    for fd in [server, *relayed, *relay_ends, *([id_lock] if id_lock is not None else [])]:
+        os.set_inheritable(fd, True)  # id_lock: the supervisor holds the kernel's id
     if keeper_pipe is not None:
         os.set_inheritable(keeper_pipe, True)  # the keeper waits for the supervisor too
     argv = supervisor.command(server, kernel, init=init, spare=keeper, listeners=relayed,
@@ -426,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     spec, kernel_limits, connection_file, pooled = parse_args(argv)
     try:
         launch(spec, connection_file, kernel_limits, pooled)
-    except (LaunchError, _syscalls.NamespaceError) as exc:
+    except (LaunchError, _syscalls.NamespaceError, identity.IdentityError) as exc:
         print(f"nskernel: cannot start the kernel: {exc}", file=sys.stderr)
         return 1
 

@@ -42,15 +42,15 @@ def supervise(child: int, *, parent_fd: int | None = None, reap_orphans: bool = 
     if reap_orphans:
         signal.signal(signal.SIGCHLD, lambda _signum, _frame: _reap_all_but(child))
     try:
-        poller = select.poll()
-        poller.register(parent_fd, select.POLLIN)
-        poller.register(child_fd, select.POLLIN)
-        if relay is not None:
-            poller.register(relay.fileno(), select.POLLIN)
+        # With a relay, its epoll waits for our two pidfds too: one wake-up per message.
+        poller = relay.poller if relay is not None else select.epoll()
+        poller.register(parent_fd, select.EPOLLIN)
+        poller.register(child_fd, select.EPOLLIN)
         while True:
-            ready = {fd for fd, _event in poller.poll()}
-            if relay is not None and relay.fileno() in ready:
-                relay.handle(relay.poller.poll(0))
+            events = poller.poll()
+            ready = {fd for fd, _event in events}
+            if relay is not None:
+                relay.handle([event for event in events if event[0] not in (parent_fd, child_fd)])
             if child_fd in ready:
                 if relay is not None:
                     relay.drain_outputs()
@@ -61,6 +61,8 @@ def supervise(child: int, *, parent_fd: int | None = None, reap_orphans: bool = 
         _pid, status = os.waitpid(child, 0)
         return os.waitstatus_to_exitcode(status)
     finally:
+        if relay is None:
+            poller.close()
         os.close(parent_fd)
         os.close(child_fd)
 

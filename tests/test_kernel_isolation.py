@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 from conftest import IS_ROOT, RUN_PREFIX
 from kernels import execute
 
-from nskernel import launch
+from nskernel import identity, launch
 
 
 def test_pid_namespace_kernel_is_small_pid_under_an_init(isolated):
@@ -61,15 +62,17 @@ def test_kernel_ports_are_not_reachable_from_inside(isolated):
 
 def test_mounts_inside_do_not_leak(isolated):
     _manager, client = isolated
-    point = f"/var/tmp/{RUN_PREFIX}-mnt"  # /tmp is the kernel's own
-    execute(client, f"!mkdir -p {point} && mount -t tmpfs none {point} && touch {point}/inside")
-    assert execute(client, f"os.listdir({point!r})").value == ["inside"]
+    # Below the working directory, which the kernel sees as the host's (/tmp and /var/tmp
+    # are its own).
+    point = Path(tempfile.mkdtemp(dir=os.getcwd(), prefix=f".{RUN_PREFIX}-mnt-"))
     try:
+        execute(client, f"!mount -t tmpfs none {point} && touch {point}/inside")
+        assert execute(client, f"os.listdir({str(point)!r})").value == ["inside"]
         assert os.listdir(point) == []
-        assert point not in Path("/proc/self/mountinfo").read_text()
+        assert str(point) not in Path("/proc/self/mountinfo").read_text()
     finally:
         execute(client, f"!umount {point}")
-        os.rmdir(point)
+        point.rmdir()
 
 
 def test_each_kernel_has_a_tmp_of_its_own(isolated, start_kernel):
@@ -117,8 +120,9 @@ def test_namespaces_differ_from_the_host(isolated):
 def test_the_kernel_always_has_a_user_namespace_of_its_own(isolated):
     _manager, client = isolated
     uid_map = execute(client, "open('/proc/self/uid_map').read().split()").value
-    if IS_ROOT:
-        assert uid_map == ["0", "65534", "1"]  # a root kernel is nobody on the host
+    if IS_ROOT:  # a root kernel is an id of its own on the host, from the reserved range
+        first, last = identity.DEFAULT_RANGE
+        assert uid_map[0::2] == ["0", "1"] and first <= int(uid_map[1]) <= last, uid_map
     else:
         # Relative to the launcher's user namespace, whose root is the user (a rootless
         # kernel's namespaces are owned by a user namespace nested in that one).

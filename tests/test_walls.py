@@ -341,3 +341,53 @@ for fd in fds:
     assert "socket" not in kinds, kinds
     assert len(kinds) <= 6, kinds  # stdin, stdout, stderr, the result pipe, listdir's own
     assert kernels.execute(client, "1 + 1").value == 2
+
+
+# ------------------------------------------------------------ what kernels share
+def test_each_kernel_has_its_own_var_tmp(start_kernel):
+    """Round four: kernel A kept a secret in a 0700 directory under /var/tmp and kernel B
+    read and overwrote it, and it outlived both on the host's disk. Each kernel's /var/tmp
+    is now its own (a tmpfs, as /tmp is)."""
+    name = f"{RUN_PREFIX}-secret-{secrets.token_hex(4)}"
+    _manager, first = start_kernel()
+    _manager, second = start_kernel()
+    keep = (f"import os\nos.makedirs('/var/tmp/{name}', mode=0o700)\n"
+            f"open('/var/tmp/{name}/key', 'w').write('s3cret')\nos.chmod('/var/tmp/{name}/key', "
+            "0o600)\nopen(f'/var/tmp/" + name + "/key').read()")
+    assert kernels.execute(first, keep).value == "s3cret"
+    assert kernels.execute(second, f"import os\nos.path.exists('/var/tmp/{name}')").value is False
+    assert not os.path.exists(f"/var/tmp/{name}")
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="rootless kernels are all their user, by design")
+def test_kernels_of_a_root_jupyter_are_strangers_to_each_other(start_kernel):
+    """Each kernel of a root Jupyter is an id of its own on the host (not one shared
+    nobody), so where both may write, neither can read or change what the other keeps
+    private; what a kernel left can be found by its id; the id is free again once the
+    kernel is gone."""
+    from nskernel import identity
+
+    shared = Path(tempfile.mkdtemp(dir=os.getcwd(), prefix=f".{RUN_PREFIX}-shared-"))
+    shared.chmod(0o1777)
+    try:
+        first_manager, first = start_kernel()
+        _manager, second = start_kernel()
+        ids = [kernels.execute(client, "int(open('/proc/self/uid_map').read().split()[1])")
+               .value for client in (first, second)]
+        assert ids[0] != ids[1]
+        assert set(ids) <= identity.in_use()
+        secret = shared / "a" / "key"
+        kernels.execute(first, f"import os\nos.makedirs({str(secret.parent)!r}, mode=0o700)\n"
+                               f"open({str(secret)!r}, 'w').write('s3cret')\n"
+                               f"os.chmod({str(secret)!r}, 0o600)")
+        assert secret.stat().st_uid == ids[0]  # found by its id
+        kernels.execute(second, PRELUDE)
+        tries = kernels.execute(second, f"[attempt(lambda: open({str(secret)!r}).read()), "
+                                        f"attempt(lambda: open({str(secret)!r}, 'w').close()), "
+                                        f"attempt(lambda: os.rename({str(secret.parent)!r}, "
+                                        f"{str(shared / 'b')!r}))]").value
+        assert tries == ["EACCES", "EACCES", "EPERM"], tries
+        kernels.stop(first_manager, first)
+        assert ids[0] not in identity.in_use()
+    finally:
+        shutil.rmtree(shared)
