@@ -45,9 +45,9 @@ def id_range() -> tuple[int, int]:
     except ValueError:
         raise IdentityError(f"{RANGE_ENV}={text!r}: give it as FIRST-LAST, e.g. "
                             f"{DEFAULT_RANGE[0]}-{DEFAULT_RANGE[1]}") from None
-    if not 0 < first <= last < 0xFFFFFFFF or first <= 65535 < last:
+    if not 0 < first <= last < 0xFFFFFFFF or (first <= 65535 and last >= 65534):
         raise IdentityError(f"{RANGE_ENV}={text!r}: a range of ids between 1 and 4294967294 "
-                            "that leaves out nobody (65534)")
+                            "that leaves out nobody (65534) and 65535")
     return first, last
 
 

@@ -41,9 +41,10 @@ class _Flow:
     so the memory held is bounded by :data:`_CHUNK` however slow the sink is."""
 
     def __init__(self, source: int, sink: int, *, budget: int | None = None,
-                 notice: bytes = b"") -> None:
+                 notice: bytes = b"", closes_sink: bool = True) -> None:
         self.source = source
         self.sink = sink
+        self.closes_sink = closes_sink  # not our own stdout and stderr
         self.pending = b""
         #: Bytes still to pass (None: unbounded). A flow with a budget never waits on its
         #: sink: what the sink cannot take at once is dropped.
@@ -76,7 +77,8 @@ class Relay:
         notice = (b"\nnskernel: the kernel wrote more than %d bytes to this stream; the rest "
                   b"is dropped\n" % OUTPUT_LIMIT)
         for source, sink in outputs:
-            self._add(_Flow(source, sink, budget=OUTPUT_LIMIT, notice=notice))
+            self._add(_Flow(source, sink, budget=OUTPUT_LIMIT, notice=notice,
+                            closes_sink=False))
         if stdin is not None:
             self._add(_Flow(*stdin, budget=INPUT_LIMIT))
 
@@ -93,7 +95,7 @@ class Relay:
 
     def drain_outputs(self) -> None:
         """The kernel has ended: pass on what it wrote last, as far as the sinks take it."""
-        for flow in [flow for flow in self.flows.values() if flow.sink in (1, 2)]:
+        for flow in [flow for flow in self.flows.values() if not flow.closes_sink]:
             for _ in range(16):
                 if flow.source not in self.flows or not self._read(flow):
                     break
@@ -212,6 +214,7 @@ class Relay:
         """A source is done: a relayed connection ends on both sides; an output or input
         flow stops, and closes its sink unless that is our own stdout or stderr."""
         ends = [flow.source, self.partner.get(flow.source, flow.sink)]
+        keep = None if flow.closes_sink else flow.sink
         for fd in ends:
             self.flows.pop(fd, None)
             self.by_sink.pop(fd, None)
@@ -221,7 +224,7 @@ class Relay:
                     self.poller.unregister(fd)
                 except OSError:
                     pass
-            if fd not in (1, 2):
+            if fd != keep:
                 _close(fd)
 
 

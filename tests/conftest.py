@@ -329,6 +329,19 @@ def kernel(request: pytest.FixtureRequest) -> Iterator[Any]:
         kernels.stop(manager, client)
 
 
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory everyone may write that every kernel sees as the host's: below the
+    working directory (an isolated kernel's /tmp and /var/tmp are its own, and its working
+    directory is the one it started in, shown to it even where others may not enter)."""
+    made = Path(tempfile.mkdtemp(dir=os.getcwd(), prefix=f".{RUN_PREFIX}-shared-"))
+    made.chmod(0o1777)
+    try:
+        yield made
+    finally:
+        shutil.rmtree(made)
+
+
 # ---------------------------------------------------------------------------- rootless
 @pytest.fixture(scope="session")
 def unprivileged_user() -> Iterator[pwd.struct_passwd]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -28,19 +27,15 @@ WRITE = ("import errno, os\n"
 
 
 @pytest.fixture
-def shared_dirs():
-    """A read-only and a writable directory in /var/tmp, where any kernel (even a root one,
-    which is nobody on the host) may reach them (an isolated kernel's /tmp is its own)."""
-    made = [Path(f"/var/tmp/{RUN_PREFIX}-{name}") for name in ("ro", "rw")]
-    try:
-        for path in made:
-            path.mkdir()
-            path.chmod(0o777)
-        (made[0] / "given").write_text("from the host")
-        yield made
-    finally:
-        for path in made:
-            shutil.rmtree(path, ignore_errors=True)
+def shared_dirs(shared_dir: Path) -> list[Path]:
+    """A read-only and a writable directory where any kernel (even a root one, which is an
+    id of its own on the host) may reach them (see conftest's shared_dir)."""
+    made = [shared_dir / name for name in ("ro", "rw")]
+    for path in made:
+        path.mkdir()
+        path.chmod(0o777)
+    (made[0] / "given").write_text("from the host")
+    return made
 
 
 @pytest.mark.parametrize("flags", ["--readonly --pid", "--readonly --user --pid --net",
@@ -324,8 +319,9 @@ def test_stats_come_with_an_error_too_and_from_the_api(kernel):
 
 
 def test_a_cell_cannot_loosen_or_leave_its_cgroups(kernel):
-    """The cell's limits are files it may own (in a kernel that is nobody on the host, so
-    is the cell's root): inside, every cgroup filesystem is read-only, and stays so."""
+    """The cell's limits are files it may own (in a root kernel they belong to the kernel's
+    id on the host, and so to the cell's root): inside, every cgroup filesystem is
+    read-only, and stays so."""
     if not cgroups_here(kernel):  # then the cell is where the kernel is: nothing to leave
         assert cell(kernel, "%%isolate --pid --memory 64M\nopen('/proc/self/cgroup').read()"
                     ).value == cell(kernel, "open('/proc/self/cgroup').read()").value

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from conftest import IS_ROOT, ROOT_ONLY, RUN_PREFIX, wait_for
@@ -150,18 +146,6 @@ def test_ipc_objects_are_private(kernel):
     outside = cell(kernel, "import os; (open('/proc/sysvipc/shm').read(), "
                            f"os.path.exists('/dev/shm/{RUN_PREFIX}-magic'))").value
     assert keys_inside[0] not in sysv_keys(outside[0]) and outside[1] is False
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A directory everyone may write, which a kernel sees as the host's: below its working
-    directory (an isolated kernel's /tmp and /var/tmp are its own)."""
-    made = Path(tempfile.mkdtemp(dir=os.getcwd(), prefix=f".{RUN_PREFIX}-shared-"))
-    made.chmod(0o1777)
-    try:
-        yield made
-    finally:
-        shutil.rmtree(made)
 
 
 def test_user_is_root_inside_and_nobody_outside(kernel, shared_dir):

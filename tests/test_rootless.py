@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from conftest import RUN_PREFIX, as_user, free_ports
+from conftest import as_user, free_ports
 
 PROBE = str(Path(__file__).with_name("kernel_probe.py"))
 
@@ -26,8 +26,8 @@ def probe(user, *codes: str, **machine: bool) -> list[dict]:
     return json.loads(done.stdout.splitlines()[-1])["results"]
 
 
-def test_kernel_runs_as_root_inside_a_user_namespace(unprivileged_user, tmp_path):
-    marker = Path("/var/tmp") / f"{RUN_PREFIX}-rootless"  # /tmp is the kernel's own
+def test_kernel_runs_as_root_inside_a_user_namespace(unprivileged_user, shared_dir):
+    marker = shared_dir / "rootless"
     try:
         results = probe(
             unprivileged_user,
@@ -145,9 +145,9 @@ def test_network_lab_as_a_user_where_run_has_no_netns_directory(unprivileged_use
         ["lock", "netns", "nskernel", "shm", "utmp"], "kept", "/dev/shm")
 
 
-def test_every_magic_as_a_user_inside_isolated_python(unprivileged_user):
+def test_every_magic_as_a_user_inside_isolated_python(unprivileged_user, shared_dir):
     """Nested user namespaces: the cell's root is mapped as the kernel is (to the user)."""
-    marker = Path("/var/tmp") / f"{RUN_PREFIX}-nested"  # /tmp is the kernel's own
+    marker = shared_dir / "nested"
     try:
         results = probe(
             unprivileged_user,
