@@ -94,13 +94,13 @@ def loads(payload: bytes) -> Any:
 
 
 def check_plain(value: Any, what: str) -> None:
-    """In the child, before sending: TypeError with a one-line reason unless ``value``
+    """In the child, before sending: NotPlainData with a one-line reason unless ``value``
     survives :func:`loads` (the kernel would refuse it; the cell hears why)."""
     try:
         loads(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
     except (NotPlainData, pickle.PicklingError, TypeError, AttributeError) as exc:
-        raise TypeError(f"{what}: a jailed cell sends back plain data only (str, numbers, "
-                        f"bytes, lists, tuples, dicts, sets): {exc}") from None
+        raise NotPlainData(f"{what}: a jailed cell sends back plain data only (str, numbers, "
+                           f"bytes, lists, tuples, dicts, sets): {exc}") from None
 
 
 # ---------------------------------------------------------------------------- output

@@ -242,8 +242,11 @@ def _python_cell(shell: Any, cell: str, exports: list[str],
             raise NameError(f"--export: the cell did not define {', '.join(missing)}")
         exported = {name: namespace[name] for name in exports}
         if jailed:
-            for name, exported_value in exported.items():
-                jailed_output.check_plain(exported_value, f"--export {name}")
+            try:
+                for name, exported_value in exported.items():
+                    jailed_output.check_plain(exported_value, f"--export {name}")
+            except jailed_output.NotPlainData as exc:
+                raise runner.IsolatedRunError(str(exc)) from None  # one line in the notebook
             return jailed_output.formatted(shell, value), exported
         return value, exported
 

@@ -175,10 +175,10 @@ def test_a_hand_made_pickle_cannot_call_anything():
 
 def test_check_plain_names_what_cannot_come_back():
     jailed_output.check_plain({"a": [1]}, "--export a")
-    with pytest.raises(TypeError, match=r"^--export df: a jailed cell sends back plain data "
+    with pytest.raises(NotPlainData, match=r"^--export df: a jailed cell sends back plain data "
                                         r"only .*: posix.system is not plain data$"):
         jailed_output.check_plain(Boom(), "--export df")
-    with pytest.raises(TypeError, match="--export f"):
+    with pytest.raises(NotPlainData, match="--export f"):
         jailed_output.check_plain(lambda: 1, "--export f")
 
 
