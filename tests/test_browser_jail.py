@@ -38,6 +38,9 @@ handle = display(HTML("<b>first</b>"), display_id=True)
 handle.update(Javascript("window.__jail_update = 1"))
 print("\x1b[31mred\x1b[0m \x1b]8;;javascript:window.__jail_osc8=1\x1b\\osc8\x1b]8;;\x1b\\ "
       "javascript:window.__jail_text=1 <img src=x onerror=window.__jail_stream=1>")
+"""
+#: Its value: a class of the cell's own, whose every representation is script.
+JAILED_VALUE = r"""%%isolate --jail
 class Value:
     def _repr_html_(self):
         return '<img src="x" onerror="window.__jail_value = 1"><i>the value</i>'
@@ -104,18 +107,19 @@ def test_a_jailed_cell_runs_no_script_in_the_page(page, jupyterlab, kernel_title
     lab.new_notebook(kernel_title)
     title = page.title()
     jailed = lab.run_in_new_cell(JAILED)
+    value = lab.run_in_new_cell(JAILED_VALUE)
     error = lab.run_in_new_cell(JAILED_ERROR)
     trusted = lab.run_in_new_cell(TRUSTED)
     # The trusted cell's scripts run: whatever the jailed cells' would do has had its chance.
     assert wait_for(lambda: len(page.evaluate(MARKERS, "__trusted")) == 3, timeout=30), (
         page.evaluate(MARKERS, "__trusted"))
-    outputs = lab.outputs(jailed)
-    assert "the value" in outputs[-1]
-    assert any("a javascript: link" in text for text in outputs)
+    assert any("a javascript: link" in text for text in lab.outputs(jailed))
+    assert lab.outputs(value) == ["the value"]
     # Whatever links the jailed outputs have, followed as a person would.
-    links = jailed.locator(".jp-OutputArea-output a")
-    for index in range(links.count()):
-        links.nth(index).click(modifiers=[], no_wait_after=True)
+    for cell in (jailed, value, error):
+        links = cell.locator(".jp-OutputArea-output a")
+        for index in range(links.count()):
+            links.nth(index).click(no_wait_after=True)
     page.wait_for_timeout(1000)
     assert page.evaluate(MARKERS, "__jail") == []
     assert page.title() == title
