@@ -113,8 +113,6 @@ def test_a_jailed_cell_runs_no_script_in_the_page(page, jupyterlab, kernel_title
     # The trusted cell's scripts run: whatever the jailed cells' would do has had its chance.
     assert wait_for(lambda: len(page.evaluate(MARKERS, "__trusted")) == 3, timeout=30), (
         page.evaluate(MARKERS, "__trusted"))
-    assert any("a javascript: link" in text for text in lab.outputs(jailed))
-    assert lab.outputs(value) == ["the value"]
     # Whatever links the jailed outputs have, followed as a person would.
     for cell in (jailed, value, error):
         links = cell.locator(".jp-OutputArea-output a")
@@ -124,6 +122,8 @@ def test_a_jailed_cell_runs_no_script_in_the_page(page, jupyterlab, kernel_title
     assert page.evaluate(MARKERS, "__jail") == []
     assert page.title() == title
     assert len(page.context.pages) == 1  # no link opened anything
+    assert any("a javascript: link" in text for text in lab.outputs(jailed))
+    assert lab.outputs(value) == ["the value"]
     assert 'onerror="window.__jail_error = 1"' in " ".join(lab.outputs(error))  # as text
     assert len(lab.outputs(trusted)) >= 1
 
