@@ -12,7 +12,8 @@ down here, in the kernel, before it is published:
   style, no form or frame, links to ``http``, ``https``, ``mailto`` or relative places only,
   pictures from ``data:image/...`` only, so that showing an output never fetches anything
   (a jail has no network; its output must not borrow the browser's). The result is wrapped
-  so that MathJax leaves it alone (``\\href{javascript:...}`` is a link MathJax would make).
+  so that MathJax leaves it alone: JupyterLab 4's MathJax drops ``\\href{javascript:...}``
+  itself (checked), frontends with an older MathJax would make it a link.
 * ``image/svg+xml`` becomes an ``<img>`` whose source is the SVG as a ``data:`` URL: a
   picture loaded as an image runs no script and loads nothing, in every browser and every
   frontend, while an SVG put into the page as markup (as some frontends do) is live code.
