@@ -101,10 +101,9 @@ def page(browser: Browser, jupyterlab: JupyterLabServer,
         jupyterlab.shut_down_kernels()
 
 
-@pytest.mark.parametrize("kernel_title", ["Isolated Python"])
-def test_a_jailed_cell_runs_no_script_in_the_page(page, jupyterlab, kernel_title):
+def test_a_jailed_cell_runs_no_script_in_the_page(page, jupyterlab):
     lab = LabPage(page, jupyterlab)
-    lab.new_notebook(kernel_title)
+    lab.new_notebook("Isolated Python")
     title = page.title()
     jailed = lab.run_in_new_cell(JAILED)
     value = lab.run_in_new_cell(JAILED_VALUE)
