@@ -212,11 +212,13 @@ class Output:
 
 
 def formatted(shell: Any, value: Any) -> tuple[dict, dict] | None:
-    """In the jailed child: ``value`` as the mimebundle IPython would show (None for None)."""
+    """In the jailed child: ``value`` as the mimebundle IPython would show (None for None),
+    only the parts :func:`inert` may keep, so that it always goes back as plain data."""
     if value is None:
         return None
     data, metadata = shell.display_formatter.format(value)
-    return dict(data), dict(metadata)
+    return ({mime: part for mime, part in data.items() if isinstance(part, (str, bytes))},
+            {mime: _size(part) for mime, part in metadata.items() if _size(part)})
 
 
 def received(outcome: Any, exports: list[str]) -> tuple[Output | None, dict[str, Any]]:

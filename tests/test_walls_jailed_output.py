@@ -130,6 +130,18 @@ def test_a_trusted_isolate_keeps_rich_output(kernel):
     assert data[13]["application/javascript"] == "window.__jail = 'bundle'"
 
 
+def test_a_value_whose_display_holds_objects_still_shows(kernel):
+    done = cell(kernel, "%%isolate --jail\n"
+                        "import datetime\n"
+                        "class Odd:\n"
+                        "    def _repr_json_(self):\n"
+                        "        return {'when': datetime.date(2020, 1, 1)}\n"
+                        "    def __repr__(self):\n"
+                        "        return 'Odd()'\n"
+                        "Odd()")
+    assert (done.status, done.result) == ("ok", "Odd()"), done
+
+
 def test_a_jailed_error_comes_back_as_text(kernel):
     status, messages = iopub(kernel, "%%isolate --jail\n"
                                      "raise ValueError('<img src=x onerror=alert(1)>')")
