@@ -18,7 +18,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
 
-from nskernel import isolation, limits, netns, nsinfo, runner, sandbox
+from nskernel import isolation, jailed_output, limits, netns, nsinfo, runner, sandbox
 from nskernel._syscalls import NamespaceError
 from nskernel.limits import LimitError, Limits
 from nskernel.magicargs import magic_parser, parse_line, with_usage
@@ -38,7 +38,9 @@ def _parser(prog: str, description: str, *, namespaces: bool = True) -> MagicArg
                             help="every namespace: pid, net, mount, uts, ipc and user")
         parser.add_argument("--jail", action="store_true",
                             help="for untrusted code: --all --readonly --seccomp --caps none, "
-                                 f"--memory {JAIL_MEMORY} --pids {JAIL_PIDS} unless given")
+                                 f"--memory {JAIL_MEMORY} --pids {JAIL_PIDS} unless given; "
+                                 "its output is shown as data (text, pictures, sanitised "
+                                 "HTML), never run, and --export brings back plain data")
     parser.add_argument("--timeout", type=float, metavar="S",
                         help="kill the cell and everything it started after S seconds")
     limits.add_arguments(parser)
@@ -183,13 +185,15 @@ class NamespaceMagics(Magics):
         if args.sh:
             target = ["/bin/sh", "-c", cell]
         else:
-            target = _python_cell(self.shell, cell, exports)
+            target = _python_cell(self.shell, cell, exports, jailed=args.jail)
         on_usage = (lambda usage: print(usage, flush=True)) if args.stats else None
         try:
             outcome = runner.run(spec, target, timeout=args.timeout,
-                                 on_display=_publish_display, limits=cell_limits,
-                                 on_usage=on_usage)
-        except (runner.IsolatedRunError, NamespaceError) as exc:
+                                 on_display=_publish_inert if args.jail else _publish_display,
+                                 limits=cell_limits, on_usage=on_usage, untrusted=args.jail)
+            if args.jail and not args.sh:
+                outcome = jailed_output.received(outcome, exports)
+        except (runner.IsolatedRunError, NamespaceError, jailed_output.NotPlainData) as exc:
             raise UsageError(f"isolated cell: {exc}") from None
         if args.sh:
             if outcome:
@@ -206,9 +210,17 @@ def _publish_display(data: dict, metadata: dict) -> None:
     publish_display_data(data, metadata)
 
 
-def _python_cell(shell: Any, cell: str, exports: list[str]) -> Callable[[], tuple]:
+def _publish_inert(data: dict, metadata: dict) -> None:
+    """A jailed cell's display: data the page shows, never code it runs."""
+    _publish_display(*jailed_output.inert(data, metadata))
+
+
+def _python_cell(shell: Any, cell: str, exports: list[str],
+                 jailed: bool = False) -> Callable[[], tuple]:
     """The callable the child runs: the cell in the notebook's namespace, IPython syntax
-    (``!cmd``, ``%magic``) included; returns (last expression's value, exported values)."""
+    (``!cmd``, ``%magic``) included; returns (last expression's value, exported values).
+    ``jailed``: the value as its display (a mimebundle) and the exports as plain data, all
+    the kernel will take from a jail (see nskernel.jailed_output)."""
     source = shell.transform_cell(cell)
     try:
         tree = ast.parse(source, CELL_FILENAME)
@@ -228,7 +240,15 @@ def _python_cell(shell: Any, cell: str, exports: list[str]) -> Callable[[], tupl
         missing = [name for name in exports if name not in namespace]
         if missing:
             raise NameError(f"--export: the cell did not define {', '.join(missing)}")
-        return value, {name: namespace[name] for name in exports}
+        exported = {name: namespace[name] for name in exports}
+        if jailed:
+            try:
+                for name, exported_value in exported.items():
+                    jailed_output.check_plain(exported_value, f"--export {name}")
+            except jailed_output.NotPlainData as exc:
+                raise runner.IsolatedRunError(str(exc)) from None  # one line in the notebook
+            return jailed_output.formatted(shell, value), exported
+        return value, exported
 
     return run_cell
 

@@ -28,7 +28,16 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from nskernel import _syscalls, cgroups, filesystem, parking, sandbox, supervisor, tracebacks
+from nskernel import (
+    _syscalls,
+    cgroups,
+    filesystem,
+    jailed_output,
+    parking,
+    sandbox,
+    supervisor,
+    tracebacks,
+)
 from nskernel.isolation import Isolation
 from nskernel.limits import Limits
 from nskernel.owners import owner_id
@@ -43,6 +52,8 @@ RESULT_PIPE_GONE = 125
 
 #: In the child: the fd of the message pipe, for :func:`publish_display`.
 _child_messages: int | None = None
+#: In the child of an ``untrusted`` run: what it sends must be plain data (see jailed_output).
+_child_sends_plain = False
 
 StreamCallback = Callable[[str, str], None]
 DisplayCallback = Callable[[dict, dict], None]
@@ -69,7 +80,7 @@ class RemoteTraceback(Exception):
 def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
         timeout: float | None = None, on_stream: StreamCallback | None = None,
         on_display: DisplayCallback | None = None, limits: Limits | None = None,
-        on_usage: UsageCallback | None = None) -> Any:
+        on_usage: UsageCallback | None = None, untrusted: bool = False) -> Any:
     """Call ``target()`` in a child inside ``isolation``; return its (pickled) value.
 
     ``target`` may instead be an argv to exec (with a pid namespace, it becomes PID 1); then
@@ -79,6 +90,10 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
     child's traceback as its cause. ``limits``: for the body (see nskernel.limits), on the
     whole tree too where we may make cgroups; ``on_usage(usage)`` gets what the cell used,
     however it ended, before its result or error comes back.
+
+    ``untrusted``: the child may be hostile (a jail), so what it sends is decoded as plain
+    data only (:func:`nskernel.jailed_output.loads`; a pickle would run code here), at most
+    ``jailed_output.OUTPUT_LIMIT`` bytes of it; its exceptions come back as builtin ones.
     """
     __tracebackhide__ = True  # IPython shows an interrupt or error at the user's cell
     check_timeout(timeout)
@@ -97,9 +112,9 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
         isolation = dataclasses.replace(isolation, cgroups_hidden=True)
     on_stream = on_stream or _write_to_sys
     main = target if callable(target) else lambda: _exec(target)
-    main = _body(main, isolation, limits, python_body=callable(target))
+    main = _body(main, isolation, limits, python_body=callable(target), plain=untrusted)
     pipes = {name: os.pipe() for name in ("stdout", "stderr", "messages")}
-    channel = _Channel()
+    channel = _Channel(plain=untrusted)
     status = rusage = None
     child_gone = False
     exec_mode = not callable(target)
@@ -306,25 +321,50 @@ def check_timeout(timeout: float | None) -> None:
 
 # ---------------------------------------------------------------------------- parent side
 class _Channel:
-    """Length-prefixed pickles arriving in arbitrary chunks."""
+    """Length-prefixed pickles arriving in arbitrary chunks; ``plain``: from a child that
+    may be hostile (plain data only, of a bounded size, in the shapes the child sends)."""
 
-    def __init__(self) -> None:
-        self.buffer = b""
+    def __init__(self, plain: bool = False) -> None:
+        self.buffer = bytearray()
         self.messages: list[tuple] = []
+        self.plain = plain
+        self.received = 0
 
     @property
     def has_result(self) -> bool:
         return any(message[0] != "display" for message in self.messages)
 
     def feed(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.plain and self.received > jailed_output.OUTPUT_LIMIT:
+            raise IsolatedRunError(f"the cell sent back more than "
+                                   f"{jailed_output.OUTPUT_LIMIT >> 20} MiB of output: stopped it")
         self.buffer += data
         while len(self.buffer) >= _HEADER.size:
             (size,) = _HEADER.unpack_from(self.buffer)
             if len(self.buffer) < _HEADER.size + size:
                 return
-            payload = self.buffer[_HEADER.size:_HEADER.size + size]
-            self.buffer = self.buffer[_HEADER.size + size:]
-            self.messages.append(pickle.loads(payload))
+            payload = bytes(self.buffer[_HEADER.size:_HEADER.size + size])
+            del self.buffer[:_HEADER.size + size]
+            self.messages.append(self._decode(payload) if self.plain else pickle.loads(payload))
+
+    @staticmethod
+    def _decode(payload: bytes) -> tuple:
+        """A hostile child's message: plain data, in one of the shapes :func:`_send` sends."""
+        try:
+            message = jailed_output.loads(payload)
+        except jailed_output.NotPlainData as exc:
+            raise IsolatedRunError(f"the cell sent back something other than plain data "
+                                   f"({exc}): stopped it") from None
+        shapes = {"display": (dict, dict), "value": (object,), "error": (Exception, str)}
+        if isinstance(message, tuple) and message and isinstance(message[0], str):
+            shape = shapes.get(message[0])
+            if shape is not None and len(message) == 1 + len(shape) and all(
+                    isinstance(part, kind) for part, kind in zip(message[1:], shape,
+                                                                 strict=True)):
+                return message
+        raise IsolatedRunError("the cell sent back a message that is none of display, value "
+                               "or error: stopped it")
 
 
 def _pump(child: int, fds: dict[int, str], channel: _Channel, on_stream: StreamCallback,
@@ -619,13 +659,16 @@ _MAX_FD = os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") > 0 else 1 << 2
 
 
 def _body(target: Callable[[], Any], isolation: Isolation, limits: Limits | None,
-          python_body: bool) -> Callable[[], Any]:
+          python_body: bool, plain: bool = False) -> Callable[[], Any]:
     """``target``, run with no_new_privs (nothing it executes gains privileges: setuid
     bits, file capabilities), and the capabilities, seccomp filter and limits asked for.
     All of it comes last, in the process that runs the body: setting up its namespaces needs
     what they deny. A Python body may add the memory and file limits to what it inherited
-    from the kernel."""
+    from the kernel. ``plain``: what the body sends back must be plain data (an untrusted run).
+    """
     def body() -> Any:
+        global _child_sends_plain
+        _child_sends_plain = plain
         _syscalls.set_no_new_privs()
         if isolation.drop_caps:
             _syscalls.drop_all_capabilities()
@@ -740,7 +783,9 @@ def publish_display(data: dict, metadata: dict | None = None) -> None:
 
 
 def _send(fd: int, message: tuple) -> None:
-    payload = pickle.dumps(message)
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)  # 5: bytearray is plain
+    if _child_sends_plain:
+        jailed_output.loads(payload)  # the parent would refuse it: say why, here
     data = _HEADER.pack(len(payload)) + payload
     while data:
         written = os.write(fd, data)
@@ -748,9 +793,10 @@ def _send(fd: int, message: tuple) -> None:
 
 
 def _picklable(exc: BaseException) -> BaseException:
-    """The exception itself if it survives pickling, else a RuntimeError with its text."""
+    """The exception itself if it survives pickling (as plain data, in an untrusted run),
+    else a RuntimeError with its text."""
     try:
-        pickle.loads(pickle.dumps(exc))
+        (jailed_output.loads if _child_sends_plain else pickle.loads)(pickle.dumps(exc))
         exc.__traceback__ = None
         exc.__context__ = exc.__cause__ = None
         return exc
