@@ -148,6 +148,8 @@ class Lab:
 
     def delete(self, *names: str) -> None:
         """Remove namespaces this lab made (their links go with them)."""
+        if len(set(names)) != len(names):
+            raise LabError("a namespace name is given twice")
         foreign = [name for name in names if name not in self.netns]
         if foreign:
             raise LabError(f"{foreign[0]!r} was not made by this kernel's lab: remove it with "
