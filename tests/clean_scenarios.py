@@ -8,7 +8,9 @@ what it made, whatever happens:
 
 - recycled: a lab (in a process of its own) makes a namespace and is killed; the namespace
   is removed by hand and `ip netns add` makes one of the same name, until it has the dead
-  lab's inode (namespace inodes are reused, lowest free first): clean must leave it.
+  lab's inode (namespace inodes are reused, lowest free first): clean must leave it. Where
+  another process took that inode meanwhile and holds it (seen once, on a busy machine),
+  the record is given the new namespace's inode instead, as recycling would have.
 - path: a record whose owner is dead names ``../netns/NAME`` (a real namespace of ours, its
   cookie recorded right): clean must refuse the record and touch nothing.
 - zombie: a lab's process is killed and not reaped: clean must see it dead and remove its
@@ -58,6 +60,7 @@ def recycled(name: str) -> dict:
     child = lab_process(name)
     try:
         inode = netns_inode(name)
+        record = Path(records.RECORDS_DIR) / f"{owner_id(child.pid)}.json"
         child.kill()
         child.wait()
         ip("netns", "del", name)
@@ -66,10 +69,10 @@ def recycled(name: str) -> dict:
             # The lowest free inode goes first: where that is not the dead lab's (others'
             # namespaces came and went meanwhile), keep the one made alive by an open fd
             # (its inode stays taken), and make another, until the lab's inode comes back.
-            while tries < 200:
+            while True:
                 tries += 1
                 ip("netns", "add", name)
-                if netns_inode(name) == inode:
+                if netns_inode(name) == inode or tries == 100:
                     break
                 held.append(os.open(os.path.join("/run/netns", name), os.O_RDONLY))
                 ip("netns", "del", name)
@@ -77,8 +80,15 @@ def recycled(name: str) -> dict:
         finally:
             for fd in held:
                 os.close(fd)
+        real = netns_inode(name) == inode
+        if not real:
+            # Another process took the inode and holds it (machines are busy): write down
+            # what the recycling would have made, the new namespace's inode in the record.
+            text = json.loads(record.read_text())
+            text["netns"][name]["inode"] = inode = netns_inode(name)
+            record.write_text(json.dumps(text))
         done = clean()
-        return {"same inode": netns_inode(name) == inode, "tries": tries,
+        return {"recycled for real": real, "tries": tries,
                 "still there": netns_inode(name) == inode, "stdout": done.stdout,
                 "stderr": done.stderr}
     finally:
