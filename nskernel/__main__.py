@@ -32,9 +32,12 @@ def _doctor(_args: argparse.Namespace) -> int:
 def _clean(_args: argparse.Namespace) -> int:
     from nskernel import cgroups, records
 
-    removed = records.clean() + cgroups.clean()
+    removed, refused = records.clean()
+    removed += cgroups.clean()
     for item in removed:
         print(f"removed {item}")
+    for item in refused:
+        print(f"refused {item}", file=sys.stderr)
     print(f"nskernel clean: {len(removed)} left behind by kernels that died removed; "
           "nothing else touched")
     return 0

@@ -36,12 +36,18 @@ def make_readonly(tmpfs_size: str, binds: Sequence[tuple[str, bool]] = ()) -> No
     path, writable) pairs, shown at the same path. Python's own directories (``sys.path``)
     that a scratch tmpfs would hide (a virtual environment in the home directory, say) are
     bound back read-only, so that the cell can still import what the kernel can.
+
+    A scratch directory that is itself shown (the notebook's directory is the home, or a
+    ``--bind /tmp``) gets no tmpfs: the bind shows the host's directory there, and a tmpfs
+    beneath would come back on top of it with the (recursive) bind, read-only.
     """
     home = os.path.expanduser("~")
     found = [d for d in (*SCRATCH, home) if d != "/" and os.path.isdir(d)]
     # One inside another (a home directory under /tmp) is fresh with the outer one.
     scratch = [d for d in found if not any(d.startswith(os.path.join(o, "")) for o in found)]
     binds = [*((path, False) for path in _hidden_python_paths(scratch)), *binds]
+    shown = {os.path.realpath(path) for path, _writable in binds}
+    scratch = [d for d in scratch if os.path.realpath(d) not in shown]
     sources = {}
     try:
         for path, _writable in binds:
@@ -107,9 +113,10 @@ def hide_cgroups() -> None:
                         | _syscalls.MS_NODEV | _syscalls.MS_NOEXEC, "size=4k,mode=555")
 
 
-#: Python's directories, as :func:`note_python_directories` found them in the parent, and
-#: what it looked at then.
+#: Python's directories, as :func:`note_python_directories` found them in the parent, the
+#: directories it was asked to show besides, and what it looked at then.
 _python_directories: tuple[str, ...] = ()
+_also_directories: tuple[str, ...] = ()
 _noted_for: tuple = ()
 
 
@@ -120,24 +127,33 @@ def note_python_directories(*also: str) -> None:
 
     Done in the parent: walking ``sys.modules`` in a fresh fork touches hundreds of objects,
     and every touched page of the kernel's memory is copied (milliseconds per cell)."""
-    global _python_directories, _noted_for
+    global _python_directories, _also_directories, _noted_for
     seen = (len(sys.modules), tuple(sys.path), also)
     if seen == _noted_for:
         return  # nothing imported or added since the last cell
     _noted_for = seen
     files = (getattr(module, "__dict__", {}).get("__file__")
              for name, module in list(sys.modules.items()) if "." not in name)
-    directories = {*sys.path, sys.prefix, *also, *(os.path.dirname(f) for f in files
-                                                   if isinstance(f, str))}
+    directories = {*sys.path, sys.prefix, *(os.path.dirname(f) for f in files
+                                            if isinstance(f, str))}
     _python_directories = tuple(sorted(d for d in directories if d))
+    _also_directories = tuple(sorted(d for d in also if d))
 
 
 def _hidden_python_paths(scratch: list[str]) -> list[str]:
-    """The noted Python directories that lie below one of ``scratch`` (compared as strings
-    first: resolving every path would cost more than the rest of the view)."""
+    """The noted directories that lie in or below one of ``scratch`` (compared as strings
+    first: resolving every path would cost more than the rest of the view).
+
+    A scratch directory itself is one only when it was asked for (the notebook's
+    directory): on ``sys.path`` it is the directory the kernel started in (``python -m``
+    puts it there), and a fresh /tmp matters more to a cell than the kernel's files in it.
+    """
     below = tuple({os.path.join(path, "") for d in scratch for path in (d, os.path.realpath(d))})
-    return sorted({os.path.realpath(path) for path in _python_directories
-                   if os.path.join(path, "").startswith(below) and os.path.isdir(path)})
+    fresh = {os.path.realpath(d) for d in scratch}
+    found = {os.path.realpath(path) for path in (*_python_directories, *_also_directories)
+             if os.path.join(path, "").startswith(below) and os.path.isdir(path)}
+    asked = {os.path.realpath(path) for path in _also_directories}
+    return sorted(path for path in found if path not in fresh or path in asked)
 
 
 def _mount_points() -> list[str]:

@@ -22,6 +22,9 @@ DEFAULT_TMPFS_SIZE = "64m"
 #: The size of an Isolated Python kernel's own /tmp.
 KERNEL_TMP_SIZE = "1g"
 _SIZE = re.compile(r"^[0-9]{1,12}[kKmMgG]?$")
+_SHIFTS = {"k": 10, "m": 20, "g": 30}
+#: The largest scratch tmpfs (1 PiB): a cap, not memory set aside.
+MAX_TMPFS_SIZE = 1 << 50
 
 _HOSTNAME = re.compile(r"^(?=.{1,64}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
                        r"(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
@@ -87,9 +90,19 @@ class Isolation:
         if not _SIZE.match(self.tmpfs_size):
             raise IsolationError(f"bad size {short_repr(self.tmpfs_size)}: give a number with "
                                  "k, m or g, as 64m")
+        unit = _SHIFTS.get(self.tmpfs_size[-1].lower(), 0)
+        size = int(self.tmpfs_size.rstrip("kKmMgG")) << unit
+        if not 0 < size <= MAX_TMPFS_SIZE:  # tmpfs reads 0 as no limit; past 2**64, wraps
+            raise IsolationError(f"bad size {short_repr(self.tmpfs_size)}: give a size above "
+                                 f"0, up to {MAX_TMPFS_SIZE >> 30}g, as 64m")
+        seen = set()
         for path, _writable in self.binds:
             if not os.path.isabs(path):
                 raise IsolationError(f"bind {short_repr(path)}: give an absolute path")
+            if os.path.normpath(path) in seen:
+                raise IsolationError(f"bind {short_repr(path)} is given twice: give it once, "
+                                     "with :rw if it is to be writable")
+            seen.add(os.path.normpath(path))
         if self.binds and not self.readonly:
             raise IsolationError("--bind shows a directory in a read-only view: add --readonly")
         if (self.readonly or self.cgroups_hidden) and not self.mount:

@@ -41,6 +41,13 @@ class LimitError(ValueError):
     """A bad limit; the message is one line saying what to give instead."""
 
 
+#: The largest size a limit takes (1 PiB): more than any machine has, and far below what an
+#: rlimit holds (Python passes it as a signed 64-bit number: OverflowError past that).
+MAX_SIZE = 1 << 50
+#: The largest count (CPU seconds: 34 years; open files; processes at once).
+MAX_COUNT = 1 << 30
+
+
 #: The least a whole kernel may be given: ipykernel itself needs about this much.
 KERNEL_MINIMUM = {"memory": 256 << 20, "pids": 32}
 
@@ -85,7 +92,11 @@ def parse_size(text: str, what: str) -> int:
     match = _SIZE.match(text)
     if not match or int(match.group(1)) == 0:
         raise LimitError(f"{what} {text!r}: give a size above 0, as 64M or 2G")
-    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+    size = int(match.group(1)) * _UNITS[match.group(2).lower()]
+    if size > MAX_SIZE:
+        raise LimitError(f"{what} {text!r}: give a size up to {size_flag(MAX_SIZE)}, as 64M "
+                         "or 2G")
+    return size
 
 
 def _in_largest_unit(size: int) -> tuple[int, str]:
@@ -121,11 +132,19 @@ class Limits:
         if self.cpus is not None and not 0.01 <= self.cpus <= 1024:
             raise LimitError(f"--cpus {self.cpus}: give a share of CPUs from 0.01 up, as 0.5 "
                              "or 2")
-        for name in ("cpu_time", "nofile", "pids"):
+        for name, most, unit in (("cpu_time", MAX_COUNT, ""), ("nofile", MAX_COUNT, ""),
+                                 ("pids", MAX_COUNT, ""), ("memory", MAX_SIZE, " bytes"),
+                                 ("fsize", MAX_SIZE, " bytes")):
             value = getattr(self, name)
-            if value is not None and value < 1:
-                raise LimitError(f"--{name.replace('_', '-')} {value}: give a whole number "
-                                 "above 0")
+            if value is None:
+                continue
+            flag = f"--{name.replace('_', '-')} {value!r}"
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise LimitError(f"{flag}: give a whole number{unit}")
+            if value < 1:
+                raise LimitError(f"{flag}: give a whole number above 0")
+            if value > most:  # an rlimit or a cgroup file would overflow, or it means nothing
+                raise LimitError(f"{flag}: give a whole number{unit} up to {most}")
 
     def __bool__(self) -> bool:
         return any(value is not None for value in vars(self).values())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import ipaddress
 import os
 import socket
@@ -28,12 +29,13 @@ from nskernel.netns import (
     KERNEL_NS,
     Endpoint,
     LabError,
+    NetnsId,
     check_ns_name,
     create_netns,
     ensure_netns_dir,
     netns_inode,
     open_netns,
-    remove_netns,
+    remove_if_same,
     set_ipv6,
 )
 from nskernel.owners import owner_id
@@ -62,7 +64,7 @@ class Lab:
     def __init__(self, records_dir: str = records.RECORDS_DIR) -> None:
         self.owner = owner_id()
         self.record_path = os.path.join(records_dir, f"{self.owner}.json")
-        self.netns: dict[str, int] = {}  # name -> inode
+        self.netns: dict[str, NetnsId] = {}  # name -> the namespace it was made as
         self.links: dict[str, int] = {}  # interfaces in the kernel's netns: name -> ifindex
         self._worker: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -148,13 +150,15 @@ class Lab:
 
     def delete(self, *names: str) -> None:
         """Remove namespaces this lab made (their links go with them)."""
+        if len(set(names)) != len(names):
+            raise LabError("a namespace name is given twice")
         foreign = [name for name in names if name not in self.netns]
         if foreign:
             raise LabError(f"{foreign[0]!r} was not made by this kernel's lab: remove it with "
                            f"'ip netns del {foreign[0]}' if you mean it")
         for name in names:
-            if netns_inode(name) == self.netns[name]:
-                remove_netns(name)
+            self._call(functools.partial(remove_if_same, name, self.netns[name],
+                                         inode_will_do=True))
             del self.netns[name]
             self._next_eth.pop(name, None)  # made again, it is numbered from 0 again
         self._save()

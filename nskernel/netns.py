@@ -2,6 +2,10 @@
 
 A name is never a path (it is checked before it is joined to /run/netns); a namespace is
 made by a thread that enters a new one and binds it to its name, so no process is forked.
+
+A namespace is told from a later one of the same name by its cookie, not its inode: inodes
+of namespaces are reused (lowest free first), so the next `ip netns add` of a removed name
+gets the same inode at once; a cookie is never reused within a boot.
 """
 
 from __future__ import annotations
@@ -10,6 +14,10 @@ import errno
 import ipaddress
 import os
 import re
+import socket
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from nskernel import _syscalls, sandbox
@@ -55,6 +63,86 @@ def check_ns_name(name: str) -> str:
         raise LabError(f"bad namespace name {short_repr(name)}: use letters, digits, '.', '_', '-' "
                        "(not first), at most 64")
     return name
+
+
+#: getsockopt(SOL_SOCKET, ...) on a socket: the cookie of the network namespace it was
+#: made in, a 64-bit id never reused within a boot (Linux 5.14).
+SO_NETNS_COOKIE = 71
+
+
+@dataclass(frozen=True)
+class NetnsId:
+    """Which namespace a name stood for when the lab made it: its ``cookie`` (None where
+    Linux gives none, before 5.14) and its ``inode`` (reused: a fallback, see
+    :func:`remove_if_same`)."""
+
+    inode: int
+    cookie: int | None
+
+
+def current_netns_cookie() -> int | None:
+    """The cookie of the calling thread's network namespace (None before Linux 5.14), read
+    from a socket made here: a Unix socket, which any user may make in any namespace."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
+        except OSError as exc:
+            if exc.errno == errno.ENOPROTOOPT:
+                return None
+            raise
+    return int(struct.unpack("=Q", raw)[0])
+
+
+@contextmanager
+def _thread_in(fd: int, name: str) -> Iterator[None]:
+    """The calling thread in the network namespace ``fd`` names for the block, then back."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _syscalls.setns(fd, _syscalls.CLONE_NEWNET, f"netns {name}")
+        try:
+            yield
+        finally:
+            _syscalls.setns(home, _syscalls.CLONE_NEWNET, "back to the original netns")
+    finally:
+        os.close(home)
+
+
+def _identity(fd: int, name: str) -> NetnsId:
+    """What the open namespace file ``fd`` is; no cookie if it is not a namespace (yet)."""
+    inode = os.fstat(fd).st_ino
+    try:
+        with _thread_in(fd, name):
+            return NetnsId(inode, current_netns_cookie())
+    except _syscalls.NamespaceError:  # a name being made: a plain file, not bound yet
+        return NetnsId(inode, None)
+
+
+def remove_if_same(name: str, made: NetnsId, *, inode_will_do: bool) -> bool:
+    """Remove the namespace named ``name`` if it still is the one ``made`` describes: the
+    same cookie; where none was recorded (Linux before 5.14), the same inode, only if
+    ``inode_will_do`` (a live lab deleting its own; never ``nskernel clean``, for whom a
+    later namespace of the name may well have the same inode). Returns whether removed.
+
+    The file is held open from the check to the removal: while it is, the namespace lives
+    and its inode is no other's, so the name still on that inode is the one checked.
+    """
+    path = os.path.join(NETNS_DIR, check_ns_name(name))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        found = _identity(fd, name)
+        if made.cookie is not None:
+            same = found.cookie == made.cookie
+        else:
+            same = inode_will_do and found.inode == made.inode
+        if not same or netns_inode(name) != found.inode:
+            return False
+        remove_netns(name)
+        return True
+    finally:
+        os.close(fd)
 
 
 def netns_inode(name: str) -> int | None:
@@ -105,9 +193,9 @@ def ensure_netns_dir() -> None:
                        "namespaces)") from None
 
 
-def create_netns(name: str, ipv6: bool = False) -> int:
-    """Make a new network namespace named ``name`` with lo up; return its inode. Call from a
-    thread that may switch namespaces (the lab's worker).
+def create_netns(name: str, ipv6: bool = False) -> NetnsId:
+    """Make a new network namespace named ``name`` with lo up; return what it is. Call from
+    a thread that may switch namespaces (the lab's worker).
 
     IPv6 is off unless asked for, as in Mininet: every new interface's IPv6 start-up
     (DAD, MLD, router solicitations) floods every port of a bridge, so a star of N costs
@@ -124,10 +212,11 @@ def create_netns(name: str, ipv6: bool = False) -> int:
             if not ipv6:
                 set_ipv6("all", False)  # the kernel sets "default" too, for what comes later
             _syscalls.set_link_up("lo")
+            cookie = current_netns_cookie()
     except BaseException:
         os.unlink(path)
         raise
-    return os.stat(path).st_ino
+    return NetnsId(os.stat(path).st_ino, cookie)
 
 
 def set_ipv6(interface: str, enabled: bool) -> None:

@@ -10,20 +10,27 @@ from __future__ import annotations
 import os
 
 
-def _process_start(pid: int) -> int:
+def _process_stat(pid: int) -> tuple[str, int]:
+    """(state, start time) from /proc/PID/stat (after the name, which may hold anything)."""
     with open(f"/proc/{pid}/stat") as handle:
-        return int(handle.read().rsplit(")", 1)[1].split()[19])
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return fields[0], int(fields[19])
 
 
 def owner_id(pid: int | None = None) -> str:
     """"PID-STARTTIME": names a process for as long as it lives, never a later one."""
     pid = os.getpid() if pid is None else pid
-    return f"{pid}-{_process_start(pid)}"
+    return f"{pid}-{_process_stat(pid)[1]}"
 
 
 def owner_alive(owner: str) -> bool:
+    """Whether the process ``owner`` names still runs. A zombie (Z; X is the moment it is
+    reaped) does not: it has ended, and only waits for its parent to read its status, which
+    a parent that outlives it may not do for a long time."""
     pid, _, start = owner.partition("-")
     try:
-        return _process_start(int(pid)) == int(start)
-    except (OSError, ValueError):
+        recorded = int(start)
+        state, started = _process_stat(int(pid))
+    except (OSError, ValueError, IndexError):
         return False
+    return started == recorded and state not in ("Z", "X")

@@ -23,6 +23,8 @@ from nskernel.netns import LabError
 
 _ICMP_ECHO_REQUEST = 8
 _ICMP_ECHO_REPLY = 0
+#: The longest wait for one answer, in seconds.
+MAX_WAIT = 3600
 
 
 @dataclass
@@ -79,10 +81,19 @@ def _address(text: str) -> str:
         raise LabError(f"bad IPv4 address {text!r}") from None
 
 
+def _wait(timeout: float) -> float:
+    """``timeout`` if select and socket timeouts can wait that long: inf and 1e308 raise
+    OverflowError there, nan and 0 would not wait at all."""
+    if not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_WAIT:  # nan too
+        raise LabError(f"timeout {timeout!r}: give seconds above 0, up to {MAX_WAIT}")
+    return float(timeout)
+
+
 def ping(lab: Lab, source: str, destination: str, count: int = 3,
          timeout: float = 1.0) -> PingResult:
     """ICMP echo from namespace ``source`` to ``destination``: one RTT (or None) per probe."""
     destination = _address(destination)
+    timeout = _wait(timeout)
     if count < 1 or count > 100:
         raise LabError("ping count: give 1 to 100")
 
@@ -154,6 +165,7 @@ def _client_and_server(lab: Lab, source: str, destination_ns: str, address: str,
                        timeout: float) -> Iterator[tuple[socket.socket, socket.socket]]:
     """A server bound to ``address`` in ``destination_ns`` and a client in ``source``."""
     address = _address(address)
+    timeout = _wait(timeout)
     server = lab.run_in(destination_ns, lambda: _listen(address, kind))
     try:
         client = lab.run_in(source, lambda: socket.socket(socket.AF_INET, kind))

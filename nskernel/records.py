@@ -1,10 +1,12 @@
 """What a lab made, written down, so that only that is ever removed.
 
 Each lab keeps a record under /run/nskernel/labs: its owner (a process, by pid and start
-time), the namespaces it made (with their inodes) and the interfaces it made in the kernel's
-own namespace (with their indexes, and marked with an alias naming the owner). `nskernel
-clean` removes, for owners that died, only what a record names and that still is what was
-recorded: the opposite of cleaning by name pattern.
+time), the namespaces it made (with their cookies, which no later namespace has, and their
+inodes) and the interfaces it made in the kernel's own namespace (with their indexes, and
+marked with an alias naming the owner). `nskernel clean` removes, for owners that died (or
+are zombies), only what a record names and that still is what was recorded: the opposite of
+cleaning by name pattern. A record it cannot read as one (a name that is not a namespace
+name, say ``../x``) is refused whole, and kept for a person to look at.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+from typing import Any
 
 from pyroute2 import IPRoute
 
 from nskernel import _rtnl
-from nskernel.netns import netns_inode, remove_netns
+from nskernel.netns import KERNEL_NS, LabError, NetnsId, check_ns_name, remove_if_same
 from nskernel.owners import owner_alive
 from nskernel.sandbox import RUN_DIR
 
@@ -28,14 +32,23 @@ def owner_alias(owner: str) -> str:
     return f"nskernel:{owner}"
 
 
-def save(path: str, owner: str, netns: dict[str, int], links: dict[str, int]) -> None:
+class RecordError(ValueError):
+    """A record that is not one a lab wrote; the message says what is wrong in it."""
+
+
+_OWNER = re.compile(r"^[0-9]{1,10}-[0-9]{1,20}$")
+
+
+def save(path: str, owner: str, netns: dict[str, NetnsId], links: dict[str, int]) -> None:
     """Write (or, when nothing is left, remove) a lab's record, atomically."""
     if not netns and not links:
         if os.path.exists(path):
             os.unlink(path)
         return
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    record = {"owner": owner, "netns": netns, "links": links,
+    record = {"owner": owner, "links": links,
+              "netns": {name: {"cookie": made.cookie, "inode": made.inode}
+                        for name, made in netns.items()},
               "kernel_netns": os.stat("/proc/self/ns/net").st_ino}
     temporary = path + ".new"
     with open(temporary, "w") as handle:
@@ -43,11 +56,48 @@ def save(path: str, owner: str, netns: dict[str, int], links: dict[str, int]) ->
     os.replace(temporary, path)
 
 
-def remove_recorded(netns: dict[str, int], links: dict[str, int], owner: str) -> list[str]:
+def read(path: str) -> dict[str, Any]:
+    """A record as :func:`save` wrote it, every name in it checked: RecordError if it is not
+    one (OSError and ValueError where it cannot be read as JSON at all)."""
+    with open(path) as handle:
+        record = json.load(handle)
+    if not isinstance(record, dict) or not _OWNER.match(str(record.get("owner"))):
+        raise RecordError("no owner PID-STARTTIME")
+    netns, links = record.get("netns", {}), record.get("links", {})
+    if not isinstance(netns, dict) or not isinstance(links, dict):
+        raise RecordError("netns and links are not tables")
+    made = {}
+    for name, entry in netns.items():
+        try:
+            if check_ns_name(name) == KERNEL_NS:
+                raise LabError(f"{KERNEL_NS!r} is the kernel's own namespace")
+        except LabError as exc:
+            raise RecordError(str(exc)) from None
+        made[name] = _netns_id(name, entry)
+    for ifname, index in links.items():
+        if not 0 < len(ifname.encode()) <= 15 or not isinstance(index, int):
+            raise RecordError(f"bad link {ifname[:20]!r}: {index!r}")
+    return {**record, "netns": made}
+
+
+def _netns_id(name: str, entry: Any) -> NetnsId:
+    """A recorded namespace; a bare inode (what records held before cookies) has none."""
+    if isinstance(entry, int) and not isinstance(entry, bool):
+        return NetnsId(entry, None)
+    if (isinstance(entry, dict) and isinstance(entry.get("inode"), int)
+            and (entry.get("cookie") is None or isinstance(entry["cookie"], int))):
+        return NetnsId(entry["inode"], entry.get("cookie"))
+    raise RecordError(f"netns {name}: bad identity {str(entry)[:40]!r}")
+
+
+def remove_recorded(netns: dict[str, NetnsId], links: dict[str, int], owner: str,
+                    inode_will_do: bool = True) -> list[str]:
     """Remove recorded namespaces and kernel-namespace links that are still what was recorded.
 
-    Usable from any thread and at interpreter exit: namespaces need only umount/unlink, and
-    links a netlink socket in the calling thread's (the kernel's) namespace.
+    Usable from any thread and at interpreter exit: namespaces need only umount/unlink (and
+    the thread enters each a moment to read its cookie), and links a netlink socket in the
+    calling thread's (the kernel's) namespace. ``inode_will_do``: see
+    :func:`nskernel.netns.remove_if_same` (a live lab removing its own).
     """
     removed = []
     if links:  # first: while their peers' namespaces still hold them, they are listed here
@@ -58,31 +108,35 @@ def remove_recorded(netns: dict[str, int], links: dict[str, int], owner: str) ->
                 if found is not None and found.get("ifalias") == owner_alias(owner):
                     ipr.link("del", index=index)
                     removed.append(f"link {ifname}")
-    for name, inode in netns.items():
-        if netns_inode(name) == inode:
-            remove_netns(name)
+    for name, made in netns.items():
+        if remove_if_same(name, made, inode_will_do=inode_will_do):
             removed.append(f"netns {name}")
     return removed
 
 
-def clean(records_dir: str = RECORDS_DIR) -> list[str]:
-    """``nskernel clean``: remove what labs of kernels that died left behind, nothing else."""
+def clean(records_dir: str = RECORDS_DIR) -> tuple[list[str], list[str]]:
+    """``nskernel clean``: remove what labs of kernels that died left behind, nothing else.
+    Returns what was removed, and the records refused (with why): those stay."""
     removed: list[str] = []
+    refused: list[str] = []
     try:
-        records = sorted(os.listdir(records_dir))
+        entries = sorted(os.listdir(records_dir))
     except FileNotFoundError:
-        return removed
-    for entry in records:
+        return removed, refused
+    for entry in entries:
         path = os.path.join(records_dir, entry)
         try:
-            with open(path) as handle:
-                record = json.load(handle)
+            record = read(path)
+        except RecordError as exc:
+            refused.append(f"record {path} (left as it is): {exc}")
+            continue
         except (OSError, ValueError):
             continue
         if owner_alive(record["owner"]):
             continue
         same_netns = record.get("kernel_netns") == os.stat("/proc/self/ns/net").st_ino
         links = record.get("links", {}) if same_netns else {}
-        removed += remove_recorded(record.get("netns", {}), links, record["owner"])
+        # Never by inode: the next namespace of a removed name gets the same one at once.
+        removed += remove_recorded(record["netns"], links, record["owner"], inode_will_do=False)
         os.unlink(path)
-    return removed
+    return removed, refused
