@@ -466,6 +466,57 @@ def retry_pending(wait: float = 0.0) -> None:
         time.sleep(0.005)
 
 
+#: A cell-cgroup keeper for a process that is not inside an Isolated Python kernel (a stock
+#: kernel): a shell that waits for end of file on its stdin (a pipe only that process holds
+#: open), then kills what is left in the process's cell cgroups (``PREFIX + OWNER + .*``
+#: in each directory given) and removes them, deepest first. A SIGKILLed kernel leaves
+#: none behind: not the set parked for its next cell, nor a cell's daemons.
+CELL_KEEPER = r"""
+prefix=$1; shift
+while read -r _; do :; done
+for attempt in $(seq 50); do
+    left=0
+    for own in "$@"; do
+        for cgroup in "$own/$prefix".*; do
+            [ -d "$cgroup" ] || continue
+            left=1
+            [ -f "$cgroup/cgroup.kill" ] && echo 1 > "$cgroup/cgroup.kill" 2>/dev/null
+            find "$cgroup" -name cgroup.procs -exec cat {} + 2>/dev/null \
+                | xargs -r kill -9 2>/dev/null
+            find "$cgroup" -depth -type d -exec rmdir {} + 2>/dev/null
+        done
+    done
+    [ "$left" = 0 ] && exit 0
+    sleep 0.1
+done
+"""
+CELL_KEEPER_NAME = "nskernel-cells"
+_keeper_pipe: dict[int, int] = {}
+
+
+def keep_cells(the_plan: Plan, owner: str) -> None:
+    """Start this process's cell-cgroup keeper (once): see :data:`CELL_KEEPER`. Its own
+    session, so that Jupyter's kill of the kernel's process group spares it; the pipe's end
+    we keep is close-on-exec, so that only forks of ours (cells, which end with us) hold it."""
+    import subprocess
+
+    if os.getpid() in _keeper_pipe:
+        return
+    gone, alive = os.pipe2(os.O_CLOEXEC)
+    places = list(dict.fromkeys(h.own for h in the_plan.places.values()))
+    try:
+        subprocess.Popen(["/bin/sh", "-c", CELL_KEEPER, CELL_KEEPER_NAME, PREFIX + owner,
+                          *places], executable="/bin/sh", stdin=gone,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    except OSError:
+        os.close(alive)
+        return
+    finally:
+        os.close(gone)
+    _keeper_pipe[os.getpid()] = alive
+
+
 def own_use() -> dict[str, str]:
     """What the calling process's own cgroups count now, for the ones that count it:
     {"memory": bytes, "pids": processes, "cpu": seconds}, as text."""

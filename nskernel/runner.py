@@ -176,6 +176,8 @@ def _cell_group(limits: Limits | None, stats: bool
         raise IsolatedRunError(f"--cpus cannot be enforced here: {the_plan.missing['cpu']}")
     if not the_plan.places:
         return None, None
+    if _in_initial_user_namespace():  # not in an Isolated Python kernel, whose keeper it is
+        cgroups.keep_cells(the_plan, owner_id())
     memory = limits.memory if limits and "memory" in the_plan.places else None
     cpu_time = limits.cpu_time if limits else None
     needed = ({"memory"} if memory else set()) | ({"cpu"} if cpus else set()) | (
