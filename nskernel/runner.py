@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from nskernel import _syscalls, cgroups, filesystem, parking, sandbox, supervisor, tracebacks
-from nskernel.isolation import Isolation
+from nskernel.isolation import Isolation, within_memory
 from nskernel.limits import Limits
 from nskernel.owners import owner_id
 
@@ -92,6 +92,9 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
                                    f"libseccomp2): {exc}") from None
     if isolation.readonly:
         filesystem.note_python_directories()
+    if limits and limits.memory:  # each tmpfs of the cell's holds no more than its memory
+        isolation = dataclasses.replace(
+            isolation, tmpfs_size=within_memory(isolation.tmpfs_size, limits.memory))
     group, start_thread = _cell_group(limits, on_usage is not None)
     if group is not None:
         isolation = _walled_from_its_cgroups(isolation)
