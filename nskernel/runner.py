@@ -655,6 +655,8 @@ def _body(target: Callable[[], Any], isolation: Isolation, limits: Limits | None
     what they deny. A Python body may add the memory and file limits to what it inherited
     from the kernel."""
     def body() -> Any:
+        if limits and limits.memory:
+            _first_for_the_oom_killer()
         _syscalls.set_no_new_privs()
         if isolation.drop_caps:
             _syscalls.drop_all_capabilities()
@@ -668,6 +670,14 @@ def _body(target: Callable[[], Any], isolation: Isolation, limits: Limits | None
             limits.apply()
         return target()
     return body
+
+
+def _first_for_the_oom_killer() -> None:
+    """The body and all it starts go first when their cgroup runs out of memory (raising
+    one's own oom_score_adj needs no privilege): not the process that waits for the body
+    (a fork of the kernel, whose shared pages count as its own), nor the kernel."""
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as handle:
+        handle.write("1000")
 
 
 def _enter_rooms_and_call(isolation: Isolation, target: Callable[[], Any], messages: int) -> int:
