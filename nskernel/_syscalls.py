@@ -21,6 +21,7 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+CLONE_NEWCGROUP = 0x02000000
 
 #: clone flag -> the name used in /proc/PID/ns, CLI flags and messages.
 NAMESPACE_FLAGS: dict[str, int] = {
@@ -30,6 +31,7 @@ NAMESPACE_FLAGS: dict[str, int] = {
     "mnt": CLONE_NEWNS,
     "uts": CLONE_NEWUTS,
     "ipc": CLONE_NEWIPC,
+    "cgroup": CLONE_NEWCGROUP,
 }
 
 MS_RDONLY = 0x1

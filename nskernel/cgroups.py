@@ -35,6 +35,9 @@ LIMIT_CONTROLLERS = ("memory", "pids", "cpu")
 PREFIX = "nskernel."
 #: The period of a CPU quota, in microseconds (the kernel's default).
 CPU_PERIOD = 100_000
+#: A cell's processes live in this child of its cgroup, and the cell's cgroup namespace is
+#: rooted there: the limits are the parent's, which no cgroup mount the cell can make shows.
+LEAF = "body"
 _V2 = "v2"
 
 
@@ -198,21 +201,31 @@ class Ran:
 
 @dataclass
 class Group:
-    """Our child cgroups for one cell (or one kernel), one per hierarchy used."""
+    """Our child cgroups for one cell (or one kernel), one per hierarchy used.
+
+    A cell's group has a leaf (:data:`LEAF`) in each: its processes are moved there, and the
+    limits stay on the group's own directory, above. The cell's processes are the kernel's
+    user on the host, and so own every cgroup the kernel makes; but a cgroup namespace
+    rooted at the leaf (see :meth:`join`) shows them nothing above it, the leaf's own limits
+    only add to the parent's (limits are hierarchical, in v1 and v2), and the kernel's view
+    of its cgroups is hidden from the cell (see :func:`nskernel.filesystem.hide_cgroups`).
+    """
 
     name: str
     directories: dict[str, str] = field(default_factory=dict)  # job -> directory
     made: list[str] = field(default_factory=list)
     v2_jobs: set[str] = field(default_factory=set)  # jobs whose directory is cgroup v2
+    leaves: dict[str, str] = field(default_factory=dict)  # job -> where processes go
 
     @classmethod
     def create(cls, name: str, *, memory: int | None = None, pids: int | None = None,
                cpus: float | None = None, the_plan: Plan | None = None,
-               jobs: set[str] | None = None) -> Group:
+               jobs: set[str] | None = None, leaf: bool = False) -> Group:
         """Make the cgroups and set their limits; raise :class:`CgroupError` where a limit
         asked for has no controller here. ``jobs``: only the hierarchies these need (each
         one made, joined and removed costs time), beside the limits' own; None: all of
-        them (a kernel: its cells may want any)."""
+        them (a kernel: its cells may want any). ``leaf``: a cell's group, whose processes
+        live in a child of it (see the class's docstring)."""
         the_plan = the_plan or plan()
         wanted = {"memory": memory, "pids": pids, "cpu": cpus}
         for job, value in wanted.items():
@@ -234,6 +247,12 @@ class Group:
                 group.directories[job] = directory
                 if hierarchy.version == 2:
                     group.v2_jobs.add(job)
+                if leaf:
+                    below = os.path.join(directory, LEAF)
+                    if below not in group.made:
+                        os.mkdir(below)
+                        group.made.append(below)
+                    group.leaves[job] = below
             group.set_limits(memory=memory, pids=pids, cpus=cpus)
         except OSError as exc:
             group.remove()
@@ -264,15 +283,20 @@ class Group:
                 _write(self.directories["cpu"], "cpu.cfs_period_us", str(CPU_PERIOD))
                 _write(self.directories["cpu"], "cpu.cfs_quota_us", str(quota))
 
+    def _homes(self) -> list[str]:
+        """Where processes go: the leaves, or (a kernel's group) the directories."""
+        return list(dict.fromkeys((self.leaves or self.directories).values()))
+
     def join(self, pid: int = 0) -> None:
-        """Move process ``pid`` (0: the calling one) into every one of our cgroups, before
-        it starts anything: all it starts stays inside."""
-        for directory in dict.fromkeys(self.directories.values()):
+        """Move process ``pid`` (0: the calling one) into every one of our cgroups (their
+        leaves), before it starts anything: all it starts stays inside. The process then
+        enters a cgroup namespace of its own (:func:`enter_namespace`), rooted there."""
+        for directory in self._homes():
             _write(directory, "cgroup.procs", str(pid))
 
     def join_thread(self, tid: int) -> None:
         """Move one thread (v1 only: its ``tasks`` files) into every one of our cgroups."""
-        for directory in dict.fromkeys(self.directories.values()):
+        for directory in self._homes():
             _write(directory, "tasks", str(tid))
 
     def hand_to(self, uid: int, gid: int) -> None:
@@ -285,14 +309,17 @@ class Group:
                     os.chown(os.path.join(directory, name), uid, gid)
 
     def pids(self) -> list[int]:
-        """Every process in the group (as this pid namespace numbers them), but ours: a
-        thread of ours may sit in it (see nskernel.parking), and v1 then lists us."""
+        """Every process in the group, its leaf and below (as this pid namespace numbers
+        them), but ours: a thread of ours may sit in it (see nskernel.parking), and v1 then
+        lists us."""
         directory = (self.directories.get("kill") or self.directories.get("pids")
                      or next(iter(self.directories.values()), None))
         if directory is None:
             return []
-        return [pid for pid in (int(word) for word in _read(directory, "cgroup.procs").split())
-                if pid != os.getpid()]
+        found = []
+        for below, _dirs, _files in os.walk(directory):
+            found += [int(word) for word in _read(below, "cgroup.procs").split()]
+        return [pid for pid in dict.fromkeys(found) if pid != os.getpid()]
 
     def kill(self, wait: bool = True) -> None:
         """SIGKILL everything in the group, daemons and all, at once where v2 can. In v1,
@@ -330,30 +357,58 @@ class Group:
         return int(text) if text else None
 
     def oom_kills(self) -> int:
+        """Processes the OOM killer ended in the group: v2's memory.events counts the whole
+        subtree; v1 counts each cgroup's own (the leaf's, and what the cell made below)."""
         directory = self.directories.get("memory")
         if directory is None:
             return 0
-        text = _read(directory, "memory.events") or _read(directory, "memory.oom_control")
-        for line in text.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                return int(value)
-        return 0
+        if "memory" in self.v2_jobs:
+            return _oom_kill_count(_read(directory, "memory.events"))
+        return sum(_oom_kill_count(_read(below, "memory.oom_control"))
+                   for below, _dirs, _files in os.walk(directory))
 
     def remove(self) -> bool:
-        """Remove our cgroups; False if some still hold exiting processes (try later)."""
+        """Remove our cgroups, with whatever the cell made below its leaf; False if some
+        still hold exiting processes (try later)."""
         left = []
         for directory in reversed(self.made):
             try:
-                os.rmdir(directory)
+                _remove_tree(directory)
             except FileNotFoundError:
                 pass
             except OSError as exc:
-                if exc.errno != errno.EBUSY:
+                if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY):
                     raise
                 left.append(directory)
         self.made = list(reversed(left))
         return not left
+
+
+def _oom_kill_count(text: str) -> int:
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill":
+            return int(value)
+    return 0
+
+
+def _remove_tree(directory: str) -> None:
+    """rmdir a cgroup and the cgroups below it, deepest first (a cell may make its own below
+    its leaf, in its cgroup namespace)."""
+    for below, dirs, _files in os.walk(directory, topdown=False):
+        for name in dirs:
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(os.path.join(below, name))
+    os.rmdir(directory)
+
+
+def enter_namespace() -> None:
+    """A cgroup namespace of the calling process's own, rooted where it is now (a cell, in
+    its leaf): a cgroup filesystem it mounts shows nothing above, and /proc/self/cgroup
+    names no place of the host's."""
+    from nskernel import _syscalls
+
+    _syscalls.unshare(_syscalls.CLONE_NEWCGROUP)
 
 
 def _enable(own: str, controller: str) -> None:
@@ -364,6 +419,27 @@ def _enable(own: str, controller: str) -> None:
 
 #: Groups that held exiting processes when their cell ended: removed on a later try.
 _pending: list[Group] = []
+#: How long the end of a cell waits for its killed processes to finish exiting, so that its
+#: cgroups are gone when its result is back (a forked copy of a kernel takes milliseconds).
+REMOVE_WAIT = 5.0
+
+
+def remove_now(group: Group, wait: float = REMOVE_WAIT) -> bool:
+    """Remove a cell's ``group`` once what is left in it (killed already) has exited,
+    waiting up to ``wait`` s; kill again whatever forked meanwhile. False if something still
+    holds it then: it goes on a later :func:`retry_pending` (or at exit)."""
+    deadline = time.monotonic() + wait
+    step = 0.0002
+    while True:
+        with contextlib.suppress(OSError):
+            if group.remove():
+                return True
+        if time.monotonic() >= deadline:
+            _pending.append(group)
+            return False
+        group.kill(wait=False)
+        time.sleep(step)
+        step = min(step * 2, 0.02)
 
 
 def remove_soon(group: Group, now: bool = True) -> None:
@@ -388,6 +464,57 @@ def retry_pending(wait: float = 0.0) -> None:
         if not _pending or time.monotonic() >= deadline:
             return
         time.sleep(0.005)
+
+
+#: A cell-cgroup keeper for a process that is not inside an Isolated Python kernel (a stock
+#: kernel): a shell that waits for end of file on its stdin (a pipe only that process holds
+#: open), then kills what is left in the process's cell cgroups (``PREFIX + OWNER + .*``
+#: in each directory given) and removes them, deepest first. A SIGKILLed kernel leaves
+#: none behind: not the set parked for its next cell, nor a cell's daemons.
+CELL_KEEPER = r"""
+prefix=$1; shift
+while read -r _; do :; done
+for attempt in $(seq 50); do
+    left=0
+    for own in "$@"; do
+        for cgroup in "$own/$prefix".*; do
+            [ -d "$cgroup" ] || continue
+            left=1
+            [ -f "$cgroup/cgroup.kill" ] && echo 1 > "$cgroup/cgroup.kill" 2>/dev/null
+            find "$cgroup" -name cgroup.procs -exec cat {} + 2>/dev/null \
+                | xargs -r kill -9 2>/dev/null
+            find "$cgroup" -depth -type d -exec rmdir {} + 2>/dev/null
+        done
+    done
+    [ "$left" = 0 ] && exit 0
+    sleep 0.1
+done
+"""
+CELL_KEEPER_NAME = "nskernel-cells"
+_keeper_pipe: dict[int, int] = {}
+
+
+def keep_cells(the_plan: Plan, owner: str) -> None:
+    """Start this process's cell-cgroup keeper (once): see :data:`CELL_KEEPER`. Its own
+    session, so that Jupyter's kill of the kernel's process group spares it; the pipe's end
+    we keep is close-on-exec, so that only forks of ours (cells, which end with us) hold it."""
+    import subprocess
+
+    if os.getpid() in _keeper_pipe:
+        return
+    gone, alive = os.pipe2(os.O_CLOEXEC)
+    places = list(dict.fromkeys(h.own for h in the_plan.places.values()))
+    try:
+        subprocess.Popen(["/bin/sh", "-c", CELL_KEEPER, CELL_KEEPER_NAME, PREFIX + owner,
+                          *places], executable="/bin/sh", stdin=gone,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    except OSError:
+        os.close(alive)
+        return
+    finally:
+        os.close(gone)
+    _keeper_pipe[os.getpid()] = alive
 
 
 def own_use() -> dict[str, str]:

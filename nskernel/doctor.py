@@ -49,6 +49,13 @@ def run_checks() -> list[Check]:
     return checks
 
 
+#: What --memory is where no cgroup may be made, and what to do about it: one line.
+MEMORY_WITHOUT_CGROUP = (
+    "per process only (rlimits): files in a tmpfs and shared memory count against no rlimit, "
+    "only a cgroup bounds them; delegate one (a systemd user session with Delegate=yes, as "
+    "jupyterhub-systemdspawner gives each user MemoryMax)")
+
+
 def limit_checks() -> list[Check]:
     """Which limits hold for a whole cell (cgroups we may make) and which only per process
     (rlimits), here and for this user; and whether seccomp can be had."""
@@ -58,7 +65,7 @@ def limit_checks() -> list[Check]:
     checks = []
     checks.append(Check("pids", True, "whole cell: counted in the cell's own user namespace "
                                       "(rlimit)"))
-    for job, fallback in (("memory", "per process only (rlimit)"), ("cpu", None)):
+    for job, fallback in (("memory", MEMORY_WITHOUT_CGROUP), ("cpu", None)):
         place = the_plan.places.get(job)
         name = "cpus" if job == "cpu" else job
         if place is not None:

@@ -234,6 +234,22 @@ def add_arguments(parser: argparse.ArgumentParser, user_flag: str | None = None)
                        help="leave the new network namespace's lo down")
 
 
+def within_memory(tmpfs_size: str, memory: str | int | None) -> str:
+    """A tmpfs size no larger than the memory limit (``--memory``'s text, or bytes): files
+    in a tmpfs are memory that no rlimit counts, so each tmpfs we mount holds at most that
+    much. Unchanged where either cannot be read (the limit's own parser says why)."""
+    from nskernel.limits import LimitError, parse_size
+
+    if memory is None:
+        return tmpfs_size
+    try:
+        limit = memory if isinstance(memory, int) else parse_size(memory, "--memory")
+        size = parse_size(tmpfs_size, "--tmpfs-size")
+    except LimitError:
+        return tmpfs_size
+    return tmpfs_size if size <= limit else f"{limit // 1024}k"
+
+
 def from_args(args: argparse.Namespace, default: tuple[str, ...] = (),
               default_hostname: str | None = None, **settings: object) -> Isolation:
     """Build an :class:`Isolation` from parsed :func:`add_arguments` flags.
@@ -253,7 +269,8 @@ def from_args(args: argparse.Namespace, default: tuple[str, ...] = (),
         hostname = default_hostname
     files = {}
     if hasattr(args, "readonly"):  # a parser with add_lock_arguments
-        files = {"readonly": args.readonly, "tmpfs_size": args.tmpfs_size,
+        files = {"readonly": args.readonly,
+                 "tmpfs_size": within_memory(args.tmpfs_size, getattr(args, "memory", None)),
                  "binds": tuple(parse_bind(text) for text in args.bind),
                  "seccomp": args.seccomp}
         if hasattr(args, "caps"):

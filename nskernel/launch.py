@@ -302,21 +302,29 @@ KEEPER_NAME = "nskernel-cgroup"
 #: waits for the launcher, then the supervisor, to end (its stdin is a pipe they alone hold
 #: open: end of file when they are gone, zombies included; the shell's own ``read`` waits,
 #: no ``cat`` is started), kills what is left in the kernel's cgroups and removes them,
-#: deepest first, until none is left.
+#: deepest first, until none is left. It runs twice, in two processes (the second a subshell
+#: with the same pipe, through fd 3: sh gives a background job /dev/null for its stdin): a
+#: SIGKILL of one leaves the other to do it.
 CGROUP_KEEPER = r"""
-while read -r _; do :; done
-for attempt in $(seq 50); do
-    left=0
-    for cgroup in "$@"; do
-        [ -d "$cgroup" ] || continue
-        left=1
-        [ -f "$cgroup/cgroup.kill" ] && echo 1 > "$cgroup/cgroup.kill" 2>/dev/null
-        find "$cgroup" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9 2>/dev/null
-        find "$cgroup" -depth -type d -exec rmdir {} + 2>/dev/null
+keep() {
+    while read -r _; do :; done
+    for attempt in $(seq 50); do
+        left=0
+        for cgroup in "$@"; do
+            [ -d "$cgroup" ] || continue
+            left=1
+            [ -f "$cgroup/cgroup.kill" ] && echo 1 > "$cgroup/cgroup.kill" 2>/dev/null
+            find "$cgroup" -name cgroup.procs -exec cat {} + 2>/dev/null \
+                | xargs -r kill -9 2>/dev/null
+            find "$cgroup" -depth -type d -exec rmdir {} + 2>/dev/null
+        done
+        [ "$left" = 0 ] && return 0
+        sleep 0.1
     done
-    [ "$left" = 0 ] && exit 0
-    sleep 0.1
-done
+}
+exec 3<&0
+keep "$@" <&3 &
+keep "$@"
 """
 
 

@@ -4,9 +4,15 @@ Moving a process into a cgroup waits for an RCU grace period (the kernel's lock 
 thread group's cgroups is made for readers, and a writer waits them out): 5-13 ms on a
 machine like ours, for every cell with a limit on its whole tree. A new thread, or a child
 it forks, starts in its creator's cgroups at no cost. In cgroup v1 one thread may sit in
-cgroups of its own: so a thread of the kernel waits in a fresh set of v1 cgroups, moved there
-in the background once the last cell is over, and the next cell's forking thread is started
-by it.
+cgroups of its own: so a thread of the kernel waits in a fresh set of v1 cgroups (in their
+leaves, see :class:`nskernel.cgroups.Group`), moved there in the background once the last
+cell is over, and the next cell's forking thread is started by it.
+
+The parked thread then ends: a thread that exits leaves its cgroups without a move (and so
+without a grace period), and the cell's cgroups can be removed as soon as the cell's own
+processes are gone. A thread that stayed in them would have to move out first (a grace
+period on the cell's way out, or cgroups left behind until it had). Each set gets a fresh
+parked thread; a manager thread, which never moves, makes the sets one after the other.
 
 cgroup v2 lets threads of one process sit apart only in threaded subtrees: there the cell's
 child is moved after all (clone3's CLONE_INTO_CGROUP would spare that; Python has no clone3).
@@ -26,18 +32,48 @@ from nskernel.cgroups import CgroupError, Group, Plan
 READY_WAIT = 1.0
 
 
+class _Parked:
+    """One set of cgroups and the thread that waits inside them."""
+
+    def __init__(self, group: Group) -> None:
+        self.group = group
+        self.inside = threading.Event()  # the thread has moved in (or failed to)
+        self.failed = False
+        self.to_start: queue.Queue[threading.Thread | None] = queue.Queue()
+        self.started = threading.Event()
+        self.thread = threading.Thread(target=self._wait_inside, name="nskernel-parked",
+                                       daemon=True)
+
+    def _wait_inside(self) -> None:
+        try:
+            self.group.join_thread(threading.get_native_id())  # the wait, off the cell's path
+        except OSError:
+            self.failed = True
+            return
+        finally:
+            self.inside.set()
+        thread = self.to_start.get()
+        try:
+            if thread is not None:
+                thread.start()
+        finally:
+            self.started.set()
+        # Ending here takes this thread out of the set, with no move.
+
+
 class ParkingThread:
-    """One per kernel: keeps a set of empty v1 cgroups ready, with itself inside."""
+    """One per kernel: keeps a set of empty v1 cgroups ready, with a thread of ours inside."""
 
     def __init__(self, the_plan: Plan, next_name: Callable[[], str]) -> None:
         self.plan = Plan({job: h for job, h in the_plan.places.items() if h.version == 1}, {})
         self.next_name = next_name
-        self._ready: queue.Queue[Group | None] = queue.Queue(maxsize=1)
-        self._to_start: queue.Queue[threading.Thread | None] = queue.Queue()
-        self._started = threading.Event()
-        self._parked: Group | None = None
+        self._ready: queue.Queue[_Parked | None] = queue.Queue(maxsize=1)
+        #: The cell's thread once started (its end is the manager's cue), or None to stop.
+        self._cells: queue.Queue[threading.Thread | None] = queue.Queue()
+        self._taken: _Parked | None = None
+        self._waiting: _Parked | None = None
         self.failed = False  # no parking here: every cell is moved the slow way
-        self._thread = threading.Thread(target=self._park, name="nskernel-cgroups",
+        self._thread = threading.Thread(target=self._manage, name="nskernel-cgroups",
                                         daemon=True)
         self._thread.start()
         atexit.register(self.stop)
@@ -49,50 +85,76 @@ class ParkingThread:
                    for job in jobs)
 
     def take(self) -> Group | None:
-        """The ready set of cgroups (with us inside, until a thread is started from it);
-        None if it is not ready in time or cannot be made here."""
+        """The ready set of cgroups (with a thread of ours inside, until a thread is started
+        from it); None if it is not ready in time or cannot be made here."""
         if self.failed:
             return None
         try:
-            return self._ready.get(timeout=READY_WAIT)
+            parked = self._ready.get(timeout=READY_WAIT)
         except queue.Empty:
             return None
+        if parked is None:
+            return None
+        self._taken = parked
+        return parked.group
 
     def start_in(self, thread: threading.Thread) -> None:
         """Start ``thread`` from the parked thread: it begins life in the taken cgroups.
-        The parked thread then moves on, to the next set."""
-        self._started.clear()
-        self._to_start.put(thread)
-        self._started.wait()
+        The parked thread then ends, and the next set is made once ``thread`` has."""
+        parked, self._taken = self._taken, None
+        assert parked is not None, "start_in without take"
+        parked.to_start.put(thread)
+        parked.started.wait()
+        self._cells.put(thread)
+
+    def give_back(self) -> None:
+        """The taken set is not used after all: its thread ends, the next one is made.
+        The caller removes the set."""
+        parked, self._taken = self._taken, None
+        if parked is not None:
+            parked.to_start.put(None)
+            parked.thread.join()
+            self._cells.put(parked.thread)  # ended: the manager moves on at once
 
     def stop(self) -> None:
-        self._to_start.put(None)
+        self._cells.put(None)
         self._thread.join(timeout=READY_WAIT)
 
-    def _park(self) -> None:
-        own = {job: h.own for job, h in self.plan.places.items()}
+    def _manage(self) -> None:
         try:
             while True:
-                group = Group.create(self.next_name(), the_plan=self.plan)
-                group.join_thread(threading.get_native_id())  # the wait, off the cell's path
-                self._parked = group
-                self._ready.put(group)
-                thread = self._to_start.get()
+                parked = _Parked(Group.create(self.next_name(), the_plan=self.plan,
+                                              leaf=True))
+                self._waiting = parked
+                parked.thread.start()
+                parked.inside.wait()
+                if parked.failed:
+                    parked.thread.join()
+                    raise CgroupError("cannot park a thread in a cell's cgroups")
+                self._ready.put(parked)
+                thread = self._cells.get()
                 if thread is None:
                     break
-                thread.start()
-                self._started.set()
+                self._waiting = None
                 # Move on once the cell is over: a move slows every fork and exit on the
                 # machine while it waits, the cell's own among them.
                 thread.join()
         except (OSError, CgroupError):
             self.failed = True
-            self._ready.put(None)  # no parking here: cells are moved the slow way
+            with contextlib.suppress(queue.Full):
+                self._ready.put_nowait(None)  # no parking here: cells are moved the slow way
         finally:
-            # Out of the last set (not yet taken: removed) and back where we were.
-            with contextlib.suppress(OSError):
-                Group("own", own).join_thread(threading.get_native_id())
-            self._started.set()
-            if self._parked is not None and not self._ready.empty():
-                with contextlib.suppress(OSError, queue.Empty):
-                    self._ready.get_nowait().remove()
+            self._end_waiting()
+
+    def _end_waiting(self) -> None:
+        """The set made last and not taken: its thread ends, and the set is removed."""
+        parked, self._waiting = self._waiting, None
+        if parked is None or parked is self._taken:
+            return  # none, or a cell is about to start from it
+        with contextlib.suppress(queue.Empty):
+            self._ready.get_nowait()
+        parked.to_start.put(None)
+        if parked.thread.is_alive():
+            parked.thread.join(timeout=READY_WAIT)
+        with contextlib.suppress(OSError):
+            parked.group.remove()

@@ -38,7 +38,7 @@ from nskernel import (
     supervisor,
     tracebacks,
 )
-from nskernel.isolation import Isolation
+from nskernel.isolation import Isolation, within_memory
 from nskernel.limits import Limits
 from nskernel.owners import owner_id
 
@@ -107,16 +107,18 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
                                    f"libseccomp2): {exc}") from None
     if isolation.readonly:
         filesystem.note_python_directories()
+    if limits and limits.memory:  # each tmpfs of the cell's holds no more than its memory
+        isolation = dataclasses.replace(
+            isolation, tmpfs_size=within_memory(isolation.tmpfs_size, limits.memory))
     group, start_thread = _cell_group(limits, on_usage is not None)
     if group is not None:
-        isolation = dataclasses.replace(isolation, cgroups_hidden=True)
+        isolation = _walled_from_its_cgroups(isolation)
     on_stream = on_stream or _write_to_sys
     main = target if callable(target) else lambda: _exec(target)
     main = _body(main, isolation, limits, python_body=callable(target), plain=untrusted)
     pipes = {name: os.pipe() for name in ("stdout", "stderr", "messages")}
     channel = _Channel(plain=untrusted)
     status = rusage = None
-    child_gone = False
     exec_mode = not callable(target)
     started = time.monotonic()
     try:
@@ -134,7 +136,7 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
                 if group is not None:
                     group.kill(wait=False)
                 if channel.has_result and callable(target) and on_usage is None:
-                    child_gone = _reap_soon(child)  # its status is not needed, only its end
+                    _reap_soon(child)  # its status is not needed, only its end
                 else:
                     _pid, status, rusage = os.wait4(child, 0)
                 if on_usage is not None:
@@ -145,11 +147,32 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
                                 "of the cell's processes\n")
     finally:
         if group is not None:
-            # Once its processes are gone: now if it was waited for, else when the event
-            # loop sees the child go (see _reap_soon).
-            cgroups.remove_soon(group, now=status is not None or child_gone)
+            # Gone when the result is back: once the cell's last processes have exited.
+            cgroups.remove_now(group)
+            cgroups.retry_pending()  # those of earlier cells that something held
     return _outcome(channel, status, on_display, exec_mode, contained=isolation.pid,
                     limits=limits, oom=oom_kills > 0)
+
+
+def _walled_from_its_cgroups(isolation: Isolation) -> Isolation:
+    """A cell in cgroups of its own must not reach them: they belong to the kernel's user
+    on the host, which the cell is too. So no cgroup filesystem is shown to it, and unless
+    the kernel is root on the host (a stock kernel run by root, whose cells are root there
+    anyway), the cell gets a user namespace of its own: its root keeps its rights over the
+    cell's files and namespaces and has none over the kernel's, so it cannot uncover the
+    kernel's view of the cgroups (the cover is then locked), enter the kernel's mount
+    namespace, or reach it through /proc/PID/root. Its cgroup namespace is rooted at its
+    leaf (see cgroups.Group), where any cgroup filesystem it mounts begins."""
+    user = isolation.user
+    if user is None and not _in_initial_user_namespace():
+        user = True
+    return dataclasses.replace(isolation, cgroups_hidden=True, user=user)
+
+
+def _in_initial_user_namespace() -> bool:
+    """Whether this process is in the machine's first user namespace (all ids mapped)."""
+    with open("/proc/self/uid_map") as handle:
+        return handle.read().split() == ["0", "0", "4294967295"]
 
 
 def _cell_group(limits: Limits | None, stats: bool
@@ -171,6 +194,8 @@ def _cell_group(limits: Limits | None, stats: bool
         raise IsolatedRunError(f"--cpus cannot be enforced here: {the_plan.missing['cpu']}")
     if not the_plan.places:
         return None, None
+    if _in_initial_user_namespace():  # not in an Isolated Python kernel, whose keeper it is
+        cgroups.keep_cells(the_plan, owner_id())
     memory = limits.memory if limits and "memory" in the_plan.places else None
     cpu_time = limits.cpu_time if limits else None
     needed = ({"memory"} if memory else set()) | ({"cpu"} if cpus else set()) | (
@@ -183,12 +208,13 @@ def _cell_group(limits: Limits | None, stats: bool
                 group.set_limits(memory=memory, cpus=cpus)
                 return group, parked.start_in
             except OSError:
+                parked.give_back()
                 cgroups.remove_soon(group)
     # What the cell reads back: CPU time (for its limit, or --stats), the peaks (--stats).
     jobs = needed | ({"cpuacct", "memory", "pids"} if stats else set())
     try:
         return cgroups.Group.create(_next_cell_name(), cpus=cpus, memory=memory,
-                                    the_plan=the_plan, jobs=jobs), None
+                                    the_plan=the_plan, jobs=jobs, leaf=True), None
     except cgroups.CgroupError as exc:
         if cpus is not None:
             raise IsolatedRunError(f"--cpus: {exc}") from None
@@ -275,12 +301,13 @@ def _forked_child(isolation: Isolation, main: Callable[[], Any],
             if own_pid_namespace or start_thread is not None:
                 child = stack.enter_context(sandbox.forked_in_thread(
                     lambda: _child_main(isolation, main, pipes, own_pid_namespace, exec_mode,
-                                        joined, mapping),
+                                        joined, mapping, group is not None),
                     new_pid_namespace=own_pid_namespace, start=start_thread))
             else:
                 child = os.fork()
                 if child == 0:
-                    _child_main(isolation, main, pipes, False, exec_mode, joined, mapping)
+                    _child_main(isolation, main, pipes, False, exec_mode, joined, mapping,
+                                group is not None)
             if mapping is not None:
                 (request_r, request_w), (reply_r, reply_w) = mapping
                 os.close(request_w)  # so that the read below ends if the child does
@@ -561,11 +588,13 @@ def _close_quietly(fd: int) -> None:
 def _child_main(isolation: Isolation, target: Callable[[], Any],
                 pipes: dict[str, tuple[int, int]], is_pid1: bool, exec_mode: bool,
                 joined: tuple[int, int] | None,
-                mapping: tuple[tuple[int, int], tuple[int, int]] | None) -> None:
+                mapping: tuple[tuple[int, int], tuple[int, int]] | None,
+                in_cgroup: bool = False) -> None:
     """The child: own process group, pipes as stdio, enter, run the target; with a pid
     namespace it either is PID 1 already or forks it. Without one, it is the subreaper of
-    everything the target starts, and ends all of it before it exits. Never returns; never
-    touches the kernel's zmq sockets or output streams."""
+    everything the target starts, and ends all of it before it exits. ``in_cgroup``: it is
+    (or is being moved) in the cell's cgroups, and takes a cgroup namespace rooted there.
+    Never returns; never touches the kernel's zmq sockets or output streams."""
     code = 1
     try:
         os.setpgid(0, 0)
@@ -606,12 +635,20 @@ def _child_main(isolation: Isolation, target: Callable[[], Any],
                 if not rooms_later:
                     sandbox.enter_rooms(isolation)
             else:
+                if isolation.cgroups_hidden and isolation.uses_user_namespace:
+                    _hide_cgroups_from_the_user_namespace()
                 sandbox.enter(isolation, is_pid1=is_pid1)
         except _syscalls.NamespaceError as exc:
             _send(messages, ("error", IsolatedRunError(str(exc)), ""))
             return
         if joined is not None and not os.read(joined[0], 1):
             return  # the kernel could not move us into the cell's cgroup, and says so
+        if in_cgroup:
+            try:
+                cgroups.enter_namespace()
+            except _syscalls.NamespaceError as exc:
+                _send(messages, ("error", IsolatedRunError(str(exc)), ""))
+                return
         if not isolation.pid:
             # Daemons (double forks, setsid) leave the group but not us: orphans come here.
             _syscalls.set_child_subreaper()
@@ -658,6 +695,19 @@ def _close_inherited(keep: set[int]) -> None:
 _MAX_FD = os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") > 0 else 1 << 20
 
 
+def _hide_cgroups_from_the_user_namespace() -> None:
+    """A cell that enters its namespaces in one step (one that joins a lab's network
+    namespace) covers the cgroups in a mount namespace of the kernel's user namespace
+    first: the cell's own user namespace, made next, then finds the cover locked in place.
+    Where we may not (a rootless stock kernel), its cover is made inside, as ever."""
+    try:
+        _syscalls.unshare(_syscalls.CLONE_NEWNS)
+    except _syscalls.NamespaceError:
+        return
+    _syscalls.mount("none", "/", None, _syscalls.MS_REC | _syscalls.MS_PRIVATE)
+    filesystem.hide_cgroups()
+
+
 def _body(target: Callable[[], Any], isolation: Isolation, limits: Limits | None,
           python_body: bool, plain: bool = False) -> Callable[[], Any]:
     """``target``, run with no_new_privs (nothing it executes gains privileges: setuid
@@ -669,6 +719,8 @@ def _body(target: Callable[[], Any], isolation: Isolation, limits: Limits | None
     def body() -> Any:
         global _child_sends_plain
         _child_sends_plain = plain
+        if limits and limits.memory:
+            _first_for_the_oom_killer()
         _syscalls.set_no_new_privs()
         if isolation.drop_caps:
             _syscalls.drop_all_capabilities()
@@ -682,6 +734,14 @@ def _body(target: Callable[[], Any], isolation: Isolation, limits: Limits | None
             limits.apply()
         return target()
     return body
+
+
+def _first_for_the_oom_killer() -> None:
+    """The body and all it starts go first when their cgroup runs out of memory (raising
+    one's own oom_score_adj needs no privilege): not the process that waits for the body
+    (a fork of the kernel, whose shared pages count as its own), nor the kernel."""
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as handle:
+        handle.write("1000")
 
 
 def _enter_rooms_and_call(isolation: Isolation, target: Callable[[], Any], messages: int) -> int:

@@ -46,7 +46,7 @@ def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
         if isolation.net:
             private_run_dirs()
         if isolation.ipc:
-            _mount_ipc_filesystems()
+            _mount_ipc_filesystems(isolation.tmpfs_size)
     _set_hostname_and_lo(isolation)
     if isolation.cgroups_hidden:
         filesystem.hide_cgroups()
@@ -102,7 +102,7 @@ def enter_walls(isolation: Isolation, *, user_namespace: bool, map_root_to: int 
     if isolation.net or private_run:
         private_run_dirs(owner=run_dirs_owner)
     if isolation.ipc:
-        _mount_ipc_filesystems()
+        _mount_ipc_filesystems(isolation.tmpfs_size)
     if cgroups:
         show_only_cgroups(cgroups)
     if isolation.cgroups_hidden:
@@ -230,10 +230,13 @@ def _mount_sys() -> None:
     _syscalls.mount("sysfs", "/sys", "sysfs", _NOSUID_NODEV_NOEXEC)
 
 
-def _mount_ipc_filesystems() -> None:
-    """POSIX shm and mqueues live in filesystems, not in the ipc namespace itself."""
+def _mount_ipc_filesystems(size: str) -> None:
+    """POSIX shm and mqueues live in filesystems, not in the ipc namespace itself. /dev/shm
+    gets ``size`` (the scratch tmpfs size, no more than the memory limit: see
+    :func:`nskernel.isolation.from_args`): a tmpfs without one may take half the machine's
+    RAM, and no rlimit counts its pages (only a memory cgroup does)."""
     _syscalls.mount("tmpfs", "/dev/shm", "tmpfs", _syscalls.MS_NOSUID | _syscalls.MS_NODEV,
-                    "mode=1777")
+                    f"mode=1777,size={size}")
     if os.path.isdir("/dev/mqueue"):
         _syscalls.mount("mqueue", "/dev/mqueue", "mqueue", _NOSUID_NODEV_NOEXEC)
 

@@ -3,13 +3,14 @@
     make hub        # as root; then open http://127.0.0.1:8000 and log in as a local user
 
 Each user logs in with their system password (PAM) and gets a Jupyter server of their own,
-run as them (LocalProcessSpawner): no Docker, no systemd. Its only kernel is Isolated Python,
-started through the ``nskernel-provisioner`` kernel provisioner: rootless for that user (a
-user namespace of their own), with its own PIDs, network, mounts, hostname, IPC and /tmp, a
-read-only host, seccomp, and limits that the user's kernelspec cannot raise (the server is
-started with the provisioner's caps). One user's fork bomb or memory hog stops at their own
-limits; nobody sees another's processes, files in /tmp or network labs. When the hub stops,
-it stops every user's server, and their kernels with them.
+run as them (LocalProcessSpawner; where systemd runs and jupyterhub-systemdspawner is
+installed, a systemd unit with MemoryMax and Delegate=yes, see below): no Docker. Its only
+kernel is Isolated Python, started through the ``nskernel-provisioner`` kernel provisioner:
+rootless for that user (a user namespace of their own), with its own PIDs, network, mounts,
+hostname, IPC and /tmp, a read-only host, seccomp, and limits that the user's kernelspec
+cannot raise (the server is started with the provisioner's caps). One user's fork bomb or
+memory hog stops at their own limits; nobody sees another's processes, files in /tmp or
+network labs. When the hub stops, it stops every user's server, and their kernels with them.
 
 Settings, from the environment (all optional):
 
@@ -107,7 +108,31 @@ caps = [f"--NskernelProvisioner.max_memory={limits.memory}",
 if limits.cpus:
     caps.append(f"--NskernelProvisioner.max_cpus={limits.cpus}")
 
-c.JupyterHub.spawner_class = "localprocess"
+# Where systemd runs (and jupyterhub-systemdspawner is installed: `pip install
+# jupyterhub-systemdspawner`), each user's server is a systemd unit with MemoryMax (the
+# kernel's --memory, for all of that user's kernels together) and Delegate=yes: the
+# user's kernels then get cgroups of their own inside it, so --memory holds for each
+# kernel's whole tree, tmpfs files and shared memory included, as rlimits alone cannot.
+# Elsewhere (no systemd, as on the machines the tests run on) each server is a plain
+# process and the limits are rlimits (see `nskernel doctor`). NSKERNEL_HUB_SPAWNER=local
+# chooses the plain process anyway.
+systemd_spawner = None
+if Path("/run/systemd/system").is_dir() and env("NSKERNEL_HUB_SPAWNER") != "local":
+    try:
+        import systemdspawner  # noqa: F401
+
+        systemd_spawner = "systemdspawner.SystemdSpawner"
+    except ImportError:
+        print("nskernel hub: systemd runs here, but jupyterhub-systemdspawner is not "
+              "installed: kernels get rlimits only (pip install jupyterhub-systemdspawner "
+              "for a delegated cgroup per user)", file=sys.stderr)
+if systemd_spawner:
+    c.JupyterHub.spawner_class = systemd_spawner
+    c.SystemdSpawner.mem_limit = str(limits.memory)
+    c.SystemdSpawner.unit_extra_properties = {"Delegate": "yes", "TasksMax": "infinity"}
+    c.SystemdSpawner.isolate_tmp = True
+else:
+    c.JupyterHub.spawner_class = "localprocess"
 c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
 c.Spawner.args = [*caps, f"--KernelSpecManager.allowed_kernelspecs={kernelspec.KERNEL_NAME}"]
 c.Spawner.environment = {"JUPYTER_PATH": str(state)}
