@@ -37,7 +37,9 @@ def isolate(function: Callable[..., T], *args: Any, **settings: Any) -> T:
     (seconds), ``readonly``, ``tmpfs_size``, ``binds``, ``seccomp``, and the limits
     ``cpu_time``, ``memory`` ("64M"), ``fsize``, ``nofile``, ``pids``, ``cpus`` (see
     nskernel.limits). Output is written to this process's stdout/stderr as it comes; an
-    exception raised inside is raised here, with the child's traceback as its cause.
+    exception raised inside is raised here, with the child's traceback as its cause. The
+    child inherits none of this process's descriptors but ``pass_fds`` (numbers, as
+    subprocess takes them).
 
     ``stats=True``: return a :class:`nskernel.cgroups.Ran` (``.value``, ``.usage``: wall and
     CPU time, peak memory, most processes at once); an exception raised here then carries
@@ -50,6 +52,7 @@ def isolate(function: Callable[..., T], *args: Any, **settings: Any) -> T:
 
     timeout = settings.pop("timeout", None)
     stats = settings.pop("stats", False)
+    pass_fds = settings.pop("pass_fds", ())
     limits = {name: settings.pop(name) for name in ("cpu_time", "memory", "fsize", "nofile",
                                                     "pids", "cpus") if name in settings}
     for name in ("memory", "fsize"):
@@ -62,7 +65,8 @@ def isolate(function: Callable[..., T], *args: Any, **settings: Any) -> T:
     used = []
     try:
         value = run(Isolation(**settings), lambda: function(*args), timeout=timeout,
-                    limits=Limits(**limits), on_usage=used.append if stats else None)
+                    limits=Limits(**limits), on_usage=used.append if stats else None,
+                    pass_fds=pass_fds)
     except Exception as exc:
         if used:
             exc.usage = used[0]  # type: ignore[attr-defined]

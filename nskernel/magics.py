@@ -49,6 +49,10 @@ def _parser(prog: str, description: str, *, namespaces: bool = True) -> MagicArg
     parser.add_argument("--export", metavar="NAMES", default="",
                         help="comma-separated names whose values come back to the notebook")
     parser.add_argument("--sh", action="store_true", help="run the cell as a shell script")
+    parser.add_argument("--pass-fd", metavar="NAME", action="append", default=[],
+                        help="keep this descriptor of the kernel's in the cell: a variable "
+                             "holding a socket or file (or a number); the cell inherits no "
+                             "other (repeat for more)")
     return parser
 
 
@@ -187,10 +191,12 @@ class NamespaceMagics(Magics):
         else:
             target = _python_cell(self.shell, cell, exports, jailed=args.jail)
         on_usage = (lambda usage: print(usage, flush=True)) if args.stats else None
+        pass_fds = [_descriptor(self.shell.user_ns, name) for name in args.pass_fd]
         try:
             outcome = runner.run(spec, target, timeout=args.timeout,
                                  on_display=_publish_inert if args.jail else _publish_display,
-                                 limits=cell_limits, on_usage=on_usage, untrusted=args.jail)
+                                 limits=cell_limits, on_usage=on_usage, untrusted=args.jail,
+                                 pass_fds=pass_fds)
             if args.jail and not args.sh:
                 outcome = jailed_output.received(outcome, exports)
         except (runner.IsolatedRunError, NamespaceError, jailed_output.NotPlainData) as exc:
@@ -202,6 +208,29 @@ class NamespaceMagics(Magics):
         value, exported = outcome
         self.shell.user_ns.update(exported)
         return value
+
+
+def _descriptor(namespace: dict, name: str) -> int:
+    """--pass-fd's NAME: the descriptor of the notebook's variable (a socket, a file: what
+    has ``fileno()``), or a number; open, and not the kernel's stdin, stdout or stderr."""
+    if name.isdigit():
+        fd = int(name)
+    elif name not in namespace:
+        raise UsageError(f"--pass-fd {name}: the notebook has no variable {name!r} (give a "
+                         "variable holding a socket or file, or a descriptor number)")
+    else:
+        try:
+            fd = namespace[name] if isinstance(namespace[name], int) else namespace[name].fileno()
+        except (AttributeError, OSError, ValueError):
+            raise UsageError(f"--pass-fd {name}: not an open socket or file") from None
+    if not isinstance(fd, int) or fd < 3:
+        raise UsageError(f"--pass-fd {name}: give a descriptor above 2 (the cell has its own "
+                         "stdin, stdout and stderr)")
+    try:
+        os.fstat(fd)
+    except OSError:
+        raise UsageError(f"--pass-fd {name}: descriptor {fd} is not open") from None
+    return fd
 
 
 def _publish_display(data: dict, metadata: dict) -> None:

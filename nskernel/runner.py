@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from nskernel import (
@@ -80,7 +80,8 @@ class RemoteTraceback(Exception):
 def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
         timeout: float | None = None, on_stream: StreamCallback | None = None,
         on_display: DisplayCallback | None = None, limits: Limits | None = None,
-        on_usage: UsageCallback | None = None, untrusted: bool = False) -> Any:
+        on_usage: UsageCallback | None = None, untrusted: bool = False,
+        pass_fds: Sequence[int] = ()) -> Any:
     """Call ``target()`` in a child inside ``isolation``; return its (pickled) value.
 
     ``target`` may instead be an argv to exec (with a pid namespace, it becomes PID 1); then
@@ -89,7 +90,8 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
     metadata)`` gets rich display output. An exception in ``target`` is raised here, with the
     child's traceback as its cause. ``limits``: for the body (see nskernel.limits), on the
     whole tree too where we may make cgroups; ``on_usage(usage)`` gets what the cell used,
-    however it ended, before its result or error comes back.
+    however it ended, before its result or error comes back. ``pass_fds``: descriptors of
+    ours the child keeps (as subprocess's ``pass_fds``); it inherits no other.
 
     ``untrusted``: the child may be hostile (a jail), so what it sends is decoded as plain
     data only (:func:`nskernel.jailed_output.loads`; a pickle would run code here), at most
@@ -122,7 +124,8 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
     exec_mode = not callable(target)
     started = time.monotonic()
     try:
-        with _forked_child(isolation, main, pipes, exec_mode, group, start_thread) as child:
+        with _forked_child(isolation, main, pipes, exec_mode, group, start_thread,
+                           pass_fds) as child:
             for _read_end, write_end in pipes.values():
                 os.close(write_end)
             try:
@@ -280,7 +283,8 @@ def _usage(wall: float, group: cgroups.Group | None, rusage: Any) -> cgroups.Usa
 def _forked_child(isolation: Isolation, main: Callable[[], Any],
                   pipes: dict[str, tuple[int, int]], exec_mode: bool,
                   group: cgroups.Group | None,
-                  start_thread: Callable[[threading.Thread], None] | None) -> Iterator[int]:
+                  start_thread: Callable[[threading.Thread], None] | None,
+                  pass_fds: Sequence[int] = ()) -> Iterator[int]:
     """Fork the child that runs ``main`` in ``isolation``; the block gets its pid.
 
     Without a new user namespace a new pid namespace is made from a thread of ours (see
@@ -301,13 +305,13 @@ def _forked_child(isolation: Isolation, main: Callable[[], Any],
             if own_pid_namespace or start_thread is not None:
                 child = stack.enter_context(sandbox.forked_in_thread(
                     lambda: _child_main(isolation, main, pipes, own_pid_namespace, exec_mode,
-                                        joined, mapping, group is not None),
+                                        joined, mapping, group is not None, pass_fds),
                     new_pid_namespace=own_pid_namespace, start=start_thread))
             else:
                 child = os.fork()
                 if child == 0:
                     _child_main(isolation, main, pipes, False, exec_mode, joined, mapping,
-                                group is not None)
+                                group is not None, pass_fds)
             if mapping is not None:
                 (request_r, request_w), (reply_r, reply_w) = mapping
                 os.close(request_w)  # so that the read below ends if the child does
@@ -589,7 +593,7 @@ def _child_main(isolation: Isolation, target: Callable[[], Any],
                 pipes: dict[str, tuple[int, int]], is_pid1: bool, exec_mode: bool,
                 joined: tuple[int, int] | None,
                 mapping: tuple[tuple[int, int], tuple[int, int]] | None,
-                in_cgroup: bool = False) -> None:
+                in_cgroup: bool = False, pass_fds: Sequence[int] = ()) -> None:
     """The child: own process group, pipes as stdio, enter, run the target; with a pid
     namespace it either is PID 1 already or forks it. Without one, it is the subreaper of
     everything the target starts, and ends all of it before it exits. ``in_cgroup``: it is
@@ -621,7 +625,10 @@ def _child_main(isolation: Isolation, target: Callable[[], Any],
             os.close(reply_w)
             sandbox.map_by_parent = (request_w, reply_r)
         _close_inherited(keep={0, 1, 2, messages, *(joined[:1] if joined else ()),
-                               *(sandbox.map_by_parent if mapping is not None else ())})
+                               *(sandbox.map_by_parent if mapping is not None else ()),
+                               *pass_fds})
+        for fd in pass_fds:
+            os.set_inheritable(fd, True)  # for a command, too (--sh)
         two_steps = sandbox.walls_and_rooms(isolation)
         # With a pid namespace still to enter, its PID 1 takes the second step (after /proc).
         rooms_later = two_steps and isolation.pid and not is_pid1

@@ -422,3 +422,30 @@ def test_an_interrupted_or_failing_cell_shows_no_frame_of_ours(start_kernel, ker
     assert done.error == ("ValueError", "inside")
     assert "raise ValueError('inside')" in shown and "nskernel/" not in shown, shown
     still_answers(client)
+
+
+def test_a_cell_keeps_only_the_descriptors_handed_to_it(kernel):
+    """A cell inherits none of the kernel's descriptors, but those named with --pass-fd."""
+    cell(kernel, "import socket\nkernel_end, cell_end = socket.socketpair()\n"
+                 "kernel_end.sendall(b'over the pair')")
+    kept = cell(kernel, "%%isolate --all --pass-fd cell_end\ncell_end.recv(100)")
+    assert kept.value == b"over the pair"
+    closed = cell(kernel, "%%isolate --all\nimport errno\ntry:\n    cell_end.recv(1)\n"
+                          "except OSError as exc:\n    result = errno.errorcode[exc.errno]\n"
+                          "result")
+    assert closed.value == "EBADF"
+    as_number = cell(kernel, "%%isolate --pid --sh --pass-fd {}\nls /proc/self/fd".format(
+        cell(kernel, "cell_end.fileno()").value))
+    assert as_number.status == "ok"
+
+
+@pytest.mark.parametrize(("flag", "says"), [
+    ("--pass-fd nothing_here", "the notebook has no variable 'nothing_here'"),
+    ("--pass-fd not_a_file", "not an open socket or file"),
+    ("--pass-fd 1", "give a descriptor above 2"),
+    ("--pass-fd 987654", "descriptor 987654 is not open"),
+])
+def test_a_bad_pass_fd_is_one_line(kernel, flag, says):
+    cell(kernel, "not_a_file = 'text'")
+    done = cell(kernel, f"%%isolate --pid {flag}\n1")
+    assert done.status == "error" and says in done.stderr and "Traceback" not in done.stderr
