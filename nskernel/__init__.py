@@ -39,7 +39,9 @@ def isolate(function: Callable[..., T], *args: Any, **settings: Any) -> T:
     nskernel.limits). Output is written to this process's stdout/stderr as it comes; an
     exception raised inside is raised here, with the child's traceback as its cause. The
     child inherits none of this process's descriptors but ``pass_fds`` (numbers, as
-    subprocess takes them).
+    subprocess takes them). ``untrusted=True``: the function's code may be hostile, so what
+    comes back must be plain data (builtin types and exceptions), decoded without running
+    anything the child chose; else the value is unpickled as it is.
 
     ``stats=True``: return a :class:`nskernel.cgroups.Ran` (``.value``, ``.usage``: wall and
     CPU time, peak memory, most processes at once); an exception raised here then carries
@@ -53,6 +55,7 @@ def isolate(function: Callable[..., T], *args: Any, **settings: Any) -> T:
     timeout = settings.pop("timeout", None)
     stats = settings.pop("stats", False)
     pass_fds = settings.pop("pass_fds", ())
+    untrusted = settings.pop("untrusted", False)
     limits = {name: settings.pop(name) for name in ("cpu_time", "memory", "fsize", "nofile",
                                                     "pids", "cpus") if name in settings}
     for name in ("memory", "fsize"):
@@ -66,7 +69,7 @@ def isolate(function: Callable[..., T], *args: Any, **settings: Any) -> T:
     try:
         value = run(Isolation(**settings), lambda: function(*args), timeout=timeout,
                     limits=Limits(**limits), on_usage=used.append if stats else None,
-                    pass_fds=pass_fds)
+                    pass_fds=pass_fds, untrusted=untrusted)
     except Exception as exc:
         if used:
             exc.usage = used[0]  # type: ignore[attr-defined]

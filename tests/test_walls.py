@@ -391,3 +391,30 @@ def test_kernels_of_a_root_jupyter_are_strangers_to_each_other(start_kernel):
         assert ids[0] not in identity.in_use()
     finally:
         shutil.rmtree(shared)
+
+
+class _Crafted:
+    """A value whose unpickling runs a command: what a hostile submission would return."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("untrusted", [False, True])
+def test_an_untrusted_function_cannot_run_code_in_its_caller(tmp_path, untrusted):
+    """A judge calls hostile code with nskernel.isolate(untrusted=True): what comes back is
+    decoded as plain data, so a crafted value runs nothing here. (Trusted, it is unpickled
+    as it is, and the command runs: the control.)"""
+    import nskernel
+    from nskernel.runner import IsolatedRunError
+
+    marker = tmp_path / "ran-in-the-caller"
+    if untrusted:
+        with pytest.raises(IsolatedRunError, match="plain data"):
+            nskernel.isolate(lambda: _Crafted(marker), pid=True, untrusted=True)
+    else:
+        nskernel.isolate(lambda: _Crafted(marker), pid=True)
+    assert marker.exists() is not untrusted
