@@ -5,7 +5,7 @@ PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || command -
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: lab test hub venv bytecode proxy
+.PHONY: lab test hub venv bytecode proxy system-tools
 
 venv:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,9 +38,15 @@ hub: venv
 	$(MAKE) --no-print-directory bytecode proxy
 	$(BIN)/python -m jupyterhub -f deploy/jupyterhub/jupyterhub_config.py
 
+# The system tools the tests need (chromium, npm, nft, ip, ...): every missing one named in one
+# line, with the apt command; as root, apt installs them (see .ci/system-tools).
+system-tools:
+	@PYTHON=$(PYTHON) .ci/system-tools $(if $(filter 0,$(shell id -u)),--install)
+
 # Install the test dependencies and run every check: lint, the unit tests (a second, no root),
-# then the integration tests and the notebooks.
-test: venv
+# then the integration tests and the notebooks. The system tools are checked before anything.
+test: system-tools
+	$(MAKE) --no-print-directory venv
 	$(BIN)/pip install --quiet -e '.[test]'
 	$(MAKE) --no-print-directory bytecode proxy
 	$(BIN)/nskernel install --sys-prefix

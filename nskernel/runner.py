@@ -308,7 +308,7 @@ def _forked_child(isolation: Isolation, main: Callable[[], Any],
                                         joined, mapping, group is not None, pass_fds),
                     new_pid_namespace=own_pid_namespace, start=start_thread))
             else:
-                child = os.fork()
+                child = sandbox.fork()
                 if child == 0:
                     _child_main(isolation, main, pipes, False, exec_mode, joined, mapping,
                                 group is not None, pass_fds)

@@ -60,6 +60,27 @@ def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
 NOBODY = 65534
 
 
+#: What Python 3.12+ says at every os.fork() from a process with more than one thread.
+_FORK_WARNING = r"This process \(pid=\d+\) is multi-threaded, use of fork\(\) may lead to deadlocks"
+
+
+def fork() -> int:
+    """os.fork(), without the DeprecationWarning Python 3.12+ gives when the caller has
+    threads (a kernel always has: ipykernel's and libzmq's).
+
+    The fork is the design, not an accident: the child never touches zmq or another thread's
+    locks, leaves by ``os._exit`` on every path, and runs only our code and the cell's
+    (see :mod:`nskernel.runner`). Only this message is silenced, for this call: a user's own
+    ``os.fork()`` in a cell still warns. ``catch_warnings`` swaps the process's filter list
+    for the moment of the fork; nothing in a kernel changes filters from another thread.
+    """
+    import warnings  # here: the launcher, single-threaded, does without it
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", _FORK_WARNING, DeprecationWarning)
+        return os.fork()
+
+
 def enter_walls(isolation: Isolation, *, user_namespace: bool, map_root_to: int | None = None,
                 private_run: bool = False, run_dirs_owner: int | None = None,
                 expose: Sequence[str] = (), is_pid1: bool = False,
@@ -291,7 +312,7 @@ def forked_in_thread(child_main: Callable[[], NoReturn], *, new_pid_namespace: b
         try:
             if new_pid_namespace:
                 _syscalls.unshare(_syscalls.CLONE_NEWPID)
-            pid = os.fork()
+            pid = fork()
         except BaseException as exc:  # noqa: BLE001 - raised again in the caller
             outcome["error"] = exc
             forked.set()
@@ -460,7 +481,7 @@ def _map_writer(uid: int, gid: int) -> Callable[[bool], None]:
     """
     target = os.getpid()
     read_end, write_end = os.pipe()
-    helper = os.fork()
+    helper = fork()
     if helper == 0:
         os.close(write_end)
         code = 1
@@ -522,7 +543,7 @@ def fork_pid1(isolation: Isolation, main: Callable[[], int]) -> int:
 def fork_child(main: Callable[[], int], *, new_proc: bool = False) -> int:
     """Fork a child that dies with its parent, runs ``main`` and exits with its result."""
     parent = os.getpid()
-    pid = os.fork()
+    pid = fork()
     if pid:
         return pid
     code = 1
