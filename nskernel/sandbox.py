@@ -28,11 +28,13 @@ def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
     """Put the calling single-threaded process into the namespaces ``isolation`` asks for.
 
     Afterwards the process is root inside its user namespace (if it made one), its mounts no
-    longer propagate to the host, its hostname and loopback are set; a new pid namespace
-    takes effect for its children only. ``is_pid1``: the caller already is PID 1 of a new
+    longer propagate to the host, its hostname and loopback are set, and it has a session
+    keyring of its own (the kernel's keys are not a cell's); a new pid namespace takes
+    effect for its children only. ``is_pid1``: the caller already is PID 1 of a new
     pid namespace (see :func:`forked_in_thread`) and only needs its /proc.
     """
     flags = isolation.clone_flags() & ~(_syscalls.CLONE_NEWPID if is_pid1 else 0)
+    _syscalls.join_fresh_session_keyring()  # not the kernel's, nor its session's
     if isolation.netns is not None:
         join_named_netns(isolation.netns)  # first: a new user namespace has no rights on it
     if isolation.uses_user_namespace:
@@ -88,6 +90,9 @@ def enter_walls(isolation: Isolation, *, user_namespace: bool, map_root_to: int 
         flags |= _syscalls.CLONE_NEWPID
     if isolation.ipc:
         flags |= _syscalls.CLONE_NEWIPC
+    # The session's keys (root's, for a root Jupyter) are for nothing behind the walls, the
+    # kernel's init included (a rootless kernel may trace it).
+    _syscalls.join_fresh_session_keyring()
     if user_namespace:
         _unshare_as_root(flags | _syscalls.CLONE_NEWUSER, map_root_to)
     else:
@@ -129,8 +134,9 @@ def enter_rooms(isolation: Isolation, *, map_root_to: int | None = None,
 
     Its root has every capability over its own namespaces (the lab needs them) and none
     over anything outside: not over the host's network (SIOCGSKNS on the kernel's adopted
-    listening sockets fails), sysctls, devices, modules or processes, and not over the
-    mounts of the first step. ``map_root_to``: whom root stands for outside; ``None`` for
+    listening sockets fails), sysctls, devices, modules or processes, not over the mounts
+    of the first step, and not over any key of the session it came from (it gets a
+    session keyring of its own). ``map_root_to``: whom root stands for outside; ``None`` for
     the caller itself. ``keep_cgroups``: /sys/fs/cgroup stays as it was, under the fresh
     /sys of a new network namespace (the kernel makes its cells' cgroups in there).
     """
@@ -139,6 +145,7 @@ def enter_rooms(isolation: Isolation, *, map_root_to: int | None = None,
         flags |= _syscalls.CLONE_NEWNET
     if isolation.uts:
         flags |= _syscalls.CLONE_NEWUTS
+    _syscalls.join_fresh_session_keyring()  # shared with nothing outside the rooms
     _unshare_as_root(flags, map_root_to)
     if isolation.net:
         cgroup_root = (os.open(CGROUP_ROOT, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
