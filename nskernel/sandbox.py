@@ -75,7 +75,9 @@ def enter_walls(isolation: Isolation, *, user_namespace: bool, map_root_to: int 
     Every mount made here, and that /proc, ends up *locked* in the mount namespace of the
     second step (:func:`enter_rooms`): that one belongs to a less privileged user
     namespace, so its root cannot unmount them to uncover what lies beneath (the host's
-    /proc). bubblewrap reaches the same end by a different road. ``private_run``: private
+    /proc). bubblewrap reaches the same end by a different road. /dev is a fresh one with
+    only what a notebook needs and terminals of its own (see :func:`filesystem.private_dev`).
+    ``private_run``: private
     /run directories even without a new network namespace (the kernel keeps its scratch
     directory in there); ``run_dirs_owner``: the second step's root, in this namespace's
     ids; ``expose``: directories a root kernel, which is nobody on the host, must still
@@ -98,6 +100,7 @@ def enter_walls(isolation: Isolation, *, user_namespace: bool, map_root_to: int 
     else:
         _syscalls.unshare(flags)
     _syscalls.mount("none", "/", None, _syscalls.MS_REC | _syscalls.MS_PRIVATE)
+    filesystem.private_dev(host_ipc=not isolation.ipc)
     # First, so that the mounts made below stay writable.
     if isolation.readonly:
         filesystem.make_readonly(isolation.tmpfs_size, isolation.binds)
