@@ -215,8 +215,8 @@ def join_fresh_session_keyring() -> None:
     The session keyring survives fork, setsid, a new user namespace and a change of uid: a
     kernel started from root's login session would possess root's keys, and could search,
     read and overwrite them. Nothing to do where keyrings are closed to us already: a
-    seccomp filter refuses keyctl (EPERM), or the kernel has none (ENOSYS). The keyring is
-    never refused for quota (the kernel lets a session keyring overrun it).
+    seccomp filter refuses keyctl (EPERM), or the kernel has none (ENOSYS). The new keyring
+    counts in the user's key quota: EDQUOT when that is full.
     """
     step = "keyctl(KEYCTL_JOIN_SESSION_KEYRING)"
     number = _SYS_KEYCTL.get(platform.machine())
@@ -227,7 +227,9 @@ def join_fresh_session_keyring() -> None:
                      ctypes.c_void_p(None)) < 0:
         err = ctypes.get_errno()
         if err not in (errno.EPERM, errno.ENOSYS):
-            raise NamespaceError(step, err)
+            raise NamespaceError(step, err, {errno.EDQUOT: (
+                "this user holds as many keys as /proc/sys/kernel/keys/maxkeys allows: end "
+                "what made them, or use --seccomp, under which none is needed")}.get(err, ""))
 
 
 class _SockFprog(ctypes.Structure):

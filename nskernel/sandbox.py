@@ -34,7 +34,7 @@ def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
     pid namespace (see :func:`forked_in_thread`) and only needs its /proc.
     """
     flags = isolation.clone_flags() & ~(_syscalls.CLONE_NEWPID if is_pid1 else 0)
-    _syscalls.join_fresh_session_keyring()  # not the kernel's, nor its session's
+    own_session_keyring(isolation)  # not the kernel's, nor its session's
     if isolation.netns is not None:
         join_named_netns(isolation.netns)  # first: a new user namespace has no rights on it
     if isolation.uses_user_namespace:
@@ -94,7 +94,7 @@ def enter_walls(isolation: Isolation, *, user_namespace: bool, map_root_to: int 
         flags |= _syscalls.CLONE_NEWIPC
     # The session's keys (root's, for a root Jupyter) are for nothing behind the walls, the
     # kernel's init included (a rootless kernel may trace it).
-    _syscalls.join_fresh_session_keyring()
+    own_session_keyring(isolation)
     if user_namespace:
         _unshare_as_root(flags | _syscalls.CLONE_NEWUSER, map_root_to)
     else:
@@ -148,7 +148,7 @@ def enter_rooms(isolation: Isolation, *, map_root_to: int | None = None,
         flags |= _syscalls.CLONE_NEWNET
     if isolation.uts:
         flags |= _syscalls.CLONE_NEWUTS
-    _syscalls.join_fresh_session_keyring()  # shared with nothing outside the rooms
+    own_session_keyring(isolation)  # shared with nothing outside the rooms
     _unshare_as_root(flags, map_root_to)
     if isolation.net:
         cgroup_root = (os.open(CGROUP_ROOT, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -163,6 +163,19 @@ def enter_rooms(isolation: Isolation, *, map_root_to: int | None = None,
                 os.close(cgroup_root)
     _set_hostname_and_lo(isolation)
     _syscalls.set_no_new_privs()
+
+
+def own_session_keyring(isolation: Isolation) -> None:
+    """A fresh session keyring for the calling process (see
+    :func:`_syscalls.join_fresh_session_keyring`). Where the user's key quota is full (all
+    kernels of a root Jupyter are one user on the host: one of them can fill it), a process
+    that will run under the seccomp filter goes on without: the filter refuses it every
+    keyring call, so the keyring it keeps is out of its reach anyway."""
+    try:
+        _syscalls.join_fresh_session_keyring()
+    except _syscalls.NamespaceError as exc:
+        if exc.errno != errno.EDQUOT or not isolation.seccomp:
+            raise
 
 
 def walls_and_rooms(isolation: Isolation) -> bool:

@@ -288,3 +288,43 @@ def test_under_the_kernels_filter_isolate_the_jail_and_the_lab_work(kernel_filte
     assert kernel_filter_run["jail: routes"] == JAILED
     assert kernel_filter_run["jail: everyday"] == EVERYDAY
     assert kernel_filter_run["the lab"] is True
+
+
+#: A cell that fills its user's key quota (all kernels of a root Jupyter share one: nobody's),
+#: then what the kernel's next cells meet; last, the kernel frees the keys again.
+QUOTA_CELLS = [
+    ("fill the quota", "filled = 0\nwhile isinstance(add_key(b'filler-%d' % filled, b'x'), int):"
+                       "\n    filled += 1\n(filled > 0, add_key(b'one more', b'x'))"),
+    ("a --user --pid cell", "%%isolate --user --pid\n1"),
+    ("a jailed cell", "%%isolate --jail\nattempts()"),
+    ("a --seccomp --pid cell", "%%isolate --seccomp --pid\n1"),
+    ("free them", "keyctl(7, SESSION)"),
+    ("a --user --pid cell again", "%%isolate --user --pid\nattempts()"),
+]
+
+
+def test_with_the_key_quota_full_a_cell_says_why_and_a_filtered_one_runs(unprivileged_user):
+    """The fresh keyring counts in the user's key quota, which a cell can fill. Then a cell
+    that would keep the kernel's keyring within reach says why it cannot start, in one line;
+    one under the filter, which refuses it every keyring call, runs. Only rootless here: as
+    root it would fill nobody's quota, which every root kernel on the machine shares."""
+    report = run_probe("rootless", unprivileged_user,
+                       [KEYRING_PROBE, "isolated-python", KEYRING_PRELUDE,
+                        *(cell for _label, cell in QUOTA_CELLS)])
+    done = dict(zip([label for label, _cell in QUOTA_CELLS], report["results"][1:], strict=True))
+
+    def value(label: str):
+        assert done[label]["status"] == "ok", done[label]
+        return kernels.Execution(**done[label]).value
+
+    assert value("fill the quota") == (True, "EDQUOT")
+    refused = done["a --user --pid cell"]
+    assert refused["status"] == "error", refused
+    line, = refused["stderr"].strip().splitlines()  # one line, no traceback
+    assert line.startswith("UsageError: ") and "Disk quota exceeded" in line, line
+    assert "maxkeys" in line and "--seccomp" in line, line
+    assert value("a jailed cell") == REFUSED
+    assert value("a --seccomp --pid cell") == 1
+    assert value("free them") == 0
+    assert value("a --user --pid cell again") == NOT_REACHED
+    assert report["key_unchanged"] is True
