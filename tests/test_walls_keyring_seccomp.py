@@ -260,7 +260,8 @@ KERNEL_FILTER_CELLS = [
     ("jail: routes", "%%isolate --jail\nroutes()"),
     ("jail: everyday", "%%isolate --jail\neveryday()"),
     ("the lab", "%netns add a b\n%veth a:10.9.0.1/24 b:10.9.0.2/24\n"
-                "from nskernel import lab, probe\nprobe.ping(lab(), 'a', '10.9.0.2', count=1).ok"),
+                "from nskernel import lab, probe\n"
+                "probe.ping(lab(), 'a', '10.9.0.2', timeout=5).ok"),
 ]
 
 
