@@ -13,9 +13,11 @@ import ctypes
 import errno
 import fcntl
 import os
+import platform
 import struct
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
@@ -57,6 +59,12 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
 _CAPABILITY_VERSION_3 = 0x20080522
+
+KEYCTL_JOIN_SESSION_KEYRING = 1
+#: keyctl's system call number by machine (glibc has no wrapper: libkeyutils does).
+_SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "riscv64": 219, "loongarch64": 219,
+               "ppc64le": 271, "ppc64": 271, "s390x": 280, "i686": 288, "i386": 288,
+               "armv7l": 311, "armv8l": 311}
 
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
@@ -201,6 +209,29 @@ def drop_all_capabilities() -> None:
     header = struct.pack("=Ii", _CAPABILITY_VERSION_3, 0)
     empty = bytes(2 * 3 * 4)  # two {effective, permitted, inheritable} words, all clear
     _check(_libc.capset(header, empty), "capset(none)")
+
+
+def join_fresh_session_keyring() -> None:
+    """Give the calling thread (and what it starts from now on) a new, empty session keyring.
+
+    The session keyring survives fork, setsid, a new user namespace and a change of uid: a
+    kernel started from root's login session would possess root's keys, and could search,
+    read and overwrite them. Nothing to do where keyrings are closed to us already: a
+    seccomp filter refuses keyctl (EPERM), or the kernel has none (ENOSYS). The new keyring
+    counts in the user's key quota: EDQUOT when that is full.
+    """
+    step = "keyctl(KEYCTL_JOIN_SESSION_KEYRING)"
+    number = _SYS_KEYCTL.get(platform.machine())
+    if number is None:
+        raise NamespaceError(step, errno.ENOSYS, f"nskernel does not know keyctl's system call "
+                                                 f"number on {platform.machine()}")
+    if _libc.syscall(ctypes.c_long(number), ctypes.c_long(KEYCTL_JOIN_SESSION_KEYRING),
+                     ctypes.c_void_p(None)) < 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EPERM, errno.ENOSYS):
+            raise NamespaceError(step, err, {errno.EDQUOT: (
+                "this user holds as many keys as /proc/sys/kernel/keys/maxkeys allows: end "
+                "what made them, or use --seccomp, under which none is needed")}.get(err, ""))
 
 
 class _SockFprog(ctypes.Structure):

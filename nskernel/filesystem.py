@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from nskernel import _syscalls
 
 CGROUP_ROOT = "/sys/fs/cgroup"
+_NOSUID_NODEV_NOEXEC = _syscalls.MS_NOSUID | _syscalls.MS_NODEV | _syscalls.MS_NOEXEC
 #: Mounts left as they are: not files but views of the kernel's state and devices.
 VIEWS = ("/proc", "/sys", "/dev")
 #: Directories that get a fresh tmpfs (when they exist), beside the home directory.
@@ -82,6 +83,57 @@ def private_tmp(size: str, keep: Sequence[str]) -> None:
         if os.path.isdir(directory) and not os.path.islink(directory):
             cover_with_tmpfs(directory, f"size={size},mode=1777",
                              [d for d in below if d.startswith(directory + "/")])
+
+
+#: The host's devices a notebook needs, bound into a fresh /dev (bubblewrap's --dev list).
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+#: Symbolic links of a fresh /dev: the process's own descriptors, and /dev/ptmx into the
+#: devpts instance beside it.
+DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
+             "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"}
+#: Mounts of the host's /dev bound back when the caller shares the host's ipc namespace.
+HOST_IPC_DIRS = ("shm", "mqueue")
+
+
+def private_dev(host_ipc: bool) -> None:
+    """A /dev of the caller's own (as bubblewrap's ``--dev``): a small tmpfs with the host's
+    DEVICES bound in, a devpts instance of its own (ptys made inside are numbered from 0 and
+    no terminal of the host's, an ssh session's or a Jupyter terminal's, is in there to be
+    read or typed into), /dev/ptmx pointing into it, and empty /dev/shm and /dev/mqueue (for
+    the caller's own ipc namespace to mount) or, with ``host_ipc``, the host's bound back.
+    Everything else of the host's (/dev/fuse, /dev/net/tun, disks, consoles) is gone. It is
+    read-only afterwards: nothing new appears in it but mounts.
+
+    Bound, not made: a device node is usable only on a mount that allows devices, and those
+    made in a user namespace never do; a bind keeps the host mount's permission.
+    """
+    host_dev = os.open("/dev", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _syscalls.mount("tmpfs", "/dev", "tmpfs", _NOSUID_NODEV_NOEXEC,
+                        "mode=755,size=64k,nr_inodes=64")
+        for name in DEVICES:
+            source = f"/proc/self/fd/{host_dev}/{name}"
+            if not os.path.exists(source):
+                continue
+            os.close(os.open(f"/dev/{name}", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
+            _syscalls.mount(source, f"/dev/{name}", None, _syscalls.MS_BIND)
+        for name, target in DEV_LINKS.items():
+            os.symlink(target, f"/dev/{name}")
+        os.mkdir("/dev/pts", 0o755)
+        # No gid=: the tty group may not be mapped in a user namespace.
+        _syscalls.mount("devpts", "/dev/pts", "devpts", _syscalls.MS_NOSUID | _syscalls.MS_NOEXEC,
+                        "newinstance,ptmxmode=0666,mode=620")
+        for name in HOST_IPC_DIRS:
+            source = f"/proc/self/fd/{host_dev}/{name}"
+            there = os.path.isdir(source)
+            if there or name == "shm":  # a notebook needs /dev/shm; mqueue where the host has it
+                os.mkdir(f"/dev/{name}", 0o755)  # a mount comes over it
+            if there and host_ipc:
+                _syscalls.mount(source, f"/dev/{name}", None, _syscalls.MS_BIND | _syscalls.MS_REC)
+    finally:
+        os.close(host_dev)
+    _syscalls.mount("none", "/dev", None, _syscalls.MS_REMOUNT | _syscalls.MS_BIND
+                    | _syscalls.MS_RDONLY | _NOSUID_NODEV_NOEXEC)
 
 
 def cover_with_tmpfs(directory: str, options: str, keep: Sequence[str], *,

@@ -28,11 +28,13 @@ def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
     """Put the calling single-threaded process into the namespaces ``isolation`` asks for.
 
     Afterwards the process is root inside its user namespace (if it made one), its mounts no
-    longer propagate to the host, its hostname and loopback are set; a new pid namespace
-    takes effect for its children only. ``is_pid1``: the caller already is PID 1 of a new
+    longer propagate to the host, its hostname and loopback are set, and it has a session
+    keyring of its own (the kernel's keys are not a cell's); a new pid namespace takes
+    effect for its children only. ``is_pid1``: the caller already is PID 1 of a new
     pid namespace (see :func:`forked_in_thread`) and only needs its /proc.
     """
     flags = isolation.clone_flags() & ~(_syscalls.CLONE_NEWPID if is_pid1 else 0)
+    own_session_keyring(isolation)  # not the kernel's, nor its session's
     if isolation.netns is not None:
         join_named_netns(isolation.netns)  # first: a new user namespace has no rights on it
     if isolation.uses_user_namespace:
@@ -94,7 +96,9 @@ def enter_walls(isolation: Isolation, *, user_namespace: bool, map_root_to: int 
     Every mount made here, and that /proc, ends up *locked* in the mount namespace of the
     second step (:func:`enter_rooms`): that one belongs to a less privileged user
     namespace, so its root cannot unmount them to uncover what lies beneath (the host's
-    /proc). bubblewrap reaches the same end by a different road. ``private_run``: private
+    /proc). bubblewrap reaches the same end by a different road. /dev is a fresh one with
+    only what a notebook needs and terminals of its own (see :func:`filesystem.private_dev`).
+    ``private_run``: private
     /run directories even without a new network namespace (the kernel keeps its scratch
     directory in there); ``run_dirs_owner``: the second step's root, in this namespace's
     ids; ``expose``: directories a root kernel, which is nobody on the host, must still
@@ -109,11 +113,15 @@ def enter_walls(isolation: Isolation, *, user_namespace: bool, map_root_to: int 
         flags |= _syscalls.CLONE_NEWPID
     if isolation.ipc:
         flags |= _syscalls.CLONE_NEWIPC
+    # The session's keys (root's, for a root Jupyter) are for nothing behind the walls, the
+    # kernel's init included (a rootless kernel may trace it).
+    own_session_keyring(isolation)
     if user_namespace:
         _unshare_as_root(flags | _syscalls.CLONE_NEWUSER, map_root_to)
     else:
         _syscalls.unshare(flags)
     _syscalls.mount("none", "/", None, _syscalls.MS_REC | _syscalls.MS_PRIVATE)
+    filesystem.private_dev(host_ipc=not isolation.ipc)
     # First, so that the mounts made below stay writable.
     if isolation.readonly:
         filesystem.make_readonly(isolation.tmpfs_size, isolation.binds)
@@ -150,8 +158,9 @@ def enter_rooms(isolation: Isolation, *, map_root_to: int | None = None,
 
     Its root has every capability over its own namespaces (the lab needs them) and none
     over anything outside: not over the host's network (SIOCGSKNS on the kernel's adopted
-    listening sockets fails), sysctls, devices, modules or processes, and not over the
-    mounts of the first step. ``map_root_to``: whom root stands for outside; ``None`` for
+    listening sockets fails), sysctls, devices, modules or processes, not over the mounts
+    of the first step, and not over any key of the session it came from (it gets a
+    session keyring of its own). ``map_root_to``: whom root stands for outside; ``None`` for
     the caller itself. ``keep_cgroups``: /sys/fs/cgroup stays as it was, under the fresh
     /sys of a new network namespace (the kernel makes its cells' cgroups in there).
     """
@@ -160,6 +169,7 @@ def enter_rooms(isolation: Isolation, *, map_root_to: int | None = None,
         flags |= _syscalls.CLONE_NEWNET
     if isolation.uts:
         flags |= _syscalls.CLONE_NEWUTS
+    own_session_keyring(isolation)  # shared with nothing outside the rooms
     _unshare_as_root(flags, map_root_to)
     if isolation.net:
         cgroup_root = (os.open(CGROUP_ROOT, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -174,6 +184,19 @@ def enter_rooms(isolation: Isolation, *, map_root_to: int | None = None,
                 os.close(cgroup_root)
     _set_hostname_and_lo(isolation)
     _syscalls.set_no_new_privs()
+
+
+def own_session_keyring(isolation: Isolation) -> None:
+    """A fresh session keyring for the calling process (see
+    :func:`_syscalls.join_fresh_session_keyring`). Where the user's key quota is full (all
+    kernels of a root Jupyter are one user on the host: one of them can fill it), a process
+    that will run under the seccomp filter goes on without: the filter refuses it every
+    keyring call, so the keyring it keeps is out of its reach anyway."""
+    try:
+        _syscalls.join_fresh_session_keyring()
+    except _syscalls.NamespaceError as exc:
+        if exc.errno != errno.EDQUOT or not isolation.seccomp:
+            raise
 
 
 def walls_and_rooms(isolation: Isolation) -> bool:

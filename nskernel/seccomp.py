@@ -3,9 +3,13 @@
 The list follows Docker's default profile (what it denies to containers): loading and
 unloading kernel modules, kexec, reboot, swap, the clock, bpf, perf events, the kernel
 keyring, file handles (open_by_handle_at walks out of any mount namespace), accounting and
-quotas, other processes' memory, and making or joining namespaces and mounts (the cell's
-are set up before the filter is loaded). A blocked call returns EPERM, as a permission
-refusal would: programs report it and go on; nothing is killed.
+quotas, other processes' memory, io_uring (whose operations no filter sees), and making or
+joining namespaces and mounts (the cell's are set up before the filter is loaded): unshare,
+setns, and clone with any CLONE_NEW* flag, while clone without them (fork, threads,
+subprocesses) goes through. clone3 passes its flags in memory, where a filter cannot read
+them: it gets ENOSYS, and the C library falls back to clone (as under Docker). A blocked
+call returns EPERM, as a permission refusal would: programs report it and go on; nothing
+is killed.
 
 libseccomp (through the pyseccomp binding) turns the names into the numbers of this
 machine's architecture and compiles the BPF program, once per kernel.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
+import platform
 
 import pyseccomp
 
@@ -34,10 +39,20 @@ DENIED = (
     "_sysctl",
     # kernel facilities a sandbox has no use for
     "bpf", "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key",
-    "ioperm", "iopl", "vm86", "vm86old",
+    "ioperm", "iopl", "vm86", "vm86old", "io_uring_setup", "io_uring_enter",
+    "io_uring_register",
     # ways out: file handles, other processes, namespaces and mounts
     "open_by_handle_at", "name_to_handle_at", "ptrace", "process_vm_readv",
     "process_vm_writev", "kcmp", *NAMESPACE_CALLS)
+
+
+#: clone's flags that make namespaces: a cell's clone with any of them is refused.
+CLONE_NAMESPACE_FLAGS = (_syscalls.CLONE_NEWNS, _syscalls.CLONE_NEWCGROUP,
+                         _syscalls.CLONE_NEWUTS, _syscalls.CLONE_NEWIPC,
+                         _syscalls.CLONE_NEWUSER, _syscalls.CLONE_NEWPID,
+                         _syscalls.CLONE_NEWNET)
+#: Which argument of clone holds its flags (s390 swaps the first two).
+_CLONE_FLAGS_ARGUMENT = 1 if platform.machine().startswith("s390") else 0
 
 
 def compiled_filter(allow_namespaces: bool = False) -> bytes:
@@ -58,10 +73,12 @@ def _compile(allow_namespaces: bool) -> bytes:
     for name in DENIED:
         if allow_namespaces and name in NAMESPACE_CALLS:
             continue
-        try:
-            rules.add_rule(pyseccomp.ERRNO(errno.EPERM), name)
-        except (ValueError, RuntimeError, OSError):
-            continue  # not a system call on this architecture
+        _add(rules, errno.EPERM, name)
+    if not allow_namespaces:
+        for flag in CLONE_NAMESPACE_FLAGS:  # one rule per flag: any of them is refused
+            _add(rules, errno.EPERM, "clone",
+                 pyseccomp.Arg(_CLONE_FLAGS_ARGUMENT, pyseccomp.MASKED_EQ, flag, flag))
+        _add(rules, errno.ENOSYS, "clone3")
     reader, writer = os.pipe()
     try:
         with open(writer, "wb", closefd=False) as sink:
@@ -74,6 +91,14 @@ def _compile(allow_namespaces: bool) -> bytes:
         os.close(reader)
         if writer >= 0:
             os.close(writer)
+
+
+def _add(rules: pyseccomp.SyscallFilter, error: int, name: str, *args: pyseccomp.Arg) -> None:
+    """Have ``name`` (where ``args`` hold) fail with ``error``."""
+    try:
+        rules.add_rule(pyseccomp.ERRNO(error), name, *args)
+    except (ValueError, RuntimeError, OSError):
+        pass  # not a system call on this architecture
 
 
 def deny_dangerous_syscalls(allow_namespaces: bool = False) -> None:
