@@ -18,6 +18,14 @@ root shell, a user's session):
 Where our own cgroup may not be written (a rootless user without delegation, the Isolated
 Python kernel without a delegated cgroup) :func:`available` says why in one line, and the
 caller falls back on rlimits.
+
+cgroup v2 lets a cgroup pass controllers to its children only while it holds no process
+itself ("no internal processes"). So a cgroup of ours that holds processes and has children
+with limits keeps those processes in a leaf child, :data:`LEAF` (a kernel's cgroup keeps the
+kernel there), and a cgroup delegated to us that holds processes (Jupyter started with
+``systemd-run --scope -p Delegate=yes``) gets its processes moved into such a leaf when the
+first cgroup is made in it: systemd's rules for a delegated subtree, and the only moves we
+make. Where a process sits in a leaf, its "own" cgroup is the leaf's parent.
 """
 
 from __future__ import annotations
@@ -36,6 +44,9 @@ PREFIX = "nskernel."
 #: The period of a CPU quota, in microseconds (the kernel's default).
 CPU_PERIOD = 100_000
 _V2 = "v2"
+#: The leaf child of a v2 cgroup of ours that holds its processes (see the module's doc);
+#: not named with PREFIX: no owner, never taken for one of ours by ``nskernel clean``.
+LEAF = "nskernel-leaf"
 
 
 class CgroupError(RuntimeError):
@@ -83,6 +94,8 @@ def hierarchies(pid: int | str = "self") -> list[Hierarchy]:
             if path is None or not (path + "/").startswith(root.rstrip("/") + "/"):
                 continue
             own = os.path.join(point, path[len(root.rstrip("/")):].lstrip("/")).rstrip("/")
+            if version == 2 and os.path.basename(own) == LEAF:
+                own = os.path.dirname(own)  # the leaf only holds our processes
             if version == 2:
                 controllers = frozenset(_read(own, "cgroup.controllers").split())
             else:
@@ -126,6 +139,9 @@ class Plan:
 
     places: dict[str, Hierarchy]
     missing: dict[str, str]
+    #: A v2 cgroup delegated to us that still holds processes: moved into its LEAF (see
+    #: :func:`make_room`) before the first cgroup is made in it.
+    crowded: Hierarchy | None = None
 
 
 def plan(hierarchy_list: list[Hierarchy] | None = None) -> Plan:
@@ -134,11 +150,14 @@ def plan(hierarchy_list: list[Hierarchy] | None = None) -> Plan:
     found = hierarchies() if hierarchy_list is None else hierarchy_list
     places: dict[str, Hierarchy] = {}
     missing: dict[str, str] = {}
+    crowded = None
     v2 = next((h for h in found if h.version == 2), None)
     if v2 is not None and os.access(v2.own, os.W_OK):
         places["kill"] = places["cpuacct"] = v2
         enabled = set(_read(v2.own, "cgroup.subtree_control").split())
         empty = not _read(v2.own, "cgroup.procs").strip()
+        if not empty and v2.controllers & set(LIMIT_CONTROLLERS) and delegated(v2.own):
+            empty, crowded = True, v2  # its processes will move into its leaf
         for name in LIMIT_CONTROLLERS:
             if name in enabled or (name in v2.controllers and empty):
                 places[name] = v2
@@ -166,7 +185,37 @@ def plan(hierarchy_list: list[Hierarchy] | None = None) -> Plan:
                                  "its own with Delegate=yes)")
             else:
                 missing[name] = f"no {name} controller is mounted"
-    return Plan(places, missing)
+    return Plan(places, missing, crowded)
+
+
+def delegated(directory: str) -> bool:
+    """Whether a v2 cgroup is ours to arrange: delegated by systemd (``Delegate=yes`` marks it
+    with a ``trusted.delegate`` xattr) or, for a user other than root, writable at all (only
+    a delegation makes a cgroup a user's)."""
+    if os.geteuid() != 0:
+        return all(os.access(os.path.join(directory, name), os.W_OK)
+                   for name in ("cgroup.procs", "cgroup.subtree_control"))
+    try:
+        return os.getxattr(directory, "trusted.delegate") == b"1"
+    except OSError:
+        return False
+
+
+def make_room(hierarchy: Hierarchy) -> None:
+    """Move every process of a delegated v2 cgroup into its :data:`LEAF` (made if need be),
+    so that it may pass controllers to children of ours: what systemd asks of whoever gets
+    a delegated cgroup. Nothing to do once it holds none."""
+    leaf = os.path.join(hierarchy.own, LEAF)
+    for _ in range(100):  # a process forked while we move: the next pass takes it
+        found = _read(hierarchy.own, "cgroup.procs").split()
+        if not found:
+            return
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(leaf)
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):  # gone meanwhile
+                _write(leaf, "cgroup.procs", pid)
+    raise CgroupError(f"cannot empty cgroup {hierarchy.own} into {LEAF}: it keeps forking")
 
 
 @dataclass(frozen=True)
@@ -204,15 +253,20 @@ class Group:
     directories: dict[str, str] = field(default_factory=dict)  # job -> directory
     made: list[str] = field(default_factory=list)
     v2_jobs: set[str] = field(default_factory=set)  # jobs whose directory is cgroup v2
+    #: v2 directory -> its LEAF, where its processes go (a kernel's cgroup, with room for
+    #: its cells' cgroups beside it).
+    leaves: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def create(cls, name: str, *, memory: int | None = None, pids: int | None = None,
                cpus: float | None = None, the_plan: Plan | None = None,
-               jobs: set[str] | None = None) -> Group:
+               jobs: set[str] | None = None, leaf: bool = False) -> Group:
         """Make the cgroups and set their limits; raise :class:`CgroupError` where a limit
         asked for has no controller here. ``jobs``: only the hierarchies these need (each
         one made, joined and removed costs time), beside the limits' own; None: all of
-        them (a kernel: its cells may want any)."""
+        them (a kernel: its cells may want any). ``leaf``: cgroups of ours will be made in
+        it (a kernel's): in v2 with controllers its processes go into a :data:`LEAF`, and
+        its controllers are passed on to its children."""
         the_plan = the_plan or plan()
         wanted = {"memory": memory, "pids": pids, "cpu": cpus}
         for job, value in wanted.items():
@@ -222,6 +276,8 @@ class Group:
             jobs = jobs | {job for job, value in wanted.items() if value is not None}
         group = cls(name)
         try:
+            if the_plan.crowded is not None:
+                make_room(the_plan.crowded)
             for job, hierarchy in the_plan.places.items():
                 if jobs is not None and job not in jobs:
                     continue
@@ -234,12 +290,29 @@ class Group:
                 group.directories[job] = directory
                 if hierarchy.version == 2:
                     group.v2_jobs.add(job)
+            if leaf:
+                group._make_leaves()
             group.set_limits(memory=memory, pids=pids, cpus=cpus)
         except OSError as exc:
             group.remove()
             raise CgroupError(f"cannot make cgroup {name}: {exc.strerror} "
                               f"({exc.filename or ''})") from None
         return group
+
+    def _make_leaves(self) -> None:
+        """In each v2 directory that has limit controllers: a LEAF for our processes, and
+        those controllers passed on (the directory is empty yet, so v2 allows it)."""
+        for directory in dict.fromkeys(self.directories[job] for job in self.v2_jobs):
+            offered = set(_read(directory, "cgroup.controllers").split())
+            passed = [name for name in LIMIT_CONTROLLERS if name in offered]
+            if not passed:
+                continue  # a v2 tree without controllers (a hybrid machine): no rule to keep
+            leaf = os.path.join(directory, LEAF)
+            os.mkdir(leaf)
+            self.made.append(leaf)
+            self.leaves[directory] = leaf
+            for name in passed:
+                _enable(directory, name)
 
     def set_limits(self, *, memory: int | None = None, pids: int | None = None,
                    cpus: float | None = None) -> None:
@@ -268,7 +341,7 @@ class Group:
         """Move process ``pid`` (0: the calling one) into every one of our cgroups, before
         it starts anything: all it starts stays inside."""
         for directory in dict.fromkeys(self.directories.values()):
-            _write(directory, "cgroup.procs", str(pid))
+            _write(self.leaves.get(directory, directory), "cgroup.procs", str(pid))
 
     def join_thread(self, tid: int) -> None:
         """Move one thread (v1 only: its ``tasks`` files) into every one of our cgroups."""
@@ -278,7 +351,7 @@ class Group:
     def hand_to(self, uid: int, gid: int) -> None:
         """Let ``uid`` make cgroups below ours and move its processes among them (what
         systemd's Delegate=yes does); our own limit files stay root's."""
-        for directory in dict.fromkeys(self.directories.values()):
+        for directory in dict.fromkeys([*self.directories.values(), *self.leaves.values()]):
             os.chown(directory, uid, gid)
             for name in ("cgroup.procs", "tasks", "cgroup.subtree_control", "cgroup.threads"):
                 with contextlib.suppress(FileNotFoundError):
@@ -291,8 +364,10 @@ class Group:
                      or next(iter(self.directories.values()), None))
         if directory is None:
             return []
-        return [pid for pid in (int(word) for word in _read(directory, "cgroup.procs").split())
-                if pid != os.getpid()]
+        text = _read(directory, "cgroup.procs")
+        if directory in self.leaves:
+            text += " " + _read(self.leaves[directory], "cgroup.procs")
+        return [pid for pid in (int(word) for word in text.split()) if pid != os.getpid()]
 
     def kill(self, wait: bool = True) -> None:
         """SIGKILL everything in the group, daemons and all, at once where v2 can. In v1,
