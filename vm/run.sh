@@ -55,7 +55,7 @@ wheel=$(ls "$run/share/wheels"/nskernel-*.whl)
 "$python" -m pip wheel --quiet --wheel-dir "$run/share/wheelhouse" "$wheel" \
     pytest pytest-timeout nbval nbclient
 rm -rf "$repo/build"
-(cd "$repo" && git ls-files -z tests notebooks pyproject.toml | xargs -0 cp --parents -t "$run/share/src")
+(cd "$repo" && git ls-files -z --cached --others --exclude-standard tests notebooks pyproject.toml | xargs -0 cp --parents -t "$run/share/src")
 cp "$here/guest/in-guest.sh" "$run/share/"
 echo "vm: wheel $(basename "$wheel") and a wheelhouse of $(ls "$run/share/wheelhouse" | wc -l) wheels in $((SECONDS - start)) s"
 

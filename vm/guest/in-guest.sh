@@ -18,14 +18,15 @@ echo "guest: $(uname -r), systemd $(systemctl --version | head -1 | cut -d' ' -f
 
 start=$(uptime_s)
 python3 -m venv /opt/nskernel
-/opt/nskernel/bin/pip install --quiet --no-index --find-links "$share/wheelhouse" \
+/opt/nskernel/bin/pip install --quiet --no-compile --no-index --find-links "$share/wheelhouse" \
     "$share"/wheels/nskernel-*.whl pytest pytest-timeout nbval nbclient
 echo "installed the wheel and its wheelhouse in $(( $(uptime_s) - start )) s" >> "$results/times"
 # The tests and notebooks, without the package: `import nskernel` finds the wheel's.
 rm -rf /opt/src && cp -r "$share/src" /opt/src && chmod -R a+rX /opt/src
 bin=/opt/nskernel/bin
 
-# Slow Python (TCG): each test and cell gets far more time than on the host.
+# Slow Python (TCG): each test and cell gets far more time than on the host. Bytecode is
+# written as modules are first imported (by the root run), not for all of every wheel.
 tests=(tests/test_vm_cgroup_v2.py tests/test_kernel_limits.py
        tests/test_locks.py::test_past_the_memory_limit_allocation_fails_and_below_it_works
        tests/test_locks.py::test_a_fork_bomb_stops_at_the_pids_limit_with_eagain
