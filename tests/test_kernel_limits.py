@@ -114,7 +114,7 @@ def test_the_kernel_cannot_loosen_or_leave_its_limits(locked):
     assert set(leave) <= {"ENOENT", "EACCES", "EROFS"}
     if IS_ROOT and kernels_get_cgroups():
         assert limits, done  # there are limit files, and none can be written
-        mine = {path.split("/")[3] for path in (h.own for h in cgroups.hierarchies())}
+        mine = {path.split("/")[4] for path in (h.own for h in cgroups.hierarchies())}
         assert set(seen) <= mine | {"cpu", "memory", "pids", "unified", "cpuacct"}
         # Beside its own cgroup (v1's pids hierarchy, or v2's one tree), nothing is seen.
         others = execute(client, "sorted(os.listdir(os.path.dirname(next(h.own for h in "

@@ -78,7 +78,7 @@ def test_doctor_tells_the_truth_about_each_limit():
                              limits[name]), shown
         assert limits["stats"].lstrip().startswith("ok"), shown
     else:
-        assert "NO   memory  per process only (rlimit): cgroup /sys/fs/cgroup/" in shown, shown
+        assert "NO  memory  per process only (rlimit): cgroup /sys/fs/cgroup/" in shown, shown
         assert f"is not writable by uid {os.geteuid()} (no delegated cgroup)" in shown, shown
         assert limits["cpus"].lstrip().startswith("NO") and "cannot be enforced" in \
             limits["cpus"], shown
@@ -88,7 +88,7 @@ def test_doctor_tells_the_truth_about_each_limit():
 def test_the_kernels_cgroup_is_a_real_v2_child_with_its_limits(limited):
     _manager, client = limited
     inside = own_cgroup(execute(client, "open('/proc/self/cgroup').read()", timeout=120).value)
-    shown = execute(client, "%nsinfo", timeout=120).stdout
+    shown = execute(client, "%nsinfo", timeout=120).result or ""
     if not DELEGATED:
         assert "nskernel." not in inside, inside  # it stays where it was started
         assert "held by rlimits (no cgroup here)" in shown, shown
@@ -127,7 +127,7 @@ def test_a_cells_cgroup_is_a_v2_child_of_the_kernels_and_goes_with_the_cell(limi
             assert read(cell, "memory.max") == str(64 << 20)
             assert read(cell, "cpu.max") == "50000 100000"
             assert read(cell, "pids.max") == "max"  # a cell's processes: its own rlimit
-            assert int(read(cell, "pids.current")) >= 2  # its PID 1 and the body
+            assert int(read(cell, "pids.current")) >= 1  # the body, its PID 1
         else:
             assert "nskernel." not in cell, cell
     finally:
@@ -160,7 +160,7 @@ def test_a_memory_hog_a_fork_bomb_and_a_cpu_loop_get_the_verdicts_of_v1(limited)
                    timeout=900)
     if DELEGATED:
         assert loop.stderr.strip().splitlines()[-1] == \
-            "UsageError: CPU time limit of 2 s exceeded", loop
+            "UsageError: isolated cell: CPU time limit of 2 s exceeded", loop
     else:
         assert loop.stdout.strip() == "ended", loop  # each loop on its own RLIMIT_CPU
     assert execute(client, "1 + 1", timeout=120).value == 2
