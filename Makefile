@@ -5,7 +5,7 @@ PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || command -
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: lab test hub venv bytecode proxy system-tools
+.PHONY: lab test hub venv bytecode proxy system-tools vm-test vm-clean
 
 venv:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,3 +53,13 @@ test: system-tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest tests/unit
 	$(BIN)/python -m pytest --ignore=tests/unit
+
+# nskernel on a real systemd + pure cgroup v2 machine: a Debian guest under qemu (built once,
+# cached in ~/.cache/nskernel/vm), nskernel installed there from this checkout's wheel, the
+# cgroup, limit, kernel and notebook 13/14 tests as root and as a user (see vm/run.sh). Root.
+vm-test: venv
+	vm/run.sh $(abspath $(BIN))/python
+
+# Remove the cached guest (and the last run's files) that vm-test keeps.
+vm-clean:
+	rm -rf $${NSKERNEL_VM_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/nskernel/vm}

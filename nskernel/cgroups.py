@@ -18,6 +18,14 @@ root shell, a user's session):
 Where our own cgroup may not be written (a rootless user without delegation, the Isolated
 Python kernel without a delegated cgroup) :func:`available` says why in one line, and the
 caller falls back on rlimits.
+
+cgroup v2 lets a cgroup pass controllers to its children only while it holds no process
+itself ("no internal processes"). So a cgroup of ours that holds processes and has children
+with limits keeps those processes in a leaf child, :data:`KERNEL_LEAF` (a kernel's cgroup keeps the
+kernel there), and a cgroup delegated to us that holds processes (Jupyter started with
+``systemd-run --scope -p Delegate=yes``) gets its processes moved into such a leaf when the
+first cgroup is made in it: systemd's rules for a delegated subtree, and the only moves we
+make. Where a process sits in a leaf, its "own" cgroup is the leaf's parent.
 """
 
 from __future__ import annotations
@@ -39,6 +47,9 @@ CPU_PERIOD = 100_000
 #: rooted there: the limits are the parent's, which no cgroup mount the cell can make shows.
 LEAF = "body"
 _V2 = "v2"
+#: The leaf child of a v2 cgroup of ours that holds its processes (see the module's doc);
+#: not named with PREFIX: no owner, never taken for one of ours by ``nskernel clean``.
+KERNEL_LEAF = "nskernel-leaf"
 
 
 class CgroupError(RuntimeError):
@@ -86,6 +97,8 @@ def hierarchies(pid: int | str = "self") -> list[Hierarchy]:
             if path is None or not (path + "/").startswith(root.rstrip("/") + "/"):
                 continue
             own = os.path.join(point, path[len(root.rstrip("/")):].lstrip("/")).rstrip("/")
+            if version == 2 and os.path.basename(own) == KERNEL_LEAF:
+                own = os.path.dirname(own)  # the leaf only holds our processes
             if version == 2:
                 controllers = frozenset(_read(own, "cgroup.controllers").split())
             else:
@@ -129,6 +142,9 @@ class Plan:
 
     places: dict[str, Hierarchy]
     missing: dict[str, str]
+    #: A v2 cgroup delegated to us that still holds processes: moved into its KERNEL_LEAF (see
+    #: :func:`make_room`) before the first cgroup is made in it.
+    crowded: Hierarchy | None = None
 
 
 def plan(hierarchy_list: list[Hierarchy] | None = None) -> Plan:
@@ -137,11 +153,14 @@ def plan(hierarchy_list: list[Hierarchy] | None = None) -> Plan:
     found = hierarchies() if hierarchy_list is None else hierarchy_list
     places: dict[str, Hierarchy] = {}
     missing: dict[str, str] = {}
+    crowded = None
     v2 = next((h for h in found if h.version == 2), None)
     if v2 is not None and os.access(v2.own, os.W_OK):
         places["kill"] = places["cpuacct"] = v2
         enabled = set(_read(v2.own, "cgroup.subtree_control").split())
         empty = not _read(v2.own, "cgroup.procs").strip()
+        if not empty and v2.controllers & set(LIMIT_CONTROLLERS) and delegated(v2.own):
+            empty, crowded = True, v2  # its processes will move into its leaf
         for name in LIMIT_CONTROLLERS:
             if name in enabled or (name in v2.controllers and empty):
                 places[name] = v2
@@ -169,7 +188,37 @@ def plan(hierarchy_list: list[Hierarchy] | None = None) -> Plan:
                                  "its own with Delegate=yes)")
             else:
                 missing[name] = f"no {name} controller is mounted"
-    return Plan(places, missing)
+    return Plan(places, missing, crowded)
+
+
+def delegated(directory: str) -> bool:
+    """Whether a v2 cgroup is ours to arrange: delegated by systemd (``Delegate=yes`` marks it
+    with a ``trusted.delegate`` xattr) or, for a user other than root, writable at all (only
+    a delegation makes a cgroup a user's)."""
+    if os.geteuid() != 0:
+        return all(os.access(os.path.join(directory, name), os.W_OK)
+                   for name in ("cgroup.procs", "cgroup.subtree_control"))
+    try:
+        return os.getxattr(directory, "trusted.delegate") == b"1"
+    except OSError:
+        return False
+
+
+def make_room(hierarchy: Hierarchy) -> None:
+    """Move every process of a delegated v2 cgroup into its :data:`KERNEL_LEAF` (made if need be),
+    so that it may pass controllers to children of ours: what systemd asks of whoever gets
+    a delegated cgroup. Nothing to do once it holds none."""
+    leaf = os.path.join(hierarchy.own, KERNEL_LEAF)
+    for _ in range(100):  # a process forked while we move: the next pass takes it
+        found = _read(hierarchy.own, "cgroup.procs").split()
+        if not found:
+            return
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(leaf)
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):  # gone meanwhile
+                _write(leaf, "cgroup.procs", pid)
+    raise CgroupError(f"cannot empty cgroup {hierarchy.own} into {KERNEL_LEAF}: it keeps forking")
 
 
 @dataclass(frozen=True)
@@ -215,17 +264,23 @@ class Group:
     directories: dict[str, str] = field(default_factory=dict)  # job -> directory
     made: list[str] = field(default_factory=list)
     v2_jobs: set[str] = field(default_factory=set)  # jobs whose directory is cgroup v2
-    leaves: dict[str, str] = field(default_factory=dict)  # job -> where processes go
+    leaves: dict[str, str] = field(default_factory=dict)  # job -> where a cell's processes go
+    #: v2 directory -> its KERNEL_LEAF, where a kernel's processes go (with room for its
+    #: cells' cgroups beside it).
+    kernel_leaves: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def create(cls, name: str, *, memory: int | None = None, pids: int | None = None,
                cpus: float | None = None, the_plan: Plan | None = None,
-               jobs: set[str] | None = None, leaf: bool = False) -> Group:
+               jobs: set[str] | None = None, leaf: bool = False,
+               holds_cells: bool = False) -> Group:
         """Make the cgroups and set their limits; raise :class:`CgroupError` where a limit
         asked for has no controller here. ``jobs``: only the hierarchies these need (each
         one made, joined and removed costs time), beside the limits' own; None: all of
         them (a kernel: its cells may want any). ``leaf``: a cell's group, whose processes
-        live in a child of it (see the class's docstring)."""
+        live in a child of it (see the class's docstring). ``holds_cells``: a kernel's, in
+        which cgroups of ours will be made: in v2 with controllers its processes go into a
+        :data:`KERNEL_LEAF`, and its controllers are passed on to its children."""
         the_plan = the_plan or plan()
         wanted = {"memory": memory, "pids": pids, "cpu": cpus}
         for job, value in wanted.items():
@@ -235,6 +290,8 @@ class Group:
             jobs = jobs | {job for job, value in wanted.items() if value is not None}
         group = cls(name)
         try:
+            if the_plan.crowded is not None:
+                make_room(the_plan.crowded)
             for job, hierarchy in the_plan.places.items():
                 if jobs is not None and job not in jobs:
                     continue
@@ -253,12 +310,29 @@ class Group:
                         os.mkdir(below)
                         group.made.append(below)
                     group.leaves[job] = below
+            if holds_cells:
+                group._make_kernel_leaves()
             group.set_limits(memory=memory, pids=pids, cpus=cpus)
         except OSError as exc:
             group.remove()
             raise CgroupError(f"cannot make cgroup {name}: {exc.strerror} "
                               f"({exc.filename or ''})") from None
         return group
+
+    def _make_kernel_leaves(self) -> None:
+        """In each v2 directory that has limit controllers: a KERNEL_LEAF for our processes,
+        and those controllers passed on (the directory is empty yet, so v2 allows it)."""
+        for directory in dict.fromkeys(self.directories[job] for job in self.v2_jobs):
+            offered = set(_read(directory, "cgroup.controllers").split())
+            passed = [name for name in LIMIT_CONTROLLERS if name in offered]
+            if not passed:
+                continue  # a v2 tree without controllers (a hybrid machine): no rule to keep
+            leaf = os.path.join(directory, KERNEL_LEAF)
+            os.mkdir(leaf)
+            self.made.append(leaf)
+            self.kernel_leaves[directory] = leaf
+            for name in passed:
+                _enable(directory, name)
 
     def set_limits(self, *, memory: int | None = None, pids: int | None = None,
                    cpus: float | None = None) -> None:
@@ -284,13 +358,16 @@ class Group:
                 _write(self.directories["cpu"], "cpu.cfs_quota_us", str(quota))
 
     def _homes(self) -> list[str]:
-        """Where processes go: the leaves, or (a kernel's group) the directories."""
-        return list(dict.fromkeys((self.leaves or self.directories).values()))
+        """Where processes go: a cell's leaves, or a kernel's directories (their leaves)."""
+        if self.leaves:
+            return list(dict.fromkeys(self.leaves.values()))
+        return [self.kernel_leaves.get(directory, directory)
+                for directory in dict.fromkeys(self.directories.values())]
 
     def join(self, pid: int = 0) -> None:
         """Move process ``pid`` (0: the calling one) into every one of our cgroups (their
-        leaves), before it starts anything: all it starts stays inside. The process then
-        enters a cgroup namespace of its own (:func:`enter_namespace`), rooted there."""
+        leaves), before it starts anything: all it starts stays inside. A cell's process
+        then enters a cgroup namespace of its own (:func:`enter_namespace`), rooted there."""
         for directory in self._homes():
             _write(directory, "cgroup.procs", str(pid))
 
@@ -302,7 +379,8 @@ class Group:
     def hand_to(self, uid: int, gid: int) -> None:
         """Let ``uid`` make cgroups below ours and move its processes among them (what
         systemd's Delegate=yes does); our own limit files stay root's."""
-        for directory in dict.fromkeys(self.directories.values()):
+        for directory in dict.fromkeys([*self.directories.values(),
+                                        *self.kernel_leaves.values()]):
             os.chown(directory, uid, gid)
             for name in ("cgroup.procs", "tasks", "cgroup.subtree_control", "cgroup.threads"):
                 with contextlib.suppress(FileNotFoundError):

@@ -287,7 +287,9 @@ def kernel_cgroup(kernel_limits: Limits, owner: int | None) -> cgroups.Group | N
                 if job in the_plan.places}
     try:
         group = cgroups.Group.create(f"{cgroups.PREFIX}{owner_id()}.kernel",
-                                     cpus=kernel_limits.cpus, the_plan=the_plan, **settings)
+                                     cpus=kernel_limits.cpus, the_plan=the_plan,
+                                     holds_cells=True,
+                                     **settings)
     except cgroups.CgroupError as exc:
         if kernel_limits.cpus is not None:
             raise LaunchError(str(exc)) from None

@@ -69,17 +69,27 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytes
     return report
 
 
-#: Notebooks whose topic needs root, and why (the others read the same either way).
+#: Notebooks that make cgroups by hand in the kernel's own, and why they cannot run without
+#: one (the others read the same either way).
 ROOT_ONLY_NOTEBOOKS = {
-    "13-cgroups.ipynb": "needs root: it makes cgroups by hand in the kernel's own, which only a "
-                        "root kernel gets here (rootless, this machine delegates none)",
-    "14-your-own-container.ipynb": "needs root: its container's limits are cgroups made by "
-                                   "hand, as in notebook 13",
+    "13-cgroups.ipynb": "needs a kernel with a cgroup of its own: it makes cgroups by hand in "
+                        "it (root here; a user where a cgroup is delegated to them, and this "
+                        "machine delegates none to this one)",
+    "14-your-own-container.ipynb": "needs a kernel with a cgroup of its own: its container's "
+                                   "limits are cgroups made by hand, as in notebook 13",
 }
 
 
+def kernels_get_cgroups() -> bool:
+    """Whether a kernel started by this user here gets a cgroup with memory and pids limits:
+    root's, or one delegated to the user (systemd's Delegate=yes, on cgroup v2)."""
+    from nskernel import cgroups
+
+    return {"memory", "pids"} <= set(cgroups.plan().places)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if IS_ROOT:
+    if kernels_get_cgroups():
         return
     for item in items:
         reason = ROOT_ONLY_NOTEBOOKS.get(item.path.name)

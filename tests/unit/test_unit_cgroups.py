@@ -86,6 +86,7 @@ def test_a_v2_cgroup_that_holds_processes_says_why_it_cannot_limit(tmp_path, mon
     mountinfo = f"41 31 0:41 / {tmp_path}/cg rw,relatime - cgroup2 cgroup2 rw\n"
     monkeypatch.setattr(cgroups, "_proc", lambda pid: fake_proc(
         tmp_path, "0::/session.scope\n", mountinfo))
+    monkeypatch.setattr(cgroups, "delegated", lambda directory: False)  # a login session's
     the_plan = cgroups.plan()
     assert "cpu" not in the_plan.places
     assert "holds processes, so its children cannot get the cpu controller" in \
