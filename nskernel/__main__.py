@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nskernel import isolation, kernelspec, limits
+from nskernel import isolation, limits
+from nskernel.kernel import kernelspec
 
 
 def _install(args: argparse.Namespace) -> int:
@@ -22,7 +23,7 @@ def _install(args: argparse.Namespace) -> int:
 
 
 def _doctor(_args: argparse.Namespace) -> int:
-    from nskernel import doctor
+    from nskernel.kernel import doctor
 
     checks = doctor.run_checks()
     print(doctor.report(checks, doctor.limit_checks(), doctor.container_checks()))
@@ -30,7 +31,8 @@ def _doctor(_args: argparse.Namespace) -> int:
 
 
 def _clean(_args: argparse.Namespace) -> int:
-    from nskernel import cgroups, records
+    from nskernel.locks import cgroups
+    from nskernel.netlab import records
 
     removed, refused = records.clean()
     removed += cgroups.clean()

@@ -17,11 +17,11 @@ imported ipykernel shared those pages copy-on-write, and 20 kernels started at o
 rooms of its own (:func:`sandbox.enter_rooms`: a user namespace owning new mount, net and
 uts namespaces), where the walls' mounts are locked: it has every right over its own
 namespaces and none over the host's. A root kernel is an id of its own on the host
-(:mod:`nskernel.identity`). The kernel adopts the Unix sockets (``zmq.USE_FD``); its stdin,
-stdout and stderr are pipes. The launcher then execs :mod:`nskernel.supervisor` in a bare
+(:mod:`nskernel.kernel.identity`). The kernel adopts the Unix sockets (``zmq.USE_FD``); its stdin,
+stdout and stderr are pipes. The launcher then execs :mod:`nskernel.kernel.supervisor` in a bare
 interpreter: it stays behind to be the process Jupyter signals and waits for, keeps the TCP
 listeners and relays each connection to the kernel's Unix socket, and the kernel's output to
-the server's (:mod:`nskernel.relay`: no process that runs user code holds a socket or a file
+the server's (:mod:`nskernel.kernel.relay`: no process that runs user code holds a socket or a file
 of the server's), ends the namespace when the kernel exits, and kills it if the Jupyter
 server dies.
 
@@ -45,18 +45,12 @@ import socket
 import sys
 from typing import NoReturn
 
-from nskernel import (
-    _syscalls,
-    cgroups,
-    filesystem,
-    identity,
-    isolation,
-    limits,
-    nsinfo,
-    sandbox,
-    supervisor,
-)
+from nskernel import _syscalls, isolation, limits
+from nskernel.cell import sandbox
+from nskernel.kernel import identity, supervisor
 from nskernel.limits import Limits
+from nskernel.locks import cgroups, filesystem
+from nskernel.magics import nsinfo
 from nskernel.owners import owner_id
 
 CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
@@ -72,7 +66,7 @@ class Channels:
 
     ``outside``: the connection file's TCP listeners, bound here in the host's network
     namespace and kept by the supervisor, which relays each connection (see
-    :mod:`nskernel.relay`); empty for an ``ipc`` connection file, whose Unix sockets the
+    :mod:`nskernel.kernel.relay`); empty for an ``ipc`` connection file, whose Unix sockets the
     kernel adopts directly. ``inside``: {port: (listening Unix socket, zmq endpoint)}, the
     sockets the kernel adopts (``zmq.USE_FD``). Unix sockets only: no process that runs
     user code holds a socket of the host's that it could re-aim.
@@ -199,7 +193,7 @@ def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation
     the new pid namespace); entering its own user namespace now locks that mount in place.
     With ``--seccomp`` the filter lets it still make namespaces (inside its own user
     namespace they reach nothing of the host's): the lab and ``%%isolate`` work on."""
-    from nskernel.kernelapp import IsolatedKernelApp  # first, with the host's privileges
+    from nskernel.kernel.kernelapp import IsolatedKernelApp  # first, with the host's privileges
 
     for fd in launcher_fds:
         os.close(fd)
@@ -209,7 +203,7 @@ def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation
     kernel_limits.apply(inherited_fds=Limits.fds_in_use(), memory_rlimit=resource.RLIMIT_DATA)
     sandbox.enter_rooms(spec, map_root_to=map_root_to, keep_cgroups=group is not None)
     if spec.seccomp:
-        from nskernel.seccomp import deny_dangerous_syscalls
+        from nskernel.locks.seccomp import deny_dangerous_syscalls
 
         deny_dangerous_syscalls(allow_namespaces=True)
     os.mkdir(sandbox.KERNEL_SCRATCH_DIR, 0o700)
@@ -376,7 +370,7 @@ def launch(spec: isolation.Isolation, connection_file: str,
     dumb_init = find_dumb_init() if spec.pid else ""
     host_root = os.geteuid() == 0
     channels = bind_listeners(connection)
-    # Root, the kernel will be an id of its own on the host (see nskernel.identity).
+    # Root, the kernel will be an id of its own on the host (see nskernel.kernel.identity).
     kernel_id, id_lock = identity.allocate() if host_root else (None, None)
     kernel_limits = kernel_limits or Limits()
     group = kernel_cgroup(kernel_limits, kernel_id)

@@ -20,9 +20,9 @@ from kernels import execute
 from test_locks import WRITE
 from test_magics import still_answers
 
-from nskernel import cgroups
 from nskernel.isolation import Isolation
 from nskernel.limits import Limits
+from nskernel.locks import cgroups
 
 LIMITS = Limits(memory=512 << 20, pids=64, cpus=1.0 if IS_ROOT else None)
 LOCKED = Isolation.kernel_default().__class__(

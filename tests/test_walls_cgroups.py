@@ -24,7 +24,7 @@ import kernels
 import pytest
 from conftest import IS_ROOT, as_user, wait_for
 
-from nskernel import cgroups
+from nskernel.locks import cgroups
 
 PROBE = str(Path(__file__).with_name("kernel_probe.py"))
 EXCEEDED = "memory limit 64 MiB exceeded"

@@ -28,22 +28,16 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from nskernel import (
-    _syscalls,
-    cgroups,
-    filesystem,
-    jailed_output,
-    parking,
-    sandbox,
-    supervisor,
-    tracebacks,
-)
+from nskernel import _syscalls
+from nskernel.cell import jailed_output, sandbox, tracebacks
 from nskernel.isolation import Isolation, within_memory
+from nskernel.kernel import supervisor
 from nskernel.limits import Limits
+from nskernel.locks import cgroups, filesystem, parking
 from nskernel.owners import owner_id
 
 _HEADER = struct.Struct("!I")
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 #: How long an interrupted child gets to stop on SIGINT before it is killed.
 INTERRUPT_GRACE = 0.5
 
@@ -94,14 +88,14 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
     ours the child keeps (as subprocess's ``pass_fds``); it inherits no other.
 
     ``untrusted``: the child may be hostile (a jail), so what it sends is decoded as plain
-    data only (:func:`nskernel.jailed_output.loads`; a pickle would run code here), at most
+    data only (:func:`nskernel.cell.jailed_output.loads`; a pickle would run code here), at most
     ``jailed_output.OUTPUT_LIMIT`` bytes of it; its exceptions come back as builtin ones.
     """
     __tracebackhide__ = True  # IPython shows an interrupt or error at the user's cell
     check_timeout(timeout)
     if isolation.seccomp:
         try:
-            from nskernel.seccomp import compiled_filter
+            from nskernel.locks.seccomp import compiled_filter
 
             compiled_filter()  # here, once: the child may no longer see the module
         except (ImportError, OSError) as exc:
@@ -185,7 +179,7 @@ def _cell_group(limits: Limits | None, stats: bool
     group where none is needed, or none may be made here (the rlimits still hold).
 
     Where every limit lives in cgroup v1, the cell takes the set a parked thread waits in
-    (see :mod:`nskernel.parking`), and its forking thread is started from there: no move
+    (see :mod:`nskernel.locks.parking`), and its forking thread is started from there: no move
     into a cgroup (an RCU grace period) on the cell's way. Not for --stats: the kernel's
     own threads in those cgroups would count among the cell's processes.
     """
@@ -732,7 +726,7 @@ def _body(target: Callable[[], Any], isolation: Isolation, limits: Limits | None
         if isolation.drop_caps:
             _syscalls.drop_all_capabilities()
         if isolation.seccomp:
-            from nskernel.seccomp import deny_dangerous_syscalls
+            from nskernel.locks.seccomp import deny_dangerous_syscalls
 
             deny_dangerous_syscalls()
         if limits and python_body:

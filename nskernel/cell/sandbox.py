@@ -20,8 +20,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import NoReturn
 
-from nskernel import _syscalls, filesystem
+from nskernel import _syscalls
 from nskernel.isolation import Isolation
+from nskernel.locks import filesystem
 
 
 def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
@@ -72,7 +73,7 @@ def fork() -> int:
 
     The fork is the design, not an accident: the child never touches zmq or another thread's
     locks, leaves by ``os._exit`` on every path, and runs only our code and the cell's
-    (see :mod:`nskernel.runner`). Only this message is silenced, for this call: a user's own
+    (see :mod:`nskernel.cell.runner`). Only this message is silenced, for this call: a user's own
     ``os.fork()`` in a cell still warns. ``catch_warnings`` swaps the process's filter list
     for the moment of the fork; nothing in a kernel changes filters from another thread.
     """
@@ -325,7 +326,7 @@ def forked_in_thread(child_main: Callable[[], NoReturn], *, new_pid_namespace: b
     That needs root in the caller's user namespace; not for new user namespaces, which must
     own the pid namespace. ``start``: how the thread is started (default: from here); a
     thread starts in its creator's cgroups, and so does what it forks (see
-    :mod:`nskernel.parking`). The thread lives until the block ends, because the child's
+    :mod:`nskernel.locks.parking`). The thread lives until the block ends, because the child's
     parent-death signal fires when the thread that forked it ends.
     """
     outcome: dict[str, int | BaseException] = {}

@@ -22,7 +22,7 @@ from nskernel.limits import Limits
 
 KERNEL_NAME = "isolated-python"
 DISPLAY_NAME = "Isolated Python"
-RESOURCES = Path(__file__).parent / "resources"
+RESOURCES = Path(__file__).parent.parent / "resources"
 
 
 def make_argv(spec: Isolation, executable: str | None = None,
@@ -43,7 +43,7 @@ def kernel_dict(spec: Isolation, display_name: str = DISPLAY_NAME,
                 executable: str | None = None, limits: Limits | None = None,
                 provisioner: bool = False) -> dict[str, Any]:
     """kernel.json. With ``provisioner``, the kernel is started through
-    :mod:`nskernel.provisioner`, whose config carries the settings (the argv is the same
+    :mod:`nskernel.kernel.provisioner`, whose config carries the settings (the argv is the same
     command, for a reader and for a client that knows no provisioners)."""
     described = {"namespaces": list(spec.namespaces), "hostname": spec.hostname}
     if spec.readonly or spec.seccomp:
@@ -52,7 +52,7 @@ def kernel_dict(spec: Isolation, display_name: str = DISPLAY_NAME,
         described["limits"] = dict(limits.describe())
     metadata: dict[str, Any] = {"debugger": True, "nskernel": described}
     if provisioner:
-        from nskernel import provisioner as the_provisioner
+        from nskernel.kernel import provisioner as the_provisioner
 
         metadata["kernel_provisioner"] = {
             "provisioner_name": the_provisioner.NAME,

@@ -46,8 +46,9 @@ from jupyter_client.provisioning import LocalProvisioner
 from jupyter_core.paths import jupyter_runtime_dir
 from traitlets import Bool, Float, Int, Unicode
 
-from nskernel import isolation, kernelspec, limits
+from nskernel import isolation, limits
 from nskernel.isolation import Isolation, IsolationError
+from nskernel.kernel import kernelspec
 from nskernel.limits import Limits
 
 NAME = "nskernel-provisioner"

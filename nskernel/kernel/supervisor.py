@@ -16,7 +16,7 @@ import signal
 import sys
 
 from nskernel import _syscalls
-from nskernel.relay import Relay
+from nskernel.kernel.relay import Relay
 
 #: Signals a supervisor passes on to the process it watches (SIGINT reaches the kernel's
 #: process group directly; SIGKILL cannot be caught and needs no forwarding).
@@ -33,7 +33,7 @@ def supervise(child: int, *, parent_fd: int | None = None, reap_orphans: bool = 
     current parent is watched. Pidfds mean no polling loop and no wake-up while nothing
     happens. ``reap_orphans`` is for a child subreaper without a pid namespace: orphans
     reparented to us are reaped as they die. ``relay``: the kernel's connections and output,
-    carried while we wait (see :mod:`nskernel.relay`).
+    carried while we wait (see :mod:`nskernel.kernel.relay`).
     """
     if parent_fd is None:
         parent_fd = os.pidfd_open(os.getppid())
@@ -150,7 +150,7 @@ def command(parent_fd: int, child: int, *, init: int | None,
     ``init``: PID 1 of the kernel's pid namespace, killed (taking the namespace with it)
     once the kernel has exited. Without one, we are the child subreaper: orphans are reaped
     as they die and whatever is left is killed at the end, but ``spare``. ``listeners``,
-    ``outputs``, ``stdin``: what :class:`~nskernel.relay.Relay` carries for the kernel.
+    ``outputs``, ``stdin``: what :class:`~nskernel.kernel.relay.Relay` carries for the kernel.
 
     ``-c``, not ``-m``: runpy's imports (importlib.util, contextlib) would add 1-2 ms to
     this interpreter's start-up (16 ms of CPU), which every kernel start pays.

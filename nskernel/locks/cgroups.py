@@ -150,7 +150,7 @@ def plan(hierarchy_list: list[Hierarchy] | None = None) -> Plan:
             continue
         for name in hierarchy.controllers:
             # v1 wins only for CPU time on a hybrid machine: a thread may part there (see
-            # nskernel.parking), and v2 counts CPU time without any controller anyway.
+            # nskernel.locks.parking), and v2 counts CPU time without any controller anyway.
             if name in places and not (name == "cpuacct" and places[name].version == 2):
                 continue
             if os.access(hierarchy.own, os.W_OK):
@@ -208,7 +208,7 @@ class Group:
     user on the host, and so own every cgroup the kernel makes; but a cgroup namespace
     rooted at the leaf (see :meth:`join`) shows them nothing above it, the leaf's own limits
     only add to the parent's (limits are hierarchical, in v1 and v2), and the kernel's view
-    of its cgroups is hidden from the cell (see :func:`nskernel.filesystem.hide_cgroups`).
+    of its cgroups is hidden from the cell (see :func:`nskernel.locks.filesystem.hide_cgroups`).
     """
 
     name: str
@@ -310,7 +310,7 @@ class Group:
 
     def pids(self) -> list[int]:
         """Every process in the group, its leaf and below (as this pid namespace numbers
-        them), but ours: a thread of ours may sit in it (see nskernel.parking), and v1 then
+        them), but ours: a thread of ours may sit in it (see nskernel.locks.parking), and v1 then
         lists us."""
         directory = (self.directories.get("kill") or self.directories.get("pids")
                      or next(iter(self.directories.values()), None))

@@ -71,7 +71,8 @@ def limits_table() -> Table | None:
         return None
     import argparse
 
-    from nskernel import cgroups, limits
+    from nskernel import limits
+    from nskernel.locks import cgroups
 
     parser = argparse.ArgumentParser()
     limits.add_arguments(parser, for_kernel=True)

@@ -5,7 +5,7 @@ synchronous API runs its own event loop, which cannot run in a thread whose loop
 running (the kernel's main thread); and a thread may switch its own network namespace
 (setns) without touching the kernel's other threads. So there is no fork, and no ``ip``
 process, per step. Everything a :class:`Lab` makes is recorded as its own (see
-:mod:`nskernel.records`), and only that is ever removed.
+:mod:`nskernel.netlab.records`), and only that is ever removed.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ from typing import Any, TypeVar
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from nskernel import _rtnl, _syscalls, records, runner
-from nskernel.netns import (
+from nskernel import _syscalls
+from nskernel.cell import runner
+from nskernel.netlab import _rtnl, records
+from nskernel.netlab.netns import (
     KERNEL_NS,
     Endpoint,
     LabError,

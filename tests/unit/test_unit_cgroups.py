@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-from nskernel import cgroups
+from nskernel.locks import cgroups
 
 
 def fake_proc(tmp_path, cgroup: str, mountinfo: str) -> str:

@@ -1,4 +1,4 @@
-"""What a jailed cell's output becomes: data, never code (nskernel.jailed_output), and the
+"""What a jailed cell's output becomes: data, never code (nskernel.cell.jailed_output), and the
 plain decoding of everything a jailed child sends back (the runner's channel)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import struct
 
 import pytest
 
-from nskernel import jailed_output, runner
-from nskernel.jailed_output import HTML, TEXT, NotPlainData, inert, loads
+from nskernel.cell import jailed_output, runner
+from nskernel.cell.jailed_output import HTML, TEXT, NotPlainData, inert, loads
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
 

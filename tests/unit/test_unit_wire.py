@@ -12,7 +12,8 @@ from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
-from nskernel import _rtnl, runner
+from nskernel.cell import runner
+from nskernel.netlab import _rtnl
 
 
 def framed(*messages: tuple) -> bytes:
