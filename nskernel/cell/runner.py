@@ -14,61 +14,35 @@ import asyncio
 import codecs
 import contextlib
 import dataclasses
-import errno
 import math
 import os
-import pickle
 import select
 import signal
-import struct
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from nskernel import _syscalls
-from nskernel.cell import jailed_output, sandbox, tracebacks
+from nskernel import children
+from nskernel.cell import sandbox, tracebacks
+from nskernel.cell.cgroup_plan import cell_group, cpu_time_check, usage, walled_from_its_cgroups
+from nskernel.cell.child import RESULT_PIPE_GONE, child_main, exec_argv, with_locks
+from nskernel.cell.errors import IsolatedRunError, RemoteTraceback
+from nskernel.cell.wire import Channel
 from nskernel.isolation import Isolation, within_memory
-from nskernel.kernel import supervisor
 from nskernel.limits import Limits
-from nskernel.locks import cgroups, filesystem, parking
-from nskernel.owners import owner_id
+from nskernel.locks import cgroups, filesystem
 
-_HEADER = struct.Struct("!I")
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 #: How long an interrupted child gets to stop on SIGINT before it is killed.
 INTERRUPT_GRACE = 0.5
 
-#: The child's exit status when it cannot send its result: the cell closed the pipe.
-RESULT_PIPE_GONE = 125
-
-#: In the child: the fd of the message pipe, for :func:`publish_display`.
-_child_messages: int | None = None
-#: In the child of an ``untrusted`` run: what it sends must be plain data (see jailed_output).
-_child_sends_plain = False
 
 StreamCallback = Callable[[str, str], None]
 DisplayCallback = Callable[[dict, dict], None]
 UsageCallback = Callable[[cgroups.Usage], None]
 #: How often a CPU time limit on the whole cell is checked, in seconds.
 CPU_CHECK_INTERVAL = 0.05
-
-
-class IsolatedRunError(RuntimeError):
-    """The isolated call did not finish: timed out, killed, or failed to set up."""
-
-
-class RemoteTraceback(Exception):
-    """Carries the child's formatted traceback as the ``__cause__`` of a re-raised error."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return "\n" + self.text
 
 
 def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
@@ -106,14 +80,14 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
     if limits and limits.memory:  # each tmpfs of the cell's holds no more than its memory
         isolation = dataclasses.replace(
             isolation, tmpfs_size=within_memory(isolation.tmpfs_size, limits.memory))
-    group, start_thread = _cell_group(limits, on_usage is not None)
+    group, start_thread = cell_group(limits, on_usage is not None)
     if group is not None:
-        isolation = _walled_from_its_cgroups(isolation)
+        isolation = walled_from_its_cgroups(isolation)
     on_stream = on_stream or _write_to_sys
-    main = target if callable(target) else lambda: _exec(target)
-    main = _body(main, isolation, limits, python_body=callable(target), plain=untrusted)
+    main = target if callable(target) else lambda: exec_argv(target)
+    main = with_locks(main, isolation, limits, python_body=callable(target), plain=untrusted)
     pipes = {name: os.pipe() for name in ("stdout", "stderr", "messages")}
-    channel = _Channel(plain=untrusted)
+    channel = Channel(plain=untrusted)
     status = rusage = None
     exec_mode = not callable(target)
     started = time.monotonic()
@@ -125,7 +99,7 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
             try:
                 _pump(child, {pipes[name][0]: name for name in pipes}, channel, on_stream,
                       timeout, until_exit=not callable(target),
-                      over_limit=_cpu_time_check(group, limits))
+                      over_limit=cpu_time_check(group, limits))
             finally:
                 for read_end, _write_end in pipes.values():
                     _close_quietly(read_end)
@@ -137,7 +111,7 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
                 else:
                     _pid, status, rusage = os.wait4(child, 0)
                 if on_usage is not None:
-                    on_usage(_usage(time.monotonic() - started, group, rusage))
+                    on_usage(usage(time.monotonic() - started, group, rusage))
         oom_kills = group.oom_kills() if group is not None else 0
         if oom_kills and limits and limits.memory and not (status and _killed(status)):
             on_stream("stderr", f"{limits.memory_exceeded()}: the kernel ended {oom_kills} "
@@ -149,128 +123,6 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
             cgroups.retry_pending()  # those of earlier cells that something held
     return _outcome(channel, status, on_display, exec_mode, contained=isolation.pid,
                     limits=limits, oom=oom_kills > 0)
-
-
-def _walled_from_its_cgroups(isolation: Isolation) -> Isolation:
-    """A cell in cgroups of its own must not reach them: they belong to the kernel's user
-    on the host, which the cell is too. So no cgroup filesystem is shown to it, and unless
-    the kernel is root on the host (a stock kernel run by root, whose cells are root there
-    anyway), the cell gets a user namespace of its own: its root keeps its rights over the
-    cell's files and namespaces and has none over the kernel's, so it cannot uncover the
-    kernel's view of the cgroups (the cover is then locked), enter the kernel's mount
-    namespace, or reach it through /proc/PID/root. Its cgroup namespace is rooted at its
-    leaf (see cgroups.Group), where any cgroup filesystem it mounts begins."""
-    user = isolation.user
-    if user is None and not _in_initial_user_namespace():
-        user = True
-    return dataclasses.replace(isolation, cgroups_hidden=True, user=user)
-
-
-def _in_initial_user_namespace() -> bool:
-    """Whether this process is in the machine's first user namespace (all ids mapped)."""
-    with open("/proc/self/uid_map") as handle:
-        return handle.read().split() == ["0", "0", "4294967295"]
-
-
-def _cell_group(limits: Limits | None, stats: bool
-                ) -> tuple[cgroups.Group | None, Callable[[threading.Thread], None] | None]:
-    """The cgroups of a cell that asks for a limit on the whole tree, or for its usage, and
-    how to start the thread that forks the cell (None: the child is moved in instead). No
-    group where none is needed, or none may be made here (the rlimits still hold).
-
-    Where every limit lives in cgroup v1, the cell takes the set a parked thread waits in
-    (see :mod:`nskernel.locks.parking`), and its forking thread is started from there: no move
-    into a cgroup (an RCU grace period) on the cell's way. Not for --stats: the kernel's
-    own threads in those cgroups would count among the cell's processes.
-    """
-    if not (stats or (limits and limits.for_the_tree)):
-        return None, None
-    the_plan = _cgroup_plan()
-    cpus = limits.cpus if limits else None
-    if cpus is not None and "cpu" not in the_plan.places:
-        raise IsolatedRunError(f"--cpus cannot be enforced here: {the_plan.missing['cpu']}")
-    if not the_plan.places:
-        return None, None
-    if _in_initial_user_namespace():  # not in an Isolated Python kernel, whose keeper it is
-        cgroups.keep_cells(the_plan, owner_id())
-    memory = limits.memory if limits and "memory" in the_plan.places else None
-    cpu_time = limits.cpu_time if limits else None
-    needed = ({"memory"} if memory else set()) | ({"cpu"} if cpus else set()) | (
-        {"cpuacct"} if cpu_time is not None else set())
-    if not stats and parking.ParkingThread.serves(the_plan, needed):
-        parked = _parking_thread(the_plan)
-        group = parked.take()
-        if group is not None:
-            try:
-                group.set_limits(memory=memory, cpus=cpus)
-                return group, parked.start_in
-            except OSError:
-                parked.give_back()
-                cgroups.remove_soon(group)
-    # What the cell reads back: CPU time (for its limit, or --stats), the peaks (--stats).
-    jobs = needed | ({"cpuacct", "memory", "pids"} if stats else set())
-    try:
-        return cgroups.Group.create(_next_cell_name(), cpus=cpus, memory=memory,
-                                    the_plan=the_plan, jobs=jobs, leaf=True), None
-    except cgroups.CgroupError as exc:
-        if cpus is not None:
-            raise IsolatedRunError(f"--cpus: {exc}") from None
-        return None, None
-
-
-def _next_cell_name() -> str:
-    global _cells_made
-    _cells_made += 1
-    return f"{cgroups.PREFIX}{owner_id()}.{_cells_made}"
-
-
-_parking: dict[int, parking.ParkingThread] = {}
-
-
-def _parking_thread(the_plan: cgroups.Plan) -> parking.ParkingThread:
-    """This process's parked thread, started at its first cell with a limit."""
-    pid = os.getpid()
-    if pid not in _parking:
-        _parking[pid] = parking.ParkingThread(the_plan, _next_cell_name)
-    return _parking[pid]
-
-
-_cells_made = 0
-_plans: dict[int, cgroups.Plan] = {}
-
-
-def _cgroup_plan() -> cgroups.Plan:
-    """Where this process's cell cgroups go, found once per process."""
-    pid = os.getpid()
-    if pid not in _plans:
-        _plans[pid] = cgroups.plan()
-    return _plans[pid]
-
-
-def _cpu_time_check(group: cgroups.Group | None,
-                    limits: Limits | None) -> Callable[[], str | None] | None:
-    """With a cgroup, the CPU time limit holds for the whole cell (the rlimit, per process)."""
-    if group is None or limits is None or limits.cpu_time is None:
-        return None
-    if group.cpu_seconds() is None:
-        return None
-
-    def over() -> str | None:
-        used = group.cpu_seconds() or 0.0
-        return limits.cpu_time_exceeded() if used > limits.cpu_time else None
-    return over
-
-
-def _usage(wall: float, group: cgroups.Group | None, rusage: Any) -> cgroups.Usage:
-    """From the cell's cgroup where it has one; else what the kernel counted for its first
-    process and the descendants that process waited for (no count of processes)."""
-    cpu = group.cpu_seconds() if group else None
-    memory = group.memory_peak() if group else None
-    if cpu is None and rusage is not None:
-        cpu = rusage.ru_utime + rusage.ru_stime
-    if memory is None and rusage is not None:
-        memory = rusage.ru_maxrss * 1024
-    return cgroups.Usage(wall, cpu, memory, group.pids_peak() if group else None)
 
 
 @contextlib.contextmanager
@@ -298,13 +150,13 @@ def _forked_child(isolation: Isolation, main: Callable[[], Any],
             own_pid_namespace = isolation.pid and not isolation.uses_user_namespace
             if own_pid_namespace or start_thread is not None:
                 child = stack.enter_context(sandbox.forked_in_thread(
-                    lambda: _child_main(isolation, main, pipes, own_pid_namespace, exec_mode,
+                    lambda: child_main(isolation, main, pipes, own_pid_namespace, exec_mode,
                                         joined, mapping, group is not None, pass_fds),
                     new_pid_namespace=own_pid_namespace, start=start_thread))
             else:
                 child = sandbox.fork()
                 if child == 0:
-                    _child_main(isolation, main, pipes, False, exec_mode, joined, mapping,
+                    child_main(isolation, main, pipes, False, exec_mode, joined, mapping,
                                 group is not None, pass_fds)
             if mapping is not None:
                 (request_r, request_w), (reply_r, reply_w) = mapping
@@ -344,55 +196,7 @@ def check_timeout(timeout: float | None) -> None:
         raise ValueError(f"timeout {timeout!r}: give a finite number of seconds above 0")
 
 
-# ---------------------------------------------------------------------------- parent side
-class _Channel:
-    """Length-prefixed pickles arriving in arbitrary chunks; ``plain``: from a child that
-    may be hostile (plain data only, of a bounded size, in the shapes the child sends)."""
-
-    def __init__(self, plain: bool = False) -> None:
-        self.buffer = bytearray()
-        self.messages: list[tuple] = []
-        self.plain = plain
-        self.received = 0
-
-    @property
-    def has_result(self) -> bool:
-        return any(message[0] != "display" for message in self.messages)
-
-    def feed(self, data: bytes) -> None:
-        self.received += len(data)
-        if self.plain and self.received > jailed_output.OUTPUT_LIMIT:
-            raise IsolatedRunError(f"the cell sent back more than "
-                                   f"{jailed_output.OUTPUT_LIMIT >> 20} MiB of output: stopped it")
-        self.buffer += data
-        while len(self.buffer) >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(self.buffer)
-            if len(self.buffer) < _HEADER.size + size:
-                return
-            payload = bytes(self.buffer[_HEADER.size:_HEADER.size + size])
-            del self.buffer[:_HEADER.size + size]
-            self.messages.append(self._decode(payload) if self.plain else pickle.loads(payload))
-
-    @staticmethod
-    def _decode(payload: bytes) -> tuple:
-        """A hostile child's message: plain data, in one of the shapes :func:`_send` sends."""
-        try:
-            message = jailed_output.loads(payload)
-        except jailed_output.NotPlainData as exc:
-            raise IsolatedRunError(f"the cell sent back something other than plain data "
-                                   f"({exc}): stopped it") from None
-        shapes = {"display": (dict, dict), "value": (object,), "error": (Exception, str)}
-        if isinstance(message, tuple) and message and isinstance(message[0], str):
-            shape = shapes.get(message[0])
-            if shape is not None and len(message) == 1 + len(shape) and all(
-                    isinstance(part, kind) for part, kind in zip(message[1:], shape,
-                                                                 strict=True)):
-                return message
-        raise IsolatedRunError("the cell sent back a message that is none of display, value "
-                               "or error: stopped it")
-
-
-def _pump(child: int, fds: dict[int, str], channel: _Channel, on_stream: StreamCallback,
+def _pump(child: int, fds: dict[int, str], channel: Channel, on_stream: StreamCallback,
           timeout: float | None, until_exit: bool,
           over_limit: Callable[[], str | None] | None = None) -> None:
     """Forward the child's output until it is done; enforce timeout and interrupt.
@@ -475,7 +279,7 @@ def _signal_tree(child: int, signum: int) -> None:
     """
     if signum == signal.SIGKILL:
         for _ in range(3):  # a process that forks while the tree is walked adds a child
-            supervisor.kill_descendants(child)
+            children.kill_descendants(child)
     try:
         os.killpg(child, signum)
     except ProcessLookupError:
@@ -530,7 +334,7 @@ def _reap_exited(remove_cgroups: bool = True) -> None:
             os.close(pidfd)
 
 
-def _outcome(channel: _Channel, status: int | None, on_display: DisplayCallback | None,
+def _outcome(channel: Channel, status: int | None, on_display: DisplayCallback | None,
              exec_mode: bool, contained: bool, limits: Limits | None = None,
              oom: bool = False) -> Any:
     __tracebackhide__ = True
@@ -550,7 +354,7 @@ def _outcome(channel: _Channel, status: int | None, on_display: DisplayCallback 
     if over:
         raise IsolatedRunError(over)
     if result is None and exec_mode:
-        return supervisor.as_shell_status(code)
+        return children.as_shell_status(code)
     if result is None:
         reason = (f"was killed by signal {signal.Signals(-code).name}" if code < 0
                   else f"exited with status {code}")
@@ -582,284 +386,3 @@ def _close_quietly(fd: int) -> None:
         pass
 
 
-# ---------------------------------------------------------------------------- child side
-def _child_main(isolation: Isolation, target: Callable[[], Any],
-                pipes: dict[str, tuple[int, int]], is_pid1: bool, exec_mode: bool,
-                joined: tuple[int, int] | None,
-                mapping: tuple[tuple[int, int], tuple[int, int]] | None,
-                in_cgroup: bool = False, pass_fds: Sequence[int] = ()) -> None:
-    """The child: own process group, pipes as stdio, enter, run the target; with a pid
-    namespace it either is PID 1 already or forks it. Without one, it is the subreaper of
-    everything the target starts, and ends all of it before it exits. ``in_cgroup``: it is
-    (or is being moved) in the cell's cgroups, and takes a cgroup namespace rooted there.
-    Never returns; never touches the kernel's zmq sockets or output streams."""
-    code = 1
-    try:
-        os.setpgid(0, 0)
-        _syscalls.set_parent_death_signal(signal.SIGKILL)
-        for name, (read_end, write_end) in pipes.items():
-            os.close(read_end)
-            if name != "messages":
-                os.dup2(write_end, 1 if name == "stdout" else 2)
-                os.close(write_end)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.close(devnull)
-        sys.stdin = open(0, closefd=False)
-        sys.stdout = open(1, "w", buffering=1, closefd=False)
-        sys.stderr = open(2, "w", buffering=1, closefd=False)
-        messages = pipes["messages"][1]
-        global _child_messages
-        _child_messages = messages
-        if joined is not None:
-            os.close(joined[1])
-        if mapping is not None:  # our parent writes our id maps (see _forked_child)
-            (request_r, request_w), (reply_r, reply_w) = mapping
-            os.close(request_r)
-            os.close(reply_w)
-            sandbox.map_by_parent = (request_w, reply_r)
-        _close_inherited(keep={0, 1, 2, messages, *(joined[:1] if joined else ()),
-                               *(sandbox.map_by_parent if mapping is not None else ()),
-                               *pass_fds})
-        for fd in pass_fds:
-            os.set_inheritable(fd, True)  # for a command, too (--sh)
-        two_steps = sandbox.walls_and_rooms(isolation)
-        # With a pid namespace still to enter, its PID 1 takes the second step (after /proc).
-        rooms_later = two_steps and isolation.pid and not is_pid1
-        try:
-            if two_steps:
-                sandbox.enter_walls(isolation, user_namespace=isolation.uses_user_namespace,
-                                    run_dirs_owner=0, map_root_to=isolation.map_root_to,
-                                    is_pid1=is_pid1)
-                if is_pid1:
-                    sandbox.mount_proc()
-                if not rooms_later:
-                    sandbox.enter_rooms(isolation)
-            else:
-                if isolation.cgroups_hidden and isolation.uses_user_namespace:
-                    _hide_cgroups_from_the_user_namespace()
-                sandbox.enter(isolation, is_pid1=is_pid1)
-        except _syscalls.NamespaceError as exc:
-            _send(messages, ("error", IsolatedRunError(str(exc)), ""))
-            return
-        if joined is not None and not os.read(joined[0], 1):
-            return  # the kernel could not move us into the cell's cgroup, and says so
-        if in_cgroup:
-            try:
-                cgroups.enter_namespace()
-            except _syscalls.NamespaceError as exc:
-                _send(messages, ("error", IsolatedRunError(str(exc)), ""))
-                return
-        if not isolation.pid:
-            # Daemons (double forks, setsid) leave the group but not us: orphans come here.
-            _syscalls.set_child_subreaper()
-        if (isolation.pid and not is_pid1) or (exec_mode and not isolation.pid):
-            # PID 1 runs in a new pid namespace; or a command runs below us, so that what it
-            # leaves behind still comes to us when it exits.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # it gets it from the group
-            body = ((lambda: _enter_rooms_and_call(isolation, target, messages)) if rooms_later
-                    else (lambda: _call(target, messages)))
-            grandchild = sandbox.fork_child(body, new_proc=isolation.pid)
-            _hang_up(messages)  # the pipes are the grandchild's alone now
-            code = supervisor.supervise(grandchild, reap_orphans=not isolation.pid)
-            code = supervisor.as_shell_status(code)
-        else:
-            code = _call(target, messages)
-        if not isolation.pid:
-            supervisor.end_descendants()
-    except BaseException:  # noqa: BLE001 - report anything, and never return into the kernel
-        with contextlib.suppress(BaseException):
-            traceback.print_exc()
-    finally:
-        try:
-            _flush_quietly()
-        finally:
-            os._exit(code)
-
-
-def _close_inherited(keep: set[int]) -> None:
-    """Close every descriptor the child inherited from the kernel but ``keep``.
-
-    A forked child holds all of the kernel's: in a stock kernel they include the very TCP
-    connections Jupyter opened, which belong to the host's network namespace and can be
-    re-aimed (``connect(AF_UNSPEC)``, then ``connect`` anywhere) from any namespace; in
-    either kernel, zmq's sockets and whatever files the notebook has open. The cell gets its
-    own pipes and nothing else.
-    """
-    low = 0
-    for fd in [*sorted(keep), _MAX_FD]:
-        if fd > low:  # closerange(0, 0) would close every descriptor (close_range to ~0)
-            os.closerange(low, fd)
-        low = fd + 1
-
-
-_MAX_FD = os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") > 0 else 1 << 20
-
-
-def _hide_cgroups_from_the_user_namespace() -> None:
-    """A cell that enters its namespaces in one step (one that joins a lab's network
-    namespace) covers the cgroups in a mount namespace of the kernel's user namespace
-    first: the cell's own user namespace, made next, then finds the cover locked in place.
-    Where we may not (a rootless stock kernel), its cover is made inside, as ever."""
-    try:
-        _syscalls.unshare(_syscalls.CLONE_NEWNS)
-    except _syscalls.NamespaceError:
-        return
-    _syscalls.mount("none", "/", None, _syscalls.MS_REC | _syscalls.MS_PRIVATE)
-    filesystem.hide_cgroups()
-
-
-def _body(target: Callable[[], Any], isolation: Isolation, limits: Limits | None,
-          python_body: bool, plain: bool = False) -> Callable[[], Any]:
-    """``target``, run with no_new_privs (nothing it executes gains privileges: setuid
-    bits, file capabilities), and the capabilities, seccomp filter and limits asked for.
-    All of it comes last, in the process that runs the body: setting up its namespaces needs
-    what they deny. A Python body may add the memory and file limits to what it inherited
-    from the kernel. ``plain``: what the body sends back must be plain data (an untrusted run).
-    """
-    def body() -> Any:
-        global _child_sends_plain
-        _child_sends_plain = plain
-        if limits and limits.memory:
-            _first_for_the_oom_killer()
-        _syscalls.set_no_new_privs()
-        if isolation.drop_caps:
-            _syscalls.drop_all_capabilities()
-        if isolation.seccomp:
-            from nskernel.locks.seccomp import deny_dangerous_syscalls
-
-            deny_dangerous_syscalls()
-        if limits and python_body:
-            limits.apply(inherited=Limits.address_space(), inherited_fds=Limits.fds_in_use())
-        elif limits:
-            limits.apply()
-        return target()
-    return body
-
-
-def _first_for_the_oom_killer() -> None:
-    """The body and all it starts go first when their cgroup runs out of memory (raising
-    one's own oom_score_adj needs no privilege): not the process that waits for the body
-    (a fork of the kernel, whose shared pages count as its own), nor the kernel."""
-    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as handle:
-        handle.write("1000")
-
-
-def _enter_rooms_and_call(isolation: Isolation, target: Callable[[], Any], messages: int) -> int:
-    """PID 1 of a cell's two-step namespaces: the second step, then the target."""
-    try:
-        sandbox.enter_rooms(isolation)
-    except _syscalls.NamespaceError as exc:
-        _send(messages, ("error", IsolatedRunError(str(exc)), ""))
-        return 1
-    return _call(target, messages)
-
-
-def _call(target: Callable[[], Any], messages: int) -> int:
-    """Run the target and send its value or error; the process exits with the result
-    (RESULT_PIPE_GONE when the cell closed the pipe to send it on)."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    body = os.getpid()
-    try:
-        try:
-            value = target()
-        except BaseException as exc:  # noqa: BLE001 - the notebook gets it, with our traceback
-            if os.getpid() != body:
-                _end_a_copy(1)
-            sys.setrecursionlimit(max(sys.getrecursionlimit(), 1000))  # enough to report it
-            text = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc)))
-            _send(messages, ("error", _picklable(exc), text))
-            return 1
-        if os.getpid() != body:
-            _end_a_copy(0)
-        try:
-            _send(messages, ("value", value))
-        except OSError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - unpicklable value
-            error = IsolatedRunError(
-                f"the result, of type {type(value).__name__}, cannot be sent back: {exc}")
-            _send(messages, ("error", error, ""))
-            return 1
-        return 0
-    except OSError as exc:
-        if exc.errno in (errno.EBADF, errno.EPIPE):
-            return RESULT_PIPE_GONE
-        raise
-    finally:
-        _hang_up(messages)
-
-
-def _end_a_copy(code: int) -> None:
-    """A process the body forked came back out of it (returned, or raised: a fork bomb's
-    copies at the limit): only the body itself has a result to send. It ends here."""
-    _flush_quietly()
-    os._exit(code)
-
-
-def _user_frames(exc: BaseException) -> Any:
-    """The traceback without the leading frames of nskernel's own machinery."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        tb = tb.tb_next
-    return tb or exc.__traceback__
-
-
-def _hang_up(messages: int) -> None:
-    """Close our ends of the pipes now, so the parent sees the end before we finish exiting.
-    Whatever the cell did to its streams and fds, this does not raise."""
-    _flush_quietly()
-    with contextlib.suppress(OSError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        for fd in (1, 2):
-            os.dup2(devnull, fd)
-        os.close(devnull)
-    with contextlib.suppress(OSError):
-        os.close(messages)
-
-
-def _flush_quietly() -> None:
-    """Flush sys.stdout and sys.stderr, which the cell may have closed, replaced or broken."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(BaseException):
-            stream.flush()
-
-
-def _exec(argv: list[str]) -> int:
-    _flush_quietly()
-    os.execvp(argv[0], argv)
-    return 127  # not reached: execvp raises on failure
-
-
-def inside_isolated_cell() -> bool:
-    """True in a child that :func:`run` forked (where the kernel's threads do not exist)."""
-    return _child_messages is not None
-
-
-def publish_display(data: dict, metadata: dict | None = None) -> None:
-    """In an isolated child: send rich output (a mimebundle) to the notebook."""
-    if _child_messages is None:
-        raise RuntimeError("publish_display is only for code running under runner.run")
-    _send(_child_messages, ("display", data, metadata or {}))
-
-
-def _send(fd: int, message: tuple) -> None:
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)  # 5: bytearray is plain
-    if _child_sends_plain:
-        jailed_output.loads(payload)  # the parent would refuse it: say why, here
-    data = _HEADER.pack(len(payload)) + payload
-    while data:
-        written = os.write(fd, data)
-        data = data[written:]
-
-
-def _picklable(exc: BaseException) -> BaseException:
-    """The exception itself if it survives pickling (as plain data, in an untrusted run),
-    else a RuntimeError with its text."""
-    try:
-        (jailed_output.loads if _child_sends_plain else pickle.loads)(pickle.dumps(exc))
-        exc.__traceback__ = None
-        exc.__context__ = exc.__cause__ = None
-        return exc
-    except Exception:  # noqa: BLE001
-        return RuntimeError(f"{type(exc).__name__}: {exc}")

@@ -67,10 +67,10 @@ def current_lab() -> Lab:
     """The lab of this process (one per kernel): the magics' and ``nskernel.lab()``'s.
     Removed at exit: kernel shutdown and restart leave nothing of it behind."""
     global _lab
-    from nskernel.cell import runner
+    from nskernel.cell import wire
     from nskernel.netlab.net import OUTSIDE_ONLY, Lab
 
-    if runner.inside_isolated_cell():  # its lab would die with it, unremoved
+    if wire.inside_isolated_cell():  # its lab would die with it, unremoved
         raise LabError(OUTSIDE_ONLY)
     if _lab is None:
         _lab = Lab()

@@ -20,7 +20,7 @@ from IPython.core.magic_arguments import MagicArgumentParser
 
 from nskernel import isolation, limits
 from nskernel._syscalls import NamespaceError
-from nskernel.cell import jailed_output, runner, sandbox
+from nskernel.cell import jailed_output, runner, sandbox, wire
 from nskernel.limits import LimitError, Limits
 from nskernel.magics import nsinfo
 from nskernel.magics.magicargs import magic_parser, parse_line, with_usage
@@ -289,6 +289,6 @@ def _route_output_in_child(shell: Any) -> None:
     """In the child: display() goes over the result pipe, not the kernel's zmq sockets."""
     publisher = getattr(shell, "display_pub", None)
     if publisher is not None:
-        publisher.publish = lambda data, metadata=None, **_kw: runner.publish_display(
+        publisher.publish = lambda data, metadata=None, **_kw: wire.publish_display(
             data, metadata)
 

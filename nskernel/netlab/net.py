@@ -25,7 +25,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from nskernel import _syscalls
-from nskernel.cell import runner
+from nskernel.cell import wire
 from nskernel.netlab import _rtnl, records
 from nskernel.netlab.netns import (
     KERNEL_NS,
@@ -76,7 +76,7 @@ class Lab:
 
     # -- the worker thread
     def _call(self, function: Callable[..., T], *args: Any) -> T:
-        if runner.inside_isolated_cell():  # a fork: it has no worker thread
+        if wire.inside_isolated_cell():  # a fork: it has no worker thread
             raise LabError(OUTSIDE_ONLY)
         if self._worker is None:
             self._worker = ThreadPoolExecutor(1, thread_name_prefix="nskernel-net",
