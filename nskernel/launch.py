@@ -46,7 +46,7 @@ import sys
 from typing import NoReturn
 
 from nskernel import _syscalls, isolation, limits
-from nskernel.cell import sandbox
+from nskernel.cell import forks, sandbox
 from nskernel.kernel import identity, supervisor
 from nskernel.limits import Limits
 from nskernel.locks import cgroups, filesystem
@@ -395,7 +395,7 @@ def launch(spec: isolation.Isolation, connection_file: str,
     if spec.pid:
         go, ready = os.pipe()
         init_dropped, dropped = os.pipe()
-        init = sandbox.fork_child(lambda: run_init(dumb_init, go, dropped))
+        init = forks.fork_child(lambda: run_init(dumb_init, go, dropped))
         os.close(go)
         os.close(dropped)
     else:
@@ -406,7 +406,7 @@ def launch(spec: isolation.Isolation, connection_file: str,
     ours = [fd for fd in (server, ready, keeper_pipe, id_lock) if fd is not None]
     ours += [sock.fileno() for sock in channels.outside.values()] + relay_ends
     map_root_to = kernel_id
-    kernel = sandbox.fork_child(
+    kernel = forks.fork_child(
         lambda: run_kernel(connection_file, connection, spec, map_root_to, ours, init_dropped,
                            {port: (sock.fileno(), endpoint)
                             for port, (sock, endpoint) in channels.inside.items()},

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from nskernel import _syscalls, children
-from nskernel.cell import sandbox, wire
+from nskernel.cell import forks, maps, sandbox, wire
 from nskernel.cell.errors import IsolatedRunError
 from nskernel.cell.wire import picklable, send
 from nskernel.isolation import Isolation
@@ -65,9 +65,9 @@ def child_main(isolation: Isolation, target: Callable[[], Any],
             (request_r, request_w), (reply_r, reply_w) = mapping
             os.close(request_r)
             os.close(reply_w)
-            sandbox.map_by_parent = (request_w, reply_r)
+            maps.map_by_parent = (request_w, reply_r)
         _close_inherited(keep={0, 1, 2, messages, *(joined[:1] if joined else ()),
-                               *(sandbox.map_by_parent if mapping is not None else ()),
+                               *(maps.map_by_parent if mapping is not None else ()),
                                *pass_fds})
         for fd in pass_fds:
             os.set_inheritable(fd, True)  # for a command, too (--sh)
@@ -80,7 +80,7 @@ def child_main(isolation: Isolation, target: Callable[[], Any],
                                     run_dirs_owner=0, map_root_to=isolation.map_root_to,
                                     is_pid1=is_pid1)
                 if is_pid1:
-                    sandbox.mount_proc()
+                    forks.mount_proc()
                 if not rooms_later:
                     sandbox.enter_rooms(isolation)
             else:
@@ -107,7 +107,7 @@ def child_main(isolation: Isolation, target: Callable[[], Any],
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # it gets it from the group
             body = ((lambda: _enter_rooms_and_call(isolation, target, messages)) if rooms_later
                     else (lambda: _call(target, messages)))
-            grandchild = sandbox.fork_child(body, new_proc=isolation.pid)
+            grandchild = forks.fork_child(body, new_proc=isolation.pid)
             _hang_up(messages)  # the pipes are the grandchild's alone now
             code = children.supervise(grandchild, reap_orphans=not isolation.pid)
             code = children.as_shell_status(code)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from nskernel import children
-from nskernel.cell import sandbox, tracebacks
+from nskernel.cell import forks, maps, tracebacks
 from nskernel.cell.cgroup_plan import cell_group, cpu_time_check, usage, walled_from_its_cgroups
 from nskernel.cell.child import RESULT_PIPE_GONE, child_main, exec_argv, with_locks
 from nskernel.cell.errors import IsolatedRunError, RemoteTraceback
@@ -134,7 +134,7 @@ def _forked_child(isolation: Isolation, main: Callable[[], Any],
     """Fork the child that runs ``main`` in ``isolation``; the block gets its pid.
 
     Without a new user namespace a new pid namespace is made from a thread of ours (see
-    :func:`sandbox.forked_in_thread`), and the child is its PID 1 at once. With a
+    :func:`forks.forked_in_thread`), and the child is its PID 1 at once. With a
     ``start_thread``, the child is forked from a thread started that way, in the cgroups
     of ``group`` already. Else, with a ``group``, we move the child into it while it
     enters its namespaces: a move waits for an RCU grace period (milliseconds), which the
@@ -149,12 +149,12 @@ def _forked_child(isolation: Isolation, main: Callable[[], Any],
         try:
             own_pid_namespace = isolation.pid and not isolation.uses_user_namespace
             if own_pid_namespace or start_thread is not None:
-                child = stack.enter_context(sandbox.forked_in_thread(
+                child = stack.enter_context(forks.forked_in_thread(
                     lambda: child_main(isolation, main, pipes, own_pid_namespace, exec_mode,
                                         joined, mapping, group is not None, pass_fds),
                     new_pid_namespace=own_pid_namespace, start=start_thread))
             else:
-                child = sandbox.fork()
+                child = forks.fork()
                 if child == 0:
                     child_main(isolation, main, pipes, False, exec_mode, joined, mapping,
                                 group is not None, pass_fds)
@@ -163,7 +163,7 @@ def _forked_child(isolation: Isolation, main: Callable[[], Any],
                 os.close(request_w)  # so that the read below ends if the child does
                 os.close(reply_r)
                 mapping = ((request_r, -1), (-1, reply_w))
-                sandbox.write_maps_for(child, int(isolation.map_root_to or 0), request_r,
+                maps.write_maps_for(child, int(isolation.map_root_to or 0), request_r,
                                        reply_w)
             if group is not None and joined is not None:
                 os.close(joined[0])

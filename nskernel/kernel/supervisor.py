@@ -1,7 +1,8 @@
 """The kernel's supervisor: what the launcher ends as. It waits for the kernel while watching
 the Jupyter server (:func:`nskernel.children.supervise`) and relays the kernel's connections
 (:mod:`nskernel.kernel.relay`). The launcher ends by exec'ing a ``python -S`` that runs
-:func:`main`, so that what stays alive beside the kernel for its whole life is a bare interpreter (~9 MB of RSS)
+:func:`main`, so that what stays alive beside the kernel for its whole life is a bare
+interpreter (~9 MB of RSS)
 rather than the launcher with everything it imported to set the namespaces up.
 
 Kept to the standard library, :mod:`nskernel._syscalls` and :mod:`nskernel.children`, so it

@@ -20,7 +20,7 @@ from IPython.core.magic_arguments import MagicArgumentParser
 
 from nskernel import isolation, limits
 from nskernel._syscalls import NamespaceError
-from nskernel.cell import jailed_output, runner, sandbox, wire
+from nskernel.cell import jailed_output, maps, runner, sandbox, wire
 from nskernel.limits import LimitError, Limits
 from nskernel.magics import nsinfo
 from nskernel.magics.magicargs import magic_parser, parse_line, with_usage
@@ -164,7 +164,7 @@ class NamespaceMagics(Magics):
             except netns.LabError as exc:
                 raise UsageError(f"%{prog}: {exc}") from None
             settings["netns"] = args.netns
-        if args.user_ns and os.geteuid() == 0 and sandbox.id_is_mapped(sandbox.NOBODY):
+        if args.user_ns and os.geteuid() == 0 and maps.id_is_mapped(sandbox.NOBODY):
             # Root inside is nobody where the kernel has nobody to map to (a root kernel),
             # else the kernel's own user.
             settings["map_root_to"] = sandbox.NOBODY
