@@ -44,14 +44,14 @@ def isolate(function: Callable[..., T], *args: Any, **settings: Any) -> T:
     comes back must be plain data (builtin types and exceptions), decoded without running
     anything the child chose; else the value is unpickled as it is.
 
-    ``stats=True``: return a :class:`nskernel.locks.cgroups.Ran` (``.value``, ``.usage``: wall and
+    ``stats=True``: return a :class:`nskernel.locks.usage.Ran` (``.value``, ``.usage``: wall and
     CPU time, peak memory, most processes at once); an exception raised here then carries
     the usage as its ``usage`` attribute.
     """
     from nskernel.cell.runner import run
     from nskernel.isolation import NAMESPACES, Isolation
     from nskernel.limits import Limits, parse_size
-    from nskernel.locks.cgroups import Ran
+    from nskernel.locks.usage import Ran
 
     timeout = settings.pop("timeout", None)
     stats = settings.pop("stats", False)

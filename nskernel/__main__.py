@@ -31,11 +31,11 @@ def _doctor(_args: argparse.Namespace) -> int:
 
 
 def _clean(_args: argparse.Namespace) -> int:
-    from nskernel.locks import cgroups
+    from nskernel.locks import cgroup_cleanup
     from nskernel.netlab import records
 
     removed, refused = records.clean()
-    removed += cgroups.clean()
+    removed += cgroup_cleanup.clean()
     for item in removed:
         print(f"removed {item}")
     for item in refused:

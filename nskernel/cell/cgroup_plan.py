@@ -12,7 +12,7 @@ from typing import Any
 from nskernel.cell.errors import IsolatedRunError
 from nskernel.isolation import Isolation
 from nskernel.limits import Limits
-from nskernel.locks import cgroups, parking
+from nskernel.locks import cgroup_cleanup, cgroups, parking, usage
 from nskernel.owners import owner_id
 
 
@@ -57,7 +57,7 @@ def cell_group(limits: Limits | None, stats: bool
     if not the_plan.places:
         return None, None
     if _in_initial_user_namespace():  # not in an Isolated Python kernel, whose keeper it is
-        cgroups.keep_cells(the_plan, owner_id())
+        cgroup_cleanup.keep_cells(the_plan, owner_id())
     memory = limits.memory if limits and "memory" in the_plan.places else None
     cpu_time = limits.cpu_time if limits else None
     needed = ({"memory"} if memory else set()) | ({"cpu"} if cpus else set()) | (
@@ -71,7 +71,7 @@ def cell_group(limits: Limits | None, stats: bool
                 return group, parked.start_in
             except OSError:
                 parked.give_back()
-                cgroups.remove_soon(group)
+                cgroup_cleanup.remove_soon(group)
     # What the cell reads back: CPU time (for its limit, or --stats), the peaks (--stats).
     jobs = needed | ({"cpuacct", "memory", "pids"} if stats else set())
     try:
@@ -128,7 +128,7 @@ def cpu_time_check(group: cgroups.Group | None,
     return over
 
 
-def usage(wall: float, group: cgroups.Group | None, rusage: Any) -> cgroups.Usage:
+def cell_usage(wall: float, group: cgroups.Group | None, rusage: Any) -> usage.Usage:
     """From the cell's cgroup where it has one; else what the kernel counted for its first
     process and the descendants that process waited for (no count of processes)."""
     cpu = group.cpu_seconds() if group else None
@@ -137,4 +137,4 @@ def usage(wall: float, group: cgroups.Group | None, rusage: Any) -> cgroups.Usag
         cpu = rusage.ru_utime + rusage.ru_stime
     if memory is None and rusage is not None:
         memory = rusage.ru_maxrss * 1024
-    return cgroups.Usage(wall, cpu, memory, group.pids_peak() if group else None)
+    return usage.Usage(wall, cpu, memory, group.pids_peak() if group else None)

@@ -26,13 +26,18 @@ from typing import Any
 
 from nskernel import children
 from nskernel.cell import forks, maps, tracebacks
-from nskernel.cell.cgroup_plan import cell_group, cpu_time_check, usage, walled_from_its_cgroups
+from nskernel.cell.cgroup_plan import (
+    cell_group,
+    cell_usage,
+    cpu_time_check,
+    walled_from_its_cgroups,
+)
 from nskernel.cell.child import RESULT_PIPE_GONE, child_main, exec_argv, with_locks
 from nskernel.cell.errors import IsolatedRunError, RemoteTraceback
 from nskernel.cell.wire import Channel
 from nskernel.isolation import Isolation, within_memory
 from nskernel.limits import Limits
-from nskernel.locks import cgroups, filesystem
+from nskernel.locks import cgroup_cleanup, cgroups, filesystem, usage
 
 #: How long an interrupted child gets to stop on SIGINT before it is killed.
 INTERRUPT_GRACE = 0.5
@@ -40,7 +45,7 @@ INTERRUPT_GRACE = 0.5
 
 StreamCallback = Callable[[str, str], None]
 DisplayCallback = Callable[[dict, dict], None]
-UsageCallback = Callable[[cgroups.Usage], None]
+UsageCallback = Callable[[usage.Usage], None]
 #: How often a CPU time limit on the whole cell is checked, in seconds.
 CPU_CHECK_INTERVAL = 0.05
 
@@ -111,7 +116,7 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
                 else:
                     _pid, status, rusage = os.wait4(child, 0)
                 if on_usage is not None:
-                    on_usage(usage(time.monotonic() - started, group, rusage))
+                    on_usage(cell_usage(time.monotonic() - started, group, rusage))
         oom_kills = group.oom_kills() if group is not None else 0
         if oom_kills and limits and limits.memory and not (status and _killed(status)):
             on_stream("stderr", f"{limits.memory_exceeded()}: the kernel ended {oom_kills} "
@@ -119,8 +124,8 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
     finally:
         if group is not None:
             # Gone when the result is back: once the cell's last processes have exited.
-            cgroups.remove_now(group)
-            cgroups.retry_pending()  # those of earlier cells that something held
+            cgroup_cleanup.remove_now(group)
+            cgroup_cleanup.retry_pending()  # those of earlier cells that something held
     return _outcome(channel, status, on_display, exec_mode, contained=isolation.pid,
                     limits=limits, oom=oom_kills > 0)
 
@@ -325,7 +330,7 @@ def _reap_soon(child: int) -> bool:
 
 def _reap_exited(remove_cgroups: bool = True) -> None:
     if remove_cgroups:
-        cgroups.retry_pending()
+        cgroup_cleanup.retry_pending()
     for child, (pidfd, loop) in list(_exiting.items()):
         if os.waitpid(child, os.WNOHANG)[0]:
             del _exiting[child]
