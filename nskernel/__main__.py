@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="start the kernel through the nskernel-provisioner kernel "
                               "provisioner, whose config carries the settings (a server's "
                               "configuration may then cap them)")
-    from nskernel.launch import add_kernel_arguments
+    from nskernel.kernel.setup import add_kernel_arguments
 
     add_kernel_arguments(install)
     install.set_defaults(run=_install)

@@ -15,7 +15,7 @@ from pathlib import Path
 from nskernel import _syscalls
 from nskernel.cell import runner
 from nskernel.isolation import NAMESPACES, Isolation
-from nskernel.launch import LaunchError, find_dumb_init
+from nskernel.kernel.setup import LaunchError, find_dumb_init
 
 
 @dataclass(frozen=True)

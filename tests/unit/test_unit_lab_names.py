@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from nskernel.netlab.net import check_ifname
+from nskernel.netlab.names import check_ifname
 from nskernel.netlab.netns import Endpoint, LabError, check_ns_name
 
 
