@@ -134,8 +134,8 @@ def time_starts(count: int, pythons: list[str]) -> None:
     (taking turns, so that a busy moment of the machine falls on all of them alike). The
     kernelspecs are written as ``nskernel install`` would, each for its Python, into a
     directory of their own (nothing installed is touched)."""
-    from nskernel import kernelspec
     from nskernel.isolation import Isolation
+    from nskernel.kernel import kernelspec
 
     directory = tempfile.mkdtemp(prefix="nskernel-smoke-")
     try:

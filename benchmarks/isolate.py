@@ -109,7 +109,7 @@ def tools(python: str, scratch: str) -> dict[str, tuple[list[str], dict]]:
              "unshare ... prlimit --as=1G --nproc=32 python -c":
                  (unshare + ["prlimit", f"--as={1 << 30}", "--nproc=32", *code], {})}
     if shutil.which("bwrap"):
-        from nskernel.seccomp import compiled_filter
+        from nskernel.locks.seccomp import compiled_filter
 
         filter_path = os.path.join(scratch, "seccomp.bpf")
         Path(filter_path).write_bytes(compiled_filter())

@@ -38,8 +38,8 @@ from traitlets.config import Config
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kernel import memory_kib  # noqa: E402
 
-from nskernel import kernelspec  # noqa: E402
 from nskernel.isolation import Isolation  # noqa: E402
+from nskernel.kernel import kernelspec  # noqa: E402
 
 KINDS = {"python3": "stock python3", "isolated-provisioned": "Isolated Python"}
 
@@ -132,7 +132,7 @@ def warmed_up(pids: list[int]) -> bool:
 async def warm_pool(specs: KernelSpecManager, starts: int, size: int
                     ) -> tuple[list[float], list[float], float, float]:
     """(pooled starts, stock starts, idle pool RSS MB, PSS MB), one kernel at a time."""
-    from nskernel.provisioner import NskernelProvisioner
+    from nskernel.kernel.provisioner import NskernelProvisioner
 
     config = Config()
     config.NskernelProvisioner.pool_size = size

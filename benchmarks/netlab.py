@@ -20,8 +20,9 @@ import subprocess
 import sys
 import time
 
-from nskernel import netns, probe
-from nskernel.net import Lab
+from nskernel import probe
+from nskernel.netlab import netns
+from nskernel.netlab.net import Lab
 
 PREFIX = f"bn{os.getpid() % 1000}"
 

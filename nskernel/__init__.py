@@ -18,12 +18,13 @@ __version__ = "0.1.0"
 
 def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext nskernel`: register the namespace magics and the network lab's."""
-    from nskernel.labmagics import LabMagics
-    from nskernel.magics import NamespaceMagics
+    from nskernel.magics.lab import LabMagics
+    from nskernel.magics.namespaces import NamespaceMagics
 
     ipython.register_magics(NamespaceMagics)
     ipython.register_magics(LabMagics)
-    from nskernel import completion, tracebacks
+    from nskernel.cell import tracebacks
+    from nskernel.magics import completion
 
     completion.register(ipython)
     tracebacks.register(ipython)
@@ -43,14 +44,14 @@ def isolate(function: Callable[..., T], *args: Any, **settings: Any) -> T:
     comes back must be plain data (builtin types and exceptions), decoded without running
     anything the child chose; else the value is unpickled as it is.
 
-    ``stats=True``: return a :class:`nskernel.cgroups.Ran` (``.value``, ``.usage``: wall and
+    ``stats=True``: return a :class:`nskernel.locks.usage.Ran` (``.value``, ``.usage``: wall and
     CPU time, peak memory, most processes at once); an exception raised here then carries
     the usage as its ``usage`` attribute.
     """
-    from nskernel.cgroups import Ran
+    from nskernel.cell.runner import run
     from nskernel.isolation import NAMESPACES, Isolation
     from nskernel.limits import Limits, parse_size
-    from nskernel.runner import run
+    from nskernel.locks.usage import Ran
 
     timeout = settings.pop("timeout", None)
     stats = settings.pop("stats", False)
@@ -77,8 +78,18 @@ def isolate(function: Callable[..., T], *args: Any, **settings: Any) -> T:
     return Ran(value, used[0]) if stats else value
 
 
+def __getattr__(name: str) -> Any:
+    """``nskernel.probe``: the lab's reachability checks (:mod:`nskernel.netlab.probe`), a
+    public name since before the package had subpackages; loaded when first asked for."""
+    if name == "probe":
+        import importlib
+
+        return importlib.import_module("nskernel.netlab.probe")
+    raise AttributeError(f"module 'nskernel' has no attribute {name!r}")
+
+
 def lab() -> Any:
-    """This kernel's network lab (a :class:`nskernel.net.Lab`), the one the magics use."""
-    from nskernel.labmagics import current_lab
+    """This kernel's network lab (a :class:`nskernel.netlab.net.Lab`), the one the magics use."""
+    from nskernel.magics.lab import current_lab
 
     return current_lab()

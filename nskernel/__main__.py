@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nskernel import isolation, kernelspec, limits
+from nskernel import isolation, limits
+from nskernel.kernel import kernelspec
 
 
 def _install(args: argparse.Namespace) -> int:
@@ -22,7 +23,7 @@ def _install(args: argparse.Namespace) -> int:
 
 
 def _doctor(_args: argparse.Namespace) -> int:
-    from nskernel import doctor
+    from nskernel.kernel import doctor
 
     checks = doctor.run_checks()
     print(doctor.report(checks, doctor.limit_checks(), doctor.container_checks()))
@@ -30,10 +31,11 @@ def _doctor(_args: argparse.Namespace) -> int:
 
 
 def _clean(_args: argparse.Namespace) -> int:
-    from nskernel import cgroups, records
+    from nskernel.locks import cgroup_cleanup
+    from nskernel.netlab import records
 
     removed, refused = records.clean()
-    removed += cgroups.clean()
+    removed += cgroup_cleanup.clean()
     for item in removed:
         print(f"removed {item}")
     for item in refused:
@@ -64,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="start the kernel through the nskernel-provisioner kernel "
                               "provisioner, whose config carries the settings (a server's "
                               "configuration may then cap them)")
-    from nskernel.launch import add_kernel_arguments
+    from nskernel.kernel.setup import add_kernel_arguments
 
     add_kernel_arguments(install)
     install.set_defaults(run=_install)

@@ -71,13 +71,13 @@ class Isolation:
     netns: str | None = None
     #: Outside uid/gid that root inside a new user namespace stands for; None: the caller's.
     map_root_to: int | None = None
-    #: The host's files read-only, fresh tmpfs scratch space (see nskernel.filesystem).
+    #: The host's files read-only, fresh tmpfs scratch space (see nskernel.locks.filesystem).
     readonly: bool = False
     #: The size of each scratch tmpfs, as tmpfs takes it ("64m").
     tmpfs_size: str = DEFAULT_TMPFS_SIZE
     #: Host directories shown inside a read-only view: (path, writable).
     binds: tuple[tuple[str, bool], ...] = ()
-    #: Calls that reach past a sandbox fail with EPERM (see nskernel.seccomp).
+    #: Calls that reach past a sandbox fail with EPERM (see nskernel.locks.seccomp).
     seccomp: bool = False
     #: The body keeps no capability at all (root inside included).
     drop_caps: bool = False
@@ -194,7 +194,7 @@ def parse_bind(text: str) -> tuple[str, bool]:
 
 def add_lock_arguments(parser: argparse.ArgumentParser, *, caps: bool = True,
                        tmpfs_default: str = DEFAULT_TMPFS_SIZE) -> None:
-    """--readonly, --tmpfs-size and --bind (see :mod:`nskernel.filesystem`), --seccomp and
+    """--readonly, --tmpfs-size and --bind (see :mod:`nskernel.locks.filesystem`), --seccomp and
     --caps: the locks of a cell, beside its namespaces. The kernel takes them without
     --caps: it has none outside its own namespaces, and needs them inside (the lab)."""
     group = parser.add_argument_group("files")

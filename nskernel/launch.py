@@ -17,11 +17,11 @@ imported ipykernel shared those pages copy-on-write, and 20 kernels started at o
 rooms of its own (:func:`sandbox.enter_rooms`: a user namespace owning new mount, net and
 uts namespaces), where the walls' mounts are locked: it has every right over its own
 namespaces and none over the host's. A root kernel is an id of its own on the host
-(:mod:`nskernel.identity`). The kernel adopts the Unix sockets (``zmq.USE_FD``); its stdin,
-stdout and stderr are pipes. The launcher then execs :mod:`nskernel.supervisor` in a bare
+(:mod:`nskernel.kernel.identity`). The kernel adopts the Unix sockets (``zmq.USE_FD``); its stdin,
+stdout and stderr are pipes. The launcher then execs :mod:`nskernel.kernel.supervisor` in a bare
 interpreter: it stays behind to be the process Jupyter signals and waits for, keeps the TCP
 listeners and relays each connection to the kernel's Unix socket, and the kernel's output to
-the server's (:mod:`nskernel.relay`: no process that runs user code holds a socket or a file
+the server's (:mod:`nskernel.kernel.relay`: no process that runs user code holds a socket or a file
 of the server's), ends the namespace when the kernel exits, and kills it if the Jupyter
 server dies.
 
@@ -32,127 +32,27 @@ RSS together), where forks of the launcher would each count the launcher's heap 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
 import importlib.util
 import json
 import os
 import resource
-import secrets
-import shutil
 import signal
-import socket
 import sys
 from typing import NoReturn
 
-from nskernel import (
-    _syscalls,
-    cgroups,
-    filesystem,
-    identity,
-    isolation,
-    limits,
-    nsinfo,
-    sandbox,
-    supervisor,
+from nskernel import _syscalls, isolation, limits
+from nskernel.cell import forks, sandbox
+from nskernel.kernel import identity, supervisor
+from nskernel.kernel.setup import (
+    LaunchError,
+    add_kernel_arguments,
+    bind_listeners,
+    find_dumb_init,
 )
 from nskernel.limits import Limits
+from nskernel.locks import cgroups, filesystem
+from nskernel.magics import nsinfo
 from nskernel.owners import owner_id
-
-CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
-
-
-class LaunchError(RuntimeError):
-    """The kernel cannot start; the message is one line for the Jupyter server's log."""
-
-
-@dataclasses.dataclass
-class Channels:
-    """Where Jupyter reaches the kernel, on both sides of the wall.
-
-    ``outside``: the connection file's TCP listeners, bound here in the host's network
-    namespace and kept by the supervisor, which relays each connection (see
-    :mod:`nskernel.relay`); empty for an ``ipc`` connection file, whose Unix sockets the
-    kernel adopts directly. ``inside``: {port: (listening Unix socket, zmq endpoint)}, the
-    sockets the kernel adopts (``zmq.USE_FD``). Unix sockets only: no process that runs
-    user code holds a socket of the host's that it could re-aim.
-    """
-
-    outside: dict[int, socket.socket]
-    inside: dict[int, tuple[socket.socket, str]]
-
-    def relayed(self) -> dict[int, bytes]:
-        """{outside listener fd: the Unix address of its channel inside}, for the relay."""
-        return {sock.fileno(): b"\0" + self.inside[port][1].removeprefix("ipc://@").encode()
-                for port, sock in self.outside.items()}
-
-    def close(self) -> None:
-        for sock in [*self.outside.values(), *(inner for inner, _ in self.inside.values())]:
-            sock.close()
-
-
-def bind_listeners(connection: dict) -> Channels:
-    """Listen on every channel of the connection file, outside and in.
-
-    TCP ports are bound here, in the host netns, which the kernel will have left; the kernel
-    gets a listening Unix socket per channel with an abstract name (in this netns: the
-    supervisor, which stays here, reaches it; the kernel cannot bind another). ipc sockets
-    (paths, ``IP-PORT``) are bound here too: a root kernel acts on the host as an id of its
-    own, which may not create files where Jupyter keeps them.
-    """
-    transport = connection.get("transport", "tcp")
-    ip = connection.get("ip") or "127.0.0.1"
-    channels = Channels({}, {})
-    tag = f"nskernel-{os.getpid()}-{secrets.token_hex(8)}"
-    try:
-        for channel in CHANNELS:
-            port = int(connection.get(channel) or 0)
-            if port <= 0:
-                raise LaunchError(f"connection file has no {channel}; nskernel needs fixed ports")
-            if transport == "ipc":
-                sock = _listen(transport, ip, port, channel)
-                channels.inside[port] = (sock, f"ipc://{ip}-{port}")
-                continue
-            channels.outside[port] = _listen(transport, ip, port, channel)
-            name = f"{tag}-{channel.removesuffix('_port')}"
-            inner = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            channels.inside[port] = (inner, f"ipc://@{name}")
-            inner.bind("\0" + name)
-            inner.listen(100)
-    except BaseException:
-        channels.close()
-        raise
-    return channels
-
-
-def _listen(transport: str, ip: str, port: int, channel: str) -> socket.socket:
-    if transport == "ipc":
-        address: str | tuple[str, int] = f"{ip}-{port}"
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(address)  # a socket file left by an earlier kernel (libzmq does this)
-    else:
-        host = "" if ip in ("*", "0.0.0.0") else ip
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
-                             socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        address = (host, port)
-    try:
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise LaunchError(f"cannot listen on {ip}:{port} ({channel}): {exc.strerror}") from None
-    sock.listen(100)
-    return sock
-
-
-def find_dumb_init() -> str:
-    """dumb-init (a PyPI dependency) is PID 1: it reaps the orphans of the namespace."""
-    beside_python = os.path.join(os.path.dirname(sys.executable), "dumb-init")
-    found = beside_python if os.access(beside_python, os.X_OK) else shutil.which("dumb-init")
-    if found is None:
-        raise LaunchError("dumb-init not found beside python or on PATH: pip install dumb-init")
-    return found
 
 
 def run_init(dumb_init: str, go: int, dropped: int) -> NoReturn:
@@ -199,7 +99,7 @@ def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation
     the new pid namespace); entering its own user namespace now locks that mount in place.
     With ``--seccomp`` the filter lets it still make namespaces (inside its own user
     namespace they reach nothing of the host's): the lab and ``%%isolate`` work on."""
-    from nskernel.kernelapp import IsolatedKernelApp  # first, with the host's privileges
+    from nskernel.kernel.kernelapp import IsolatedKernelApp  # first, with the host's privileges
 
     for fd in launcher_fds:
         os.close(fd)
@@ -209,7 +109,7 @@ def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation
     kernel_limits.apply(inherited_fds=Limits.fds_in_use(), memory_rlimit=resource.RLIMIT_DATA)
     sandbox.enter_rooms(spec, map_root_to=map_root_to, keep_cgroups=group is not None)
     if spec.seccomp:
-        from nskernel.seccomp import deny_dangerous_syscalls
+        from nskernel.locks.seccomp import deny_dangerous_syscalls
 
         deny_dangerous_syscalls(allow_namespaces=True)
     os.mkdir(sandbox.KERNEL_SCRATCH_DIR, 0o700)
@@ -227,13 +127,6 @@ def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation
             app.shell.user_ns["__session__"] = session
     app.start()
     return 0
-
-
-def add_kernel_arguments(parser: argparse.ArgumentParser) -> None:
-    """The kernel's flags: namespaces, locks (not --caps) and limits (not --cpu-time)."""
-    isolation.add_arguments(parser)
-    isolation.add_lock_arguments(parser, caps=False, tmpfs_default=isolation.KERNEL_TMP_SIZE)
-    limits.add_arguments(parser, for_kernel=True)
 
 
 def parse_args(argv: list[str] | None) -> tuple[isolation.Isolation, Limits, str, bool]:
@@ -378,7 +271,7 @@ def launch(spec: isolation.Isolation, connection_file: str,
     dumb_init = find_dumb_init() if spec.pid else ""
     host_root = os.geteuid() == 0
     channels = bind_listeners(connection)
-    # Root, the kernel will be an id of its own on the host (see nskernel.identity).
+    # Root, the kernel will be an id of its own on the host (see nskernel.kernel.identity).
     kernel_id, id_lock = identity.allocate() if host_root else (None, None)
     kernel_limits = kernel_limits or Limits()
     group = kernel_cgroup(kernel_limits, kernel_id)
@@ -403,7 +296,7 @@ def launch(spec: isolation.Isolation, connection_file: str,
     if spec.pid:
         go, ready = os.pipe()
         init_dropped, dropped = os.pipe()
-        init = sandbox.fork_child(lambda: run_init(dumb_init, go, dropped))
+        init = forks.fork_child(lambda: run_init(dumb_init, go, dropped))
         os.close(go)
         os.close(dropped)
     else:
@@ -414,7 +307,7 @@ def launch(spec: isolation.Isolation, connection_file: str,
     ours = [fd for fd in (server, ready, keeper_pipe, id_lock) if fd is not None]
     ours += [sock.fileno() for sock in channels.outside.values()] + relay_ends
     map_root_to = kernel_id
-    kernel = sandbox.fork_child(
+    kernel = forks.fork_child(
         lambda: run_kernel(connection_file, connection, spec, map_root_to, ours, init_dropped,
                            {port: (sock.fileno(), endpoint)
                             for port, (sock, endpoint) in channels.inside.items()},

@@ -18,7 +18,7 @@ and everything it starts (children inherit rlimits):
   count is the cell's alone.
 
 These bind each process (``pids`` the whole tree already); where this process may make
-cgroups (see :mod:`nskernel.cgroups`), ``memory`` and ``cpu_time`` bind the whole tree as
+cgroups (see :mod:`nskernel.locks.cgroups`), ``memory`` and ``cpu_time`` bind the whole tree as
 well, and ``cpus`` (a share of the CPUs, which no rlimit can say) becomes possible. A whole
 kernel (``nskernel install --memory``) uses RLIMIT_DATA instead of RLIMIT_AS: see
 :meth:`Limits.apply`.

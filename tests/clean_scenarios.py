@@ -28,11 +28,12 @@ import sys
 import time
 from pathlib import Path
 
-from nskernel import records
-from nskernel.netns import netns_inode
+from nskernel.netlab import records
+from nskernel.netlab.netns import netns_inode
 from nskernel.owners import owner_id
 
-LAB_CHILD = ("import sys, time\nfrom nskernel.net import Lab\nlab = Lab()\nlab.add(sys.argv[1])\n"
+LAB_CHILD = ("import sys, time\nfrom nskernel.netlab.net import Lab\nlab = Lab()\n"
+             "lab.add(sys.argv[1])\n"
              "print('ready', flush=True)\ntime.sleep(600)\n")
 
 
@@ -99,7 +100,7 @@ def recycled(name: str) -> dict:
 
 
 def path(name: str) -> dict:
-    from nskernel.netns import NETNS_DIR, _identity
+    from nskernel.netlab.netns import NETNS_DIR, _identity
 
     sleeper = subprocess.Popen(["sleep", "600"])
     dead = owner_id(sleeper.pid)

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import kernels  # noqa: E402
 
-from nskernel import kernelspec  # noqa: E402
 from nskernel.isolation import Isolation  # noqa: E402
+from nskernel.kernel import kernelspec  # noqa: E402
 from nskernel.limits import Limits  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -191,7 +191,7 @@ def our_scratch_dirs() -> set[str]:
 def our_cgroups() -> set[str]:
     """Cgroups named ours, below this process's own, whose maker is dead (a live maker's
     are its business: a running kernel's, a cell's still being removed)."""
-    from nskernel import cgroups
+    from nskernel.locks import cgroups
     from nskernel.owners import owner_alive
 
     found = set()

@@ -11,7 +11,8 @@ from pathlib import Path
 from conftest import IS_ROOT, RUN_PREFIX
 from kernels import execute
 
-from nskernel import identity, launch
+from nskernel import launch
+from nskernel.kernel import identity
 
 
 def test_pid_namespace_kernel_is_small_pid_under_an_init(isolated):

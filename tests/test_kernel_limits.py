@@ -20,9 +20,9 @@ from kernels import execute
 from test_locks import WRITE
 from test_magics import still_answers
 
-from nskernel import cgroups
 from nskernel.isolation import Isolation
 from nskernel.limits import Limits
+from nskernel.locks import cgroups
 
 LIMITS = Limits(memory=512 << 20, pids=64, cpus=1.0 if IS_ROOT else None)
 LOCKED = Isolation.kernel_default().__class__(
@@ -99,7 +99,7 @@ def test_the_kernel_cannot_loosen_or_leave_its_limits(locked):
                    "def raise_limit():\n    try:\n        resource.setrlimit("
                    "resource.RLIMIT_NPROC, (10000, 10000))\n        return 'raised'\n"
                    "    except (ValueError, OSError):\n        return 'refused'\n"
-                   "from nskernel import cgroups\nown = cgroups.hierarchies()\n"
+                   "from nskernel.locks import cgroups\nown = cgroups.hierarchies()\n"
                    "limit_files = [os.path.join(h.own, name) for h in own for name in "
                    "('pids.max', 'memory.limit_in_bytes', 'memory.max', 'cpu.cfs_quota_us', "
                    "'cpu.max') if os.path.exists(os.path.join(h.own, name))]\n"
@@ -146,7 +146,7 @@ def test_without_a_cgroup_cpus_is_refused_in_one_line(tmp_path):
             ports[channel] = probe_socket.getsockname()[1]
     connection.write_text(json.dumps({"transport": "tcp", "ip": "127.0.0.1", **ports,
                                       "key": "", "signature_scheme": "hmac-sha256"}))
-    probe = ("from nskernel import cgroups\n"
+    probe = ("from nskernel.locks import cgroups\n"
              "print('cpu' in cgroups.plan().places)")
     has_cpu = ast.literal_eval(subprocess.run([sys.executable, "-c", probe], text=True,
                                               capture_output=True).stdout.strip())

@@ -107,7 +107,7 @@ def test_doctor_as_root_says_everything_works():
     assert "dumb-init" in done.stdout
     assert "The Isolated Python kernel can start here." in done.stdout
     # Which limits hold for a whole cell here: what the cells' own cgroup plan says.
-    from nskernel import cgroups
+    from nskernel.locks import cgroups
 
     places = cgroups.plan().places
     section = done.stdout.split("for this user here:\n")[1].split("\nThe container")[0]

@@ -254,7 +254,7 @@ def test_a_home_directory_under_tmp_is_fresh_with_it(kernel):
 def cgroups_here(kernel) -> set[str]:
     """What the kernel may put its cells' cgroups on (empty where it may make none: a
     rootless kernel here, which then keeps to rlimits)."""
-    return set(cell(kernel, "from nskernel import cgroups\n"
+    return set(cell(kernel, "from nskernel.locks import cgroups\n"
                             "sorted(cgroups.plan().places)").value)
 
 

@@ -12,7 +12,7 @@ from conftest import IS_ROOT, ROOT_ONLY, RUN_PREFIX, wait_for
 from kernels import execute
 from test_kernel_isolation import sysv_keys
 
-from nskernel import identity
+from nskernel.kernel import identity
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -342,7 +342,7 @@ def test_a_commands_exit_status_is_its_own_every_time():
     """The status of an exec'd command comes from the process between it and us (a pid
     namespace under a user namespace): it must be left to exit, not killed once the
     command's output ends (which reported SIGKILL, 137, for most runs on a loaded machine)."""
-    from nskernel import runner
+    from nskernel.cell import runner
     from nskernel.isolation import Isolation
 
     spec = Isolation(pid=True, user=True)

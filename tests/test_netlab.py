@@ -19,9 +19,10 @@ import pytest
 from conftest import IS_ROOT, ROOT_ONLY, RUN_PREFIX, needs_root, one_run_at_a_time, wait_for
 from kernels import execute, start, stop
 
-from nskernel import netns, probe, topology
-from nskernel.net import Lab
-from nskernel.netns import LabError
+from nskernel import probe
+from nskernel.netlab import netns, topology
+from nskernel.netlab.net import Lab
+from nskernel.netlab.netns import LabError
 
 #: The second octet of the subnets this run puts in the host's own network namespace, so
 #: that two runs at once never route into each other's links.

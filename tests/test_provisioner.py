@@ -114,7 +114,7 @@ def test_install_writes_a_provisioned_kernelspec_that_jupyter_lists(tmp_path):
 
 def test_a_warm_pool_hands_each_kernel_out_once_with_the_notebooks_cwd_and_env(
         provisioned_kernel, tmp_path, monkeypatch):
-    from nskernel.provisioner import NskernelProvisioner
+    from nskernel.kernel.provisioner import NskernelProvisioner
 
     monkeypatch.chdir(tmp_path)  # the server's root: pooled kernels start there
     tmp_path.chmod(0o755)  # a root kernel is nobody, who must enter it to reach a notebook

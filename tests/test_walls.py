@@ -365,7 +365,7 @@ def test_kernels_of_a_root_jupyter_are_strangers_to_each_other(start_kernel):
     nobody), so where both may write, neither can read or change what the other keeps
     private; what a kernel left can be found by its id; the id is free again once the
     kernel is gone."""
-    from nskernel import identity
+    from nskernel.kernel import identity
 
     shared = Path(tempfile.mkdtemp(dir=os.getcwd(), prefix=f".{RUN_PREFIX}-shared-"))
     shared.chmod(0o1777)
@@ -409,7 +409,7 @@ def test_an_untrusted_function_cannot_run_code_in_its_caller(tmp_path, untrusted
     decoded as plain data, so a crafted value runs nothing here. (Trusted, it is unpickled
     as it is, and the command runs: the control.)"""
     import nskernel
-    from nskernel.runner import IsolatedRunError
+    from nskernel.cell.runner import IsolatedRunError
 
     marker = tmp_path / "ran-in-the-caller"
     if untrusted:

@@ -24,7 +24,7 @@ import kernels
 import pytest
 from conftest import IS_ROOT, as_user, wait_for
 
-from nskernel import cgroups
+from nskernel.locks import cgroups
 
 PROBE = str(Path(__file__).with_name("kernel_probe.py"))
 EXCEEDED = "memory limit 64 MiB exceeded"
@@ -152,7 +152,7 @@ def test_rootless_a_cell_cannot_loosen_its_limits(unprivileged_user):
     assert done.returncode == 0, done.stderr
     results = json.loads(done.stdout.splitlines()[-1])["results"]
     assert results[0]["result"] == "2"
-    check = as_user(unprivileged_user, [sys.executable, "-c", "from nskernel import cgroups\n"
+    check = as_user(unprivileged_user, [sys.executable, "-c", "from nskernel.locks import cgroups\n"
                                         "print(bool(cgroups.plan().places))"])
     has_cgroups = check.stdout.strip() == "True"
     for route, result in zip(ROUTES, results[1:], strict=True):
@@ -162,14 +162,15 @@ def test_rootless_a_cell_cannot_loosen_its_limits(unprivileged_user):
 def test_a_cells_cgroups_are_gone_when_its_result_is_back(kernel):
     """Item 10: no cgroup of the cell's is left once its value has come back (the kernel
     names them in its own hierarchies; they must be gone at once, not later)."""
-    code = ("from nskernel import cgroups, runner\nfrom nskernel.owners import owner_id\n"
+    code = ("from nskernel.cell import cgroup_plan\nfrom nskernel.locks import cgroups\n"
+            "from nskernel.owners import owner_id\n"
             "import os\n"
             "mine = cgroups.PREFIX + owner_id() + '.'\n"
             "def ours():\n"
             "    return {os.path.join(h.own, d) for h in cgroups.hierarchies() "
             "for d in os.listdir(h.own) if d.startswith(mine)}\n"
             "def parked():\n"
-            "    return {d for t in runner._parking.values() for p in [t._waiting] "
+            "    return {d for t in cgroup_plan._parking.values() for p in [t._waiting] "
             "if p is not None for d in p.group.made}\n"
             "left = []\n"
             "for flags in ('--pid --memory 64M', '--pid --cpu-time 5', '--user --memory 64M', "
@@ -190,7 +191,7 @@ def test_a_stock_kernel_killed_leaves_no_parked_cgroups(start_kernel):
     done = kernels.execute(client, "%%isolate --pid --memory 64M\n1")
     assert done.status == "ok", done
     names = kernels.execute(client, "from nskernel.owners import owner_id\n"
-                                    "from nskernel import cgroups\n"
+                                    "from nskernel.locks import cgroups\n"
                                     "[h.own + '/' + cgroups.PREFIX + owner_id() "
                                     "for h in cgroups.hierarchies()]").value
     assert wait_for(lambda: any(Path(n).parent.glob(Path(n).name + ".*") for n in names),

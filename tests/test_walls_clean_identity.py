@@ -17,7 +17,7 @@ import pytest
 from conftest import IS_ROOT, RUN_PREFIX, as_user, needs_root, one_run_at_a_time, wait_for
 from kernels import execute, start, stop
 
-from nskernel import netns
+from nskernel.netlab import netns
 
 SCENARIOS = str(Path(__file__).with_name("clean_scenarios.py"))
 PROBE = str(Path(__file__).with_name("kernel_probe.py"))

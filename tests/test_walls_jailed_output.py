@@ -175,9 +175,9 @@ def test_a_value_that_would_run_code_when_unpickled_runs_none_in_the_kernel(kern
         "plain data")
     # Straight onto the pipe, past every check of the child's own.
     done = cell(kernel, f"%%isolate --jail\n{evil}"
-                        "import os, pickle, struct\nfrom nskernel import runner\n"
+                        "import os, pickle, struct\nfrom nskernel.cell import wire\n"
                         "payload = pickle.dumps(('value', Evil()))\n"
-                        "os.write(runner._child_messages, struct.pack('!I', len(payload))"
+                        "os.write(wire.child_messages, struct.pack('!I', len(payload))"
                         " + payload)\n"
                         "os._exit(0)")
     assert one_line_error(done) == (
@@ -195,10 +195,10 @@ def test_a_jail_exports_plain_data_and_only_the_names_asked_for(kernel):
                                            "s": {1}}, 3)
     # A hostile child's result naming more than it was asked for: only `c` lands.
     done = cell(kernel, "%%isolate --jail --export c\n"
-                        "import os, pickle, struct\nfrom nskernel import runner\n"
+                        "import os, pickle, struct\nfrom nskernel.cell import wire\n"
                         "payload = pickle.dumps(('value', (None, {'c': 1, 'print': 0,"
                         " 'get_ipython': 0})))\n"
-                        "os.write(runner._child_messages, struct.pack('!I', len(payload))"
+                        "os.write(wire.child_messages, struct.pack('!I', len(payload))"
                         " + payload)\n"
                         "os._exit(0)")
     assert done.status == "ok", done
@@ -208,10 +208,10 @@ def test_a_jail_exports_plain_data_and_only_the_names_asked_for(kernel):
 
 def test_a_jail_flooding_its_result_pipe_is_stopped(kernel):
     done = cell(kernel, "%%isolate --jail --timeout 60\n"
-                        "import os, struct\nfrom nskernel import runner\n"
-                        "os.write(runner._child_messages, struct.pack('!I', 2**32 - 1))\n"
+                        "import os, struct\nfrom nskernel.cell import wire\n"
+                        "os.write(wire.child_messages, struct.pack('!I', 2**32 - 1))\n"
                         "chunk = b'x' * (1 << 20)\n"
-                        "while True:\n    os.write(runner._child_messages, chunk)",
+                        "while True:\n    os.write(wire.child_messages, chunk)",
                 timeout=90)
     assert one_line_error(done) == ("UsageError: isolated cell: the cell sent back more than "
                                     "64 MiB of output: stopped it")

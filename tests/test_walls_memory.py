@@ -15,8 +15,8 @@ import kernels
 import pytest
 from conftest import IS_ROOT, as_user, write_kernel
 
-from nskernel import doctor
 from nskernel.isolation import Isolation
+from nskernel.kernel import doctor
 from nskernel.limits import Limits
 
 PROBE = str(Path(__file__).with_name("kernel_probe.py"))

@@ -25,8 +25,8 @@ import kernels
 import pytest
 from conftest import IS_ROOT, KERNELS_DIR, REPO, RUN_PREFIX, as_user
 
-from nskernel import kernelspec
 from nskernel.isolation import Isolation
+from nskernel.kernel import kernelspec
 
 PROBE = str(Path(__file__).with_name("kernel_probe.py"))
 READONLY = dataclasses.replace(Isolation.kernel_default(), readonly=True)

@@ -38,8 +38,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from nskernel import kernelspec
 from nskernel.isolation import Isolation
+from nskernel.kernel import kernelspec
 from nskernel.limits import Limits, parse_size
 
 c = get_config()  # noqa: F821

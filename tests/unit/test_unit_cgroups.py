@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-from nskernel import cgroups
+from nskernel.locks import cgroups, usage
 
 
 def fake_proc(tmp_path, cgroup: str, mountinfo: str) -> str:
@@ -47,10 +47,10 @@ def test_a_hybrid_machine_gives_v1_controllers_and_a_v2_tracker(tmp_path, monkey
 
 
 def test_a_usage_line_says_what_it_does_not_know():
-    line = str(cgroups.Usage(1.5, None, 3 << 20, None))
+    line = str(usage.Usage(1.5, None, 3 << 20, None))
     assert line == "stats: wall 1.500 s, cpu ?, memory peak 3.0 MiB, processes ?"
     assert re.fullmatch(r"stats: wall [0-9.]+ s, cpu [0-9.]+ s, memory peak [0-9.]+ MiB, "
-                        r"processes [0-9]+", str(cgroups.Usage(0.1, 0.05, 1 << 20, 4)))
+                        r"processes [0-9]+", str(usage.Usage(0.1, 0.05, 1 << 20, 4)))
 
 
 def test_on_pure_v2_limits_go_to_a_child_that_gets_the_controllers(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from nskernel.provisioner import CAPS
+from nskernel.kernel.provisioner import CAPS
 
 DOC = Path(__file__).parents[2] / "docs" / "kubernetes.md"
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from nskernel.doctor import Check, container_checks, report
 from nskernel.isolation import NAMESPACES
+from nskernel.kernel.doctor import Check, container_checks, report
 
 
 def checks(failing: str | None) -> list[Check]:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from nskernel import identity
+from nskernel.kernel import identity
 
 
 @pytest.fixture

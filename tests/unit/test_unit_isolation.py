@@ -37,7 +37,7 @@ def test_flags_turn_back_into_the_same_isolation(spec):
     Isolation(net=True, tmpfs_size="2g", seccomp=True),
 ])
 def test_a_kernels_flags_with_its_locks_turn_back_into_the_same_isolation(spec):
-    from nskernel.launch import add_kernel_arguments
+    from nskernel.kernel.setup import add_kernel_arguments
 
     made = argparse.ArgumentParser()
     add_kernel_arguments(made)

@@ -1,4 +1,4 @@
-"""What a jailed cell's output becomes: data, never code (nskernel.jailed_output), and the
+"""What a jailed cell's output becomes: data, never code (nskernel.cell.jailed_output), and the
 plain decoding of everything a jailed child sends back (the runner's channel)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import struct
 
 import pytest
 
-from nskernel import jailed_output, runner
-from nskernel.jailed_output import HTML, TEXT, NotPlainData, inert, loads
+from nskernel.cell import jailed_output, wire
+from nskernel.cell.jailed_output import HTML, TEXT, NotPlainData, inert, loads
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
 
@@ -189,7 +189,7 @@ def framed(message: object) -> bytes:
 
 
 def test_an_untrusted_channel_decodes_plain_messages_in_any_chunks():
-    channel = runner._Channel(plain=True)
+    channel = wire.Channel(plain=True)
     value = (({TEXT: "1"}, {}), {"a": [1]})
     data = framed(("display", {TEXT: "x"}, {})) + framed(("value", value))
     for i in range(0, len(data), 7):
@@ -205,20 +205,20 @@ def test_an_untrusted_channel_decodes_plain_messages_in_any_chunks():
     (("exec", "x"), "none of display, value or error"),
 ])
 def test_an_untrusted_channel_refuses_anything_else(message, said):
-    with pytest.raises(runner.IsolatedRunError, match=said):
-        runner._Channel(plain=True).feed(framed(message))
+    with pytest.raises(wire.IsolatedRunError, match=said):
+        wire.Channel(plain=True).feed(framed(message))
 
 
 def test_an_untrusted_channel_takes_a_bounded_amount():
-    channel = runner._Channel(plain=True)
+    channel = wire.Channel(plain=True)
     chunk = struct.pack("!I", 2**32 - 1) + b"x" * (1 << 20)
-    with pytest.raises(runner.IsolatedRunError, match="more than 64 MiB of output"):
+    with pytest.raises(wire.IsolatedRunError, match="more than 64 MiB of output"):
         for _ in range(80):
             channel.feed(chunk)
             chunk = b"x" * (1 << 20)
 
 
 def test_a_trusted_channel_still_takes_any_pickle():
-    channel = runner._Channel()
+    channel = wire.Channel()
     channel.feed(framed(("value", datetime.date(2020, 1, 1))))
     assert channel.messages[0][1].year == 2020

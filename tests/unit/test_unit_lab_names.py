@@ -6,8 +6,8 @@ import ipaddress
 
 import pytest
 
-from nskernel.net import check_ifname
-from nskernel.netns import Endpoint, LabError, check_ns_name
+from nskernel.netlab.names import check_ifname
+from nskernel.netlab.netns import Endpoint, LabError, check_ns_name
 
 
 @pytest.mark.parametrize(("text", "ns", "address"), [

@@ -6,7 +6,9 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.core.magic import MAGIC_NO_VAR_EXPAND_ATTR
 
-from nskernel import labmagics, magicargs, magics
+from nskernel.magics import lab as labmagics
+from nskernel.magics import magicargs
+from nskernel.magics import namespaces as magics
 
 
 def one_line(parser, line: str) -> str:

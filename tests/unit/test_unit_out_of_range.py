@@ -8,11 +8,13 @@ import math
 
 import pytest
 
-from nskernel import limits, magicargs, magics, probe
+from nskernel import limits, probe
 from nskernel.isolation import Isolation, IsolationError
 from nskernel.limits import MAX_COUNT, MAX_SIZE, LimitError, Limits
-from nskernel.net import Lab
-from nskernel.netns import LabError
+from nskernel.magics import magicargs
+from nskernel.magics import namespaces as magics
+from nskernel.netlab.net import Lab
+from nskernel.netlab.netns import LabError
 
 
 def isolate_limits(line: str) -> Limits:

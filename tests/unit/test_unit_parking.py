@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from nskernel import parking
-from nskernel.cgroups import Hierarchy, Plan
+from nskernel.locks import parking
+from nskernel.locks.cgroups import Hierarchy, Plan
 
 
 def test_where_no_cgroup_can_be_made_a_cell_does_not_wait_for_one(tmp_path):

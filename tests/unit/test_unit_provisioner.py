@@ -10,8 +10,8 @@ from traitlets.config import Config
 
 from nskernel import isolation
 from nskernel.isolation import Isolation, IsolationError
+from nskernel.kernel.provisioner import NskernelProvisioner, capped, parse_request, request_for
 from nskernel.limits import LimitError, Limits
-from nskernel.provisioner import NskernelProvisioner, capped, parse_request, request_for
 
 
 def provisioner(config: Config | None = None, **request: object) -> NskernelProvisioner:
@@ -85,7 +85,7 @@ def test_capped_keeps_the_smaller_of_each():
 
 
 def test_a_pool_serves_notebooks_at_or_below_the_root_it_started_in(tmp_path):
-    from nskernel.provisioner import WarmPool
+    from nskernel.kernel.provisioner import WarmPool
 
     below = tmp_path / "course" / "week1"
     below.mkdir(parents=True)

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from nskernel import netns, records
-from nskernel.netns import NetnsId
+from nskernel.netlab import netns, records
+from nskernel.netlab.netns import NetnsId
 from nskernel.owners import owner_alive, owner_id
 
 

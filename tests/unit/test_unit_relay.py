@@ -6,7 +6,7 @@ import os
 import socket
 import threading
 
-from nskernel import relay
+from nskernel.kernel import relay
 
 
 def test_each_connection_reaches_the_unix_listener_byte_for_byte():

@@ -9,7 +9,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from nskernel.topology import End, Topology, _layout, render_svg
+from nskernel.netlab.topology import End, Topology, _layout, render_svg
 
 SVG = "{http://www.w3.org/2000/svg}"
 NOTEBOOKS = Path(__file__).parents[2] / "notebooks"

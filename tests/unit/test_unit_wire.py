@@ -12,7 +12,8 @@ from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
-from nskernel import _rtnl, runner
+from nskernel.cell import wire
+from nskernel.netlab import _rtnl
 
 
 def framed(*messages: tuple) -> bytes:
@@ -26,7 +27,7 @@ def framed(*messages: tuple) -> bytes:
 @pytest.mark.parametrize("chunk", [1, 3, 7, 64, 10_000])
 def test_messages_arrive_whole_whatever_the_chunks(chunk):
     data = framed(("display", {"text/plain": "x"}, {}), ("value", list(range(100))))
-    channel = runner._Channel()
+    channel = wire.Channel()
     for start in range(0, len(data), chunk):
         channel.feed(data[start:start + chunk])
     assert channel.messages == [("display", {"text/plain": "x"}, {}),
@@ -35,7 +36,7 @@ def test_messages_arrive_whole_whatever_the_chunks(chunk):
 
 
 def test_a_display_alone_is_not_a_result():
-    channel = runner._Channel()
+    channel = wire.Channel()
     channel.feed(framed(("display", {}, {})))
     assert not channel.has_result
 

@@ -72,8 +72,8 @@ class _PlainUnpickler(pickle.Unpickler):
             if name in _PLAIN_BUILTINS or (isinstance(found, type)
                                            and issubclass(found, Exception)):
                 return found
-        if (module, name) == ("nskernel.runner", "IsolatedRunError"):
-            from nskernel.runner import IsolatedRunError
+        if (module, name) == ("nskernel.cell.errors", "IsolatedRunError"):
+            from nskernel.cell.errors import IsolatedRunError
 
             return IsolatedRunError
         raise NotPlainData(f"{module}.{name} is not plain data")

@@ -2,7 +2,7 @@
 
 The kernel runs in its own network namespace where the connection file's 127.0.0.1 ports
 mean nothing. The launcher made a listening Unix socket per channel before it isolated (the
-TCP ports stay with its supervisor, which relays to these: see :mod:`nskernel.relay`); here
+TCP ports stay with its supervisor, which relays to these: see :mod:`nskernel.kernel.relay`); here
 each channel sets ``zmq.USE_FD`` to its inherited fd before binding, so libzmq accepts on it
 instead of creating a socket. Everything else is stock ipykernel, message for message.
 """

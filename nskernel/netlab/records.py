@@ -19,10 +19,10 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from nskernel import _rtnl
-from nskernel.netns import KERNEL_NS, LabError, NetnsId, check_ns_name, remove_if_same
+from nskernel.cell.sandbox import RUN_DIR
+from nskernel.netlab import _rtnl
+from nskernel.netlab.netns import KERNEL_NS, LabError, NetnsId, check_ns_name, remove_if_same
 from nskernel.owners import owner_alive
-from nskernel.sandbox import RUN_DIR
 
 RECORDS_DIR = f"{RUN_DIR}/labs"
 
@@ -97,7 +97,7 @@ def remove_recorded(netns: dict[str, NetnsId], links: dict[str, int], owner: str
     Usable from any thread and at interpreter exit: namespaces need only umount/unlink (and
     the thread enters each a moment to read its cookie), and links a netlink socket in the
     calling thread's (the kernel's) namespace. ``inode_will_do``: see
-    :func:`nskernel.netns.remove_if_same` (a live lab removing its own).
+    :func:`nskernel.netlab.netns.remove_if_same` (a live lab removing its own).
     """
     removed = []
     if links:  # first: while their peers' namespaces still hold them, they are listed here

@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass, field
 from html import escape
 
-from nskernel.net import Lab
-from nskernel.netns import KERNEL_NS, named_namespaces
+from nskernel.netlab.net import Lab
+from nskernel.netlab.netns import KERNEL_NS, named_namespaces
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ synchronous API runs its own event loop, which cannot run in a thread whose loop
 running (the kernel's main thread); and a thread may switch its own network namespace
 (setns) without touching the kernel's other threads. So there is no fork, and no ``ip``
 process, per step. Everything a :class:`Lab` makes is recorded as its own (see
-:mod:`nskernel.records`), and only that is ever removed.
+:mod:`nskernel.netlab.records`), and only that is ever removed.
 """
 
 from __future__ import annotations
@@ -24,8 +24,17 @@ from typing import Any, TypeVar
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from nskernel import _rtnl, _syscalls, records, runner
-from nskernel.netns import (
+from nskernel import _syscalls
+from nskernel.cell import wire
+from nskernel.netlab import _rtnl, records
+from nskernel.netlab.names import (
+    IFNAME_TRIES,
+    _endpoint,
+    _lab_error,
+    _netlink,
+    check_ifname,
+)
+from nskernel.netlab.netns import (
     KERNEL_NS,
     Endpoint,
     LabError,
@@ -41,20 +50,10 @@ from nskernel.netns import (
 from nskernel.owners import owner_id
 
 T = TypeVar("T")
-IFNAMSIZ = 15
-IFNAME_TRIES = 64
 
 
 OUTSIDE_ONLY = ("the network lab is run by the kernel itself, not from inside an isolated "
                 "cell: use the lab magics in a normal cell")
-
-
-def check_ifname(name: str) -> str:
-    size = len(name.encode())
-    if size > IFNAMSIZ or not size:
-        raise LabError(f"interface name {name!r} is {size} bytes; Linux allows 1 to {IFNAMSIZ}:"
-                       " use shorter namespace names or give the interface a name")
-    return name
 
 
 # ---------------------------------------------------------------------------- the lab
@@ -74,7 +73,7 @@ class Lab:
 
     # -- the worker thread
     def _call(self, function: Callable[..., T], *args: Any) -> T:
-        if runner.inside_isolated_cell():  # a fork: it has no worker thread
+        if wire.inside_isolated_cell():  # a fork: it has no worker thread
             raise LabError(OUTSIDE_ONLY)
         if self._worker is None:
             self._worker = ThreadPoolExecutor(1, thread_name_prefix="nskernel-net",
@@ -419,21 +418,3 @@ class Lab:
                 self._worker = None
 
 
-def _endpoint(value: str | Endpoint) -> Endpoint:
-    return value if isinstance(value, Endpoint) else Endpoint.parse(value)
-
-
-def _netlink(step: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    try:
-        return function(*args, **kwargs)
-    except NetlinkError as exc:
-        raise _lab_error(step, exc) from None
-
-
-def _lab_error(step: str, exc: NetlinkError) -> LabError:
-    hint = {errno.EEXIST: "it exists already", errno.EPERM: "needs root (or a user "
-            "namespace that owns the network namespace)", errno.ENETUNREACH:
-            "the gateway is not on a connected network: give an address in its subnet "
-            "to an interface first", errno.EADDRNOTAVAIL: "address not available",
-            errno.EACCES: "IPv6 is off in that namespace (make it with %netns add --ipv6)"}
-    return LabError(f"{step}: {hint.get(exc.code) or os.strerror(exc.code)}")

@@ -1,7 +1,7 @@
 """Reachability checks from inside a namespace: ICMP echo, TCP and UDP, with no ``ping``.
 
 Sockets belong to the network namespace of the thread that creates them, so each check
-creates its sockets through :meth:`nskernel.net.Lab.run_in` and then just uses them.
+creates its sockets through :meth:`nskernel.netlab.net.Lab.run_in` and then just uses them.
 Traffic goes only to the addresses the caller names, which in this project are always
 inside namespaces it made.
 """
@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from nskernel.display import Table
-from nskernel.net import Lab
-from nskernel.netns import LabError
+from nskernel.netlab.net import Lab
+from nskernel.netlab.netns import LabError
 
 _ICMP_ECHO_REQUEST = 8
 _ICMP_ECHO_REPLY = 0

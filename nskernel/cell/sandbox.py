@@ -9,19 +9,18 @@ reaps the namespace's orphans; ``%%isolate`` runs the cell body itself as PID 1.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import signal
 import socket
 import stat
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import NoReturn
 
-from nskernel import _syscalls, filesystem
+from nskernel import _syscalls
+from nskernel.cell import maps
+from nskernel.cell.forks import mount_proc
 from nskernel.isolation import Isolation
+from nskernel.locks import filesystem
 
 
 def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
@@ -60,27 +59,6 @@ def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
 
 #: The outside uid and gid a root kernel stands for: on the host it acts as nobody.
 NOBODY = 65534
-
-
-#: What Python 3.12+ says at every os.fork() from a process with more than one thread.
-_FORK_WARNING = r"This process \(pid=\d+\) is multi-threaded, use of fork\(\) may lead to deadlocks"
-
-
-def fork() -> int:
-    """os.fork(), without the DeprecationWarning Python 3.12+ gives when the caller has
-    threads (a kernel always has: ipykernel's and libzmq's).
-
-    The fork is the design, not an accident: the child never touches zmq or another thread's
-    locks, leaves by ``os._exit`` on every path, and runs only our code and the cell's
-    (see :mod:`nskernel.runner`). Only this message is silenced, for this call: a user's own
-    ``os.fork()`` in a cell still warns. ``catch_warnings`` swaps the process's filter list
-    for the moment of the fork; nothing in a kernel changes filters from another thread.
-    """
-    import warnings  # here: the launcher, single-threaded, does without it
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", _FORK_WARNING, DeprecationWarning)
-        return os.fork()
 
 
 def enter_walls(isolation: Isolation, *, user_namespace: bool, map_root_to: int | None = None,
@@ -250,8 +228,9 @@ def _unshare_as_root(flags: int, map_root_to: int | None) -> None:
     privileged_map = map_root_to not in (None, uid)
     finish_map = None
     if privileged_map:
-        finish_map = (_ask_parent_to_map(*map_by_parent, map_root_to)
-                      if map_by_parent is not None else _map_writer(map_root_to, map_root_to))
+        finish_map = (maps.ask_parent_to_map(*maps.map_by_parent, map_root_to)
+                      if maps.map_by_parent is not None
+                      else maps.map_writer(map_root_to, map_root_to))
     try:
         _syscalls.unshare(flags)
     except _syscalls.NamespaceError:
@@ -307,55 +286,6 @@ def thread_in_new_netns() -> AbstractContextManager[None]:
     the kernel's other threads stay where they are.
     """
     return _for_this_thread(_syscalls.CLONE_NEWNET, "net")
-
-
-@contextmanager
-def forked_in_thread(child_main: Callable[[], NoReturn], *, new_pid_namespace: bool,
-                     start: Callable[[threading.Thread], None] | None = None
-                     ) -> Iterator[int]:
-    """Fork, from a thread of our own, a child that runs ``child_main``; the block gets its
-    pid. For a multi-threaded caller (a kernel).
-
-    ``new_pid_namespace``: the thread unshares CLONE_NEWPID first, so the child is PID 1 of
-    a new pid namespace. unshare(CLONE_NEWPID) changes only the calling thread's namespace
-    for children: one fork makes the PID 1, instead of a fork that unshares and forks again
-    (every fork of a big kernel process costs milliseconds), and no thread of the kernel is
-    left pointing at the new namespace. (Switching a thread back with setns would need
-    privileges over the kernel's own pid namespace, which an isolated kernel does not have.)
-    That needs root in the caller's user namespace; not for new user namespaces, which must
-    own the pid namespace. ``start``: how the thread is started (default: from here); a
-    thread starts in its creator's cgroups, and so does what it forks (see
-    :mod:`nskernel.parking`). The thread lives until the block ends, because the child's
-    parent-death signal fires when the thread that forked it ends.
-    """
-    outcome: dict[str, int | BaseException] = {}
-    forked, finished = threading.Event(), threading.Event()
-
-    def unshare_and_fork() -> None:
-        try:
-            if new_pid_namespace:
-                _syscalls.unshare(_syscalls.CLONE_NEWPID)
-            pid = fork()
-        except BaseException as exc:  # noqa: BLE001 - raised again in the caller
-            outcome["error"] = exc
-            forked.set()
-            return
-        if pid == 0:
-            child_main()  # in the child this thread is the only one, and never returns
-        outcome["pid"] = pid
-        forked.set()
-        finished.wait()
-
-    forker = threading.Thread(target=unshare_and_fork, name="nskernel-cell", daemon=True)
-    (start or threading.Thread.start)(forker)
-    try:
-        forked.wait()
-        if "error" in outcome:
-            raise outcome["error"]
-        yield outcome["pid"]
-    finally:
-        finished.set()
-        forker.join()
 
 
 @contextmanager
@@ -446,143 +376,3 @@ def join_named_netns(name: str) -> None:
         os.close(fd)
 
 
-#: (request fd, reply fd) of a parent that writes our id maps for us (a cell's kernel: a
-#: helper forked from a kernel-sized process would cost milliseconds). See
-#: :func:`write_maps_for`.
-map_by_parent: tuple[int, int] | None = None
-
-
-def _ask_parent_to_map(request: int, reply: int, uid: int) -> Callable[[bool], None]:
-    """The parent-side counterpart of :func:`_map_writer`: once we have unshared, ask our
-    parent to write the maps (:func:`write_maps_for`), and read back how that went."""
-    def finish(unshared: bool) -> None:
-        global map_by_parent
-        map_by_parent = None  # once: a later user namespace maps itself
-        try:
-            os.write(request, b"y" if unshared else b"n")
-            answer = os.read(reply, 64) if unshared else b"0"
-        finally:
-            os.close(request)
-            os.close(reply)
-        code = int(answer or b"1")
-        if unshared and code != 0:
-            raise _map_failed(os.getpid(), uid, code)
-    return finish
-
-
-def _map_failed(target: int, uid: int, code: int) -> _syscalls.NamespaceError:
-    return _syscalls.NamespaceError(
-        f"write /proc/{target}/uid_map ('0 {uid} 1')", code if code > 0 else errno.EPERM,
-        f"uid {uid} must be mapped in the writer's own user namespace "
-        "(see /proc/self/uid_map); map root to your own uid instead")
-
-
-def write_maps_for(pid: int, uid: int, request: int, reply: int) -> None:
-    """In the parent: wait until child ``pid`` says it has unshared its user namespace, map
-    its root to ``uid`` (and the group alike), say how that went. Returns at once if the
-    child ends, or never asks."""
-    try:
-        if os.read(request, 1) != b"y":
-            return
-        try:
-            _syscalls.write_id_maps(uid, uid, pid=pid)
-            code = 0
-        except _syscalls.NamespaceError as exc:
-            code = exc.errno or errno.EPERM
-        os.write(reply, str(code).encode())
-    except OSError:
-        pass  # the child is gone; its end says why
-
-
-def _map_writer(uid: int, gid: int) -> Callable[[bool], None]:
-    """Fork a helper, still privileged outside, that maps our new user namespace's root to
-    ``uid``/``gid`` once we have unshared; return the function that tells it whether to.
-
-    A process can only map its own ids itself; root mapping root-inside to "nobody" outside
-    needs a writer in the parent namespace (the job newuidmap does). The helper exits with
-    the errno of a failed write, so the message can say what failed.
-    """
-    target = os.getpid()
-    read_end, write_end = os.pipe()
-    helper = fork()
-    if helper == 0:
-        os.close(write_end)
-        code = 1
-        try:
-            if os.read(read_end, 1) == b"y":
-                _syscalls.write_id_maps(uid, gid, pid=target)
-                code = 0
-        except OSError as exc:
-            code = exc.errno or 1
-        finally:
-            os._exit(code)
-    os.close(read_end)
-
-    def finish(unshared: bool) -> None:
-        os.write(write_end, b"y" if unshared else b"n")
-        os.close(write_end)
-        _pid, status = os.waitpid(helper, 0)
-        code = os.waitstatus_to_exitcode(status)
-        if unshared and code != 0:
-            raise _map_failed(target, uid, code)
-
-    return finish
-
-
-def id_is_mapped(outside: int) -> bool:
-    """Whether uid and gid ``outside`` exist in the calling process's user namespace.
-
-    Root on the host has every id; the root of a rootless kernel's user namespace usually
-    has one (its user's), so a nested user namespace can only map to that one.
-    """
-    for name in ("uid_map", "gid_map"):
-        with open(f"/proc/self/{name}") as handle:
-            ranges = [tuple(int(word) for word in line.split()) for line in handle]
-        if not any(inside <= outside < inside + count for inside, _, count in ranges):
-            return False
-    return True
-
-
-def mount_proc() -> None:
-    """Give the calling process (PID 1 of a new pid namespace) a /proc that shows only it.
-
-    Where we may, the /proc beneath is detached first, so that unmounting the new one later
-    uncovers nothing. Where we may not, it is locked to its place (see :func:`enter_walls`).
-    """
-    with contextlib.suppress(_syscalls.NamespaceError):
-        _syscalls.umount("/proc")
-    _syscalls.mount("proc", "/proc", "proc", _NOSUID_NODEV_NOEXEC)
-
-
-def fork_pid1(isolation: Isolation, main: Callable[[], int]) -> int:
-    """Fork a child that runs ``main`` and exits with its result; return the child's pid.
-
-    Called after :func:`enter`, so with ``isolation.pid`` the child is PID 1 of the new pid
-    namespace and gets its own /proc first. The child dies with its parent.
-    """
-    return fork_child(main, new_proc=isolation.pid)
-
-
-def fork_child(main: Callable[[], int], *, new_proc: bool = False) -> int:
-    """Fork a child that dies with its parent, runs ``main`` and exits with its result."""
-    parent = os.getpid()
-    pid = fork()
-    if pid:
-        return pid
-    code = 1
-    try:
-        _syscalls.set_parent_death_signal(signal.SIGKILL)
-        if os.getppid() not in (parent, 0):  # 0: the parent is outside our pid namespace
-            os._exit(1)  # the parent died before the death signal was armed
-        if new_proc:
-            mount_proc()
-        code = main()
-    except BaseException as exc:  # noqa: BLE001 - a forked child must never return
-        _report(exc)
-    finally:
-        os._exit(code)
-
-
-def _report(exc: BaseException) -> None:
-    if not isinstance(exc, SystemExit):
-        os.write(2, f"nskernel: {exc}\n".encode())

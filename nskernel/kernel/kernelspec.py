@@ -8,42 +8,27 @@ for the default settings (a test keeps them equal).
 from __future__ import annotations
 
 import json
-import platform
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager, _is_valid_kernel_name
 
-from nskernel.isolation import KERNEL_TMP_SIZE, Isolation, IsolationError
+from nskernel.isolation import Isolation, IsolationError
+from nskernel.kernel.argv import make_argv
 from nskernel.limits import Limits
 
 KERNEL_NAME = "isolated-python"
 DISPLAY_NAME = "Isolated Python"
-RESOURCES = Path(__file__).parent / "resources"
-
-
-def make_argv(spec: Isolation, executable: str | None = None,
-              limits: Limits | None = None) -> list[str]:
-    """The command Jupyter runs: the launcher, the namespaces, the connection file.
-
-    ``-Xfrozen_modules=off`` as ``python -m ipykernel install`` writes it: with frozen modules
-    the debugger warns at every start (on the notebook's stderr) that it may miss breakpoints.
-    """
-    python_arguments = ["-Xfrozen_modules=off"] if platform.python_implementation() == "CPython" \
-        else []
-    return [executable or sys.executable, *python_arguments, "-m", "nskernel.launch",
-            *spec.to_argv(locks=True, tmpfs_default=KERNEL_TMP_SIZE),
-            *(limits.to_argv() if limits else []), "-f", "{connection_file}"]
+RESOURCES = Path(__file__).parent.parent / "resources"
 
 
 def kernel_dict(spec: Isolation, display_name: str = DISPLAY_NAME,
                 executable: str | None = None, limits: Limits | None = None,
                 provisioner: bool = False) -> dict[str, Any]:
     """kernel.json. With ``provisioner``, the kernel is started through
-    :mod:`nskernel.provisioner`, whose config carries the settings (the argv is the same
+    :mod:`nskernel.kernel.provisioner`, whose config carries the settings (the argv is the same
     command, for a reader and for a client that knows no provisioners)."""
     described = {"namespaces": list(spec.namespaces), "hostname": spec.hostname}
     if spec.readonly or spec.seccomp:
@@ -52,7 +37,7 @@ def kernel_dict(spec: Isolation, display_name: str = DISPLAY_NAME,
         described["limits"] = dict(limits.describe())
     metadata: dict[str, Any] = {"debugger": True, "nskernel": described}
     if provisioner:
-        from nskernel import provisioner as the_provisioner
+        from nskernel.kernel import provisioner as the_provisioner
 
         metadata["kernel_provisioner"] = {
             "provisioner_name": the_provisioner.NAME,

@@ -5,7 +5,7 @@ thread group's cgroups is made for readers, and a writer waits them out): 5-13 m
 machine like ours, for every cell with a limit on its whole tree. A new thread, or a child
 it forks, starts in its creator's cgroups at no cost. In cgroup v1 one thread may sit in
 cgroups of its own: so a thread of the kernel waits in a fresh set of v1 cgroups (in their
-leaves, see :class:`nskernel.cgroups.Group`), moved there in the background once the last
+leaves, see :class:`nskernel.locks.cgroups.Group`), moved there in the background once the last
 cell is over, and the next cell's forking thread is started by it.
 
 The parked thread then ends: a thread that exits leaves its cgroups without a move (and so
@@ -26,7 +26,7 @@ import queue
 import threading
 from collections.abc import Callable
 
-from nskernel.cgroups import CgroupError, Group, Plan
+from nskernel.locks.cgroups import CgroupError, Group, Plan
 
 #: How long a cell waits for the next set of cgroups to be ready (a grace period or two).
 READY_WAIT = 1.0

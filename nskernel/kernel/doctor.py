@@ -1,7 +1,7 @@
 """``nskernel doctor``: which namespaces can this user create here, and how to fix the rest.
 
 Each check really enters the namespace, in a throw-away child, through the same
-:func:`nskernel.sandbox.enter` the kernel and ``%%isolate`` use, so "ok" means they will
+:func:`nskernel.cell.sandbox.enter` the kernel and ``%%isolate`` use, so "ok" means they will
 manage too.
 """
 
@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from nskernel import _syscalls, runner
+from nskernel import _syscalls
+from nskernel.cell import runner
 from nskernel.isolation import NAMESPACES, Isolation
-from nskernel.launch import LaunchError, find_dumb_init
+from nskernel.kernel.setup import LaunchError, find_dumb_init
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ MEMORY_WITHOUT_CGROUP = (
 def limit_checks() -> list[Check]:
     """Which limits hold for a whole cell (cgroups we may make) and which only per process
     (rlimits), here and for this user; and whether seccomp can be had."""
-    from nskernel import cgroups
+    from nskernel.locks import cgroups
 
     the_plan = cgroups.plan()
     checks = []
@@ -80,7 +81,7 @@ def limit_checks() -> list[Check]:
                         if counted else "wall, CPU time and peak memory of the first process"
                         " only (no cgroup)"))
     try:
-        from nskernel.seccomp import compiled_filter
+        from nskernel.locks.seccomp import compiled_filter
 
         compiled_filter()
         checks.append(Check("seccomp", True, "libseccomp found: --seccomp works"))

@@ -1,11 +1,10 @@
-"""Wait for a child while watching our own parent; kill the child if the parent dies.
+"""Wait for a child while watching our own parent; kill the child if the parent dies; end
+what a child left behind.
 
-Used twice: by ``%%isolate`` (the runner's middle process, whose parent is the kernel) and
-by the kernel launcher, which ends by exec'ing a ``python -S`` that runs :func:`main`, so that
-what stays alive beside the kernel for its whole life is a bare interpreter (~9 MB of RSS)
-rather than the launcher with everything it imported to set the namespaces up.
-
-Kept to the standard library and :mod:`nskernel._syscalls`, so it runs without ``site``.
+Used twice: by ``%%isolate`` (the cell's middle process, whose parent is the kernel, see
+:mod:`nskernel.cell.child`) and by the kernel's supervisor (:mod:`nskernel.kernel.supervisor`),
+which runs in a site-less interpreter: kept to the standard library and
+:mod:`nskernel._syscalls` alone.
 """
 
 from __future__ import annotations
@@ -13,10 +12,11 @@ from __future__ import annotations
 import os
 import select
 import signal
-import sys
 
-from nskernel import _syscalls
-from nskernel.relay import Relay
+TYPE_CHECKING = False  # not typing's: this runs without site, and typing costs start-up
+if TYPE_CHECKING:
+    from typing import Any
+
 
 #: Signals a supervisor passes on to the process it watches (SIGINT reaches the kernel's
 #: process group directly; SIGKILL cannot be caught and needs no forwarding).
@@ -24,7 +24,7 @@ FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def supervise(child: int, *, parent_fd: int | None = None, reap_orphans: bool = False,
-              relay: Relay | None = None) -> int:
+              relay: Any = None) -> int:
     """Wait for ``child`` while watching our parent; return the child's exit code.
 
     If the parent (the Jupyter server, or the kernel for a magic) dies, the child is killed
@@ -33,7 +33,7 @@ def supervise(child: int, *, parent_fd: int | None = None, reap_orphans: bool = 
     current parent is watched. Pidfds mean no polling loop and no wake-up while nothing
     happens. ``reap_orphans`` is for a child subreaper without a pid namespace: orphans
     reparented to us are reaped as they die. ``relay``: the kernel's connections and output,
-    carried while we wait (see :mod:`nskernel.relay`).
+    carried while we wait (see :mod:`nskernel.kernel.relay`).
     """
     if parent_fd is None:
         parent_fd = os.pidfd_open(os.getppid())
@@ -139,63 +139,3 @@ def _children(pid: int) -> list[int]:
         except OSError:
             pass
     return children
-
-
-def command(parent_fd: int, child: int, *, init: int | None,
-            spare: int | None = None, listeners: dict[int, bytes] | None = None,
-            outputs: list[tuple[int, int]] = (), stdin: tuple[int, int] | None = None
-            ) -> list[str]:
-    """The argv the launcher execs into: this module in a site-less interpreter.
-
-    ``init``: PID 1 of the kernel's pid namespace, killed (taking the namespace with it)
-    once the kernel has exited. Without one, we are the child subreaper: orphans are reaped
-    as they die and whatever is left is killed at the end, but ``spare``. ``listeners``,
-    ``outputs``, ``stdin``: what :class:`~nskernel.relay.Relay` carries for the kernel.
-
-    ``-c``, not ``-m``: runpy's imports (importlib.util, contextlib) would add 1-2 ms to
-    this interpreter's start-up (16 ms of CPU), which every kernel start pays.
-    """
-    relayed = [f"listen:{fd}:{address.hex()}" for fd, address in (listeners or {}).items()]
-    relayed += [f"out:{source}:{sink}" for source, sink in outputs]
-    relayed += [f"in:{stdin[0]}:{stdin[1]}"] if stdin else []
-    return [sys.executable, "-S", "-c", _MAIN, str(parent_fd), str(child),
-            str(-1 if init is None else init), str(-1 if spare is None else spare), *relayed]
-
-
-_MAIN = f"import sys; from {__name__} import main; sys.exit(main(sys.argv[1:]))"
-
-
-def main(argv: list[str]) -> int:
-    """``PARENT_PIDFD CHILD_PID INIT_PID SPARE_PID`` (-1: none), then what is relayed, as
-    :func:`command` writes."""
-    parent_fd, child, init_pid, spare_pid = (int(word) for word in argv[:4])
-    init = None if init_pid < 0 else init_pid
-    spare = None if spare_pid < 0 else spare_pid
-    listeners: dict[int, bytes] = {}
-    outputs: list[tuple[int, int]] = []
-    stdin = None
-    for word in argv[4:]:
-        kind, first, second = word.split(":")
-        if kind == "listen":
-            listeners[int(first)] = bytes.fromhex(second)
-        elif kind == "out":
-            outputs.append((int(first), int(second)))
-        else:
-            stdin = (int(first), int(second))
-    _syscalls.set_process_name("nskernel-launch")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for the kernel alone
-    relay = Relay(listeners, outputs, stdin) if listeners or outputs or stdin else None
-    try:
-        return supervise(child, parent_fd=parent_fd, reap_orphans=init is None, relay=relay)
-    finally:
-        if relay is not None:
-            relay.close()
-        if init is None:
-            kill_descendants(os.getpid(), spare=spare)
-        else:
-            os.kill(init, signal.SIGKILL)
-            os.waitpid(init, 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

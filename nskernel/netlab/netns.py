@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from nskernel import _syscalls, sandbox
+from nskernel import _syscalls
+from nskernel.cell import sandbox
+from nskernel.cell.sandbox import NETNS_DIR
 from nskernel.isolation import short_repr
-from nskernel.sandbox import NETNS_DIR
 
 #: In the lab, stands for the network namespace the kernel itself runs in.
 KERNEL_NS = "kernel"

@@ -1,4 +1,4 @@
-"""The namespace magics: thin parsers in front of :mod:`nskernel.runner` and friends.
+"""The namespace magics: thin parsers in front of :mod:`nskernel.cell.runner` and friends.
 
 ``%%isolate`` runs a cell in new namespaces, ``%%uts`` and ``%%netns`` are its shorthands,
 ``%nsinfo`` shows where the kernel stands. Bad input raises IPython's ``UsageError`` (the
@@ -18,10 +18,13 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
 
-from nskernel import isolation, jailed_output, limits, netns, nsinfo, runner, sandbox
+from nskernel import isolation, limits
 from nskernel._syscalls import NamespaceError
+from nskernel.cell import jailed_output, maps, runner, sandbox, wire
 from nskernel.limits import LimitError, Limits
-from nskernel.magicargs import magic_parser, parse_line, with_usage
+from nskernel.magics import nsinfo
+from nskernel.magics.magicargs import magic_parser, parse_line, with_usage
+from nskernel.netlab import netns
 
 CELL_FILENAME = "<isolated cell>"
 #: --jail's limits, where none are given.
@@ -161,7 +164,7 @@ class NamespaceMagics(Magics):
             except netns.LabError as exc:
                 raise UsageError(f"%{prog}: {exc}") from None
             settings["netns"] = args.netns
-        if args.user_ns and os.geteuid() == 0 and sandbox.id_is_mapped(sandbox.NOBODY):
+        if args.user_ns and os.geteuid() == 0 and maps.id_is_mapped(sandbox.NOBODY):
             # Root inside is nobody where the kernel has nobody to map to (a root kernel),
             # else the kernel's own user.
             settings["map_root_to"] = sandbox.NOBODY
@@ -249,7 +252,7 @@ def _python_cell(shell: Any, cell: str, exports: list[str],
     """The callable the child runs: the cell in the notebook's namespace, IPython syntax
     (``!cmd``, ``%magic``) included; returns (last expression's value, exported values).
     ``jailed``: the value as its display (a mimebundle) and the exports as plain data, all
-    the kernel will take from a jail (see nskernel.jailed_output)."""
+    the kernel will take from a jail (see nskernel.cell.jailed_output)."""
     source = shell.transform_cell(cell)
     try:
         tree = ast.parse(source, CELL_FILENAME)
@@ -286,6 +289,6 @@ def _route_output_in_child(shell: Any) -> None:
     """In the child: display() goes over the result pipe, not the kernel's zmq sockets."""
     publisher = getattr(shell, "display_pub", None)
     if publisher is not None:
-        publisher.publish = lambda data, metadata=None, **_kw: runner.publish_display(
+        publisher.publish = lambda data, metadata=None, **_kw: wire.publish_display(
             data, metadata)
 

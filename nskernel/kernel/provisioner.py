@@ -46,8 +46,9 @@ from jupyter_client.provisioning import LocalProvisioner
 from jupyter_core.paths import jupyter_runtime_dir
 from traitlets import Bool, Float, Int, Unicode
 
-from nskernel import isolation, kernelspec, limits
+from nskernel import isolation, limits
 from nskernel.isolation import Isolation, IsolationError
+from nskernel.kernel.argv import make_argv
 from nskernel.limits import Limits
 
 NAME = "nskernel-provisioner"
@@ -92,7 +93,7 @@ def request_flags(request: dict[str, Any]) -> list[str]:
 def parse_request(request: dict[str, Any]) -> tuple[Isolation, Limits]:
     """The kernel a config asks for; IsolationError or LimitError (one line) if it is bad."""
     parser = argparse.ArgumentParser(prog=NAME, exit_on_error=False, add_help=False)
-    from nskernel.launch import add_kernel_arguments
+    from nskernel.kernel.setup import add_kernel_arguments
 
     add_kernel_arguments(parser)
     try:
@@ -271,7 +272,7 @@ class NskernelProvisioner(LocalProvisioner):  # type: ignore[misc]
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         spec, kernel_limits = self.kernel_settings()
         # the interpreter the kernelspec names: the one nskernel was installed with
-        argv = kernelspec.make_argv(spec, self.kernel_spec.argv[0], kernel_limits)
+        argv = make_argv(spec, self.kernel_spec.argv[0], kernel_limits)
         self.kernel_spec.argv = argv
         if self.pool_size > 0:
             command = tuple(argv[:-2])  # without "-f {connection_file}"

@@ -1,4 +1,4 @@
-"""The network-lab magics: thin parsers in front of :class:`nskernel.net.Lab`.
+"""The network-lab magics: thin parsers in front of :class:`nskernel.netlab.net.Lab`.
 
 ``%netns add|del|list|reset``, ``%veth``, ``%bridge``, ``%route``, ``%forward``, ``%ping``,
 ``%ip`` and ``%topology``. Every failure is one ``UsageError`` line; the lab undoes what a
@@ -16,13 +16,13 @@ from IPython.core.magic import Magics, line_magic, magics_class
 
 from nskernel._syscalls import NamespaceError
 from nskernel.display import Table
-from nskernel.magicargs import magic_parser, parse_line, with_usage
-from nskernel.netns import KERNEL_NS, Endpoint, LabError, named_namespaces
+from nskernel.magics.magicargs import magic_parser, parse_line, with_usage
+from nskernel.netlab.netns import KERNEL_NS, Endpoint, LabError, named_namespaces
 
 if TYPE_CHECKING:  # pyroute2 is imported on first use: kernels start without paying for it
-    from nskernel.net import Lab
-    from nskernel.probe import PingResult
-    from nskernel.topology import Topology
+    from nskernel.netlab.net import Lab
+    from nskernel.netlab.probe import PingResult
+    from nskernel.netlab.topology import Topology
 
 
 NETNS = magic_parser("netns", "Named network namespaces of this kernel's lab (with a cell: "
@@ -67,10 +67,10 @@ def current_lab() -> Lab:
     """The lab of this process (one per kernel): the magics' and ``nskernel.lab()``'s.
     Removed at exit: kernel shutdown and restart leave nothing of it behind."""
     global _lab
-    from nskernel import runner
-    from nskernel.net import OUTSIDE_ONLY, Lab
+    from nskernel.cell import wire
+    from nskernel.netlab.net import OUTSIDE_ONLY, Lab
 
-    if runner.inside_isolated_cell():  # its lab would die with it, unremoved
+    if wire.inside_isolated_cell():  # its lab would die with it, unremoved
         raise LabError(OUTSIDE_ONLY)
     if _lab is None:
         _lab = Lab()
@@ -207,7 +207,7 @@ class LabMagics(Magics):
     @with_usage(PING)
     def ping(self, line: str) -> PingResult:
         """Ping from inside a namespace."""
-        from nskernel import probe
+        from nskernel.netlab import probe
 
         args = parse_line(PING, line)
         return self._do("ping", lambda: probe.ping(self.lab, args.source, args.destination,
@@ -234,7 +234,7 @@ class LabMagics(Magics):
     @with_usage(TOPOLOGY)
     def topology(self, line: str) -> Topology:
         """Draw the lab."""
-        from nskernel import topology
+        from nskernel.netlab import topology
 
         parse_line(TOPOLOGY, line)
         return self._do("topology", lambda: topology.read(self.lab))

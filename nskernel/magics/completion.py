@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from nskernel import netns
+from nskernel.netlab import netns
 
 Completer = Callable[[str, str], list[str]]
 
@@ -40,7 +40,8 @@ def completer(parser: argparse.ArgumentParser, *, names: str = "",
 
 
 def completers() -> dict[str, Completer]:
-    from nskernel import labmagics, magics
+    from nskernel.magics import lab as labmagics
+    from nskernel.magics import namespaces as magics
 
     return {
         "%%isolate": completer(magics.ISOLATE),

@@ -71,12 +71,13 @@ def limits_table() -> Table | None:
         return None
     import argparse
 
-    from nskernel import cgroups, limits
+    from nskernel import limits
+    from nskernel.locks import cgroup_cleanup
 
     parser = argparse.ArgumentParser()
     limits.add_arguments(parser, for_kernel=True)
     kernel_limits = limits.from_args(parser.parse_args(recorded.split()))
-    use = cgroups.own_use()
+    use = cgroup_cleanup.own_use()
     enforced = "the kernel's cgroup and rlimits" if use else "rlimits (no cgroup here)"
     rows = [[name, value, use.get(name, "")] for name, value in kernel_limits.describe()]
     return Table(["limit", "value", "use"], rows,

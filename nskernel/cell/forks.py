@@ -1,0 +1,130 @@
+"""Forks from a live kernel: quietly (the kernel has threads), from a thread of our own into a
+new pid namespace, and children that die with their parent (PID 1 gets its own /proc)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
+from nskernel import _syscalls
+from nskernel.isolation import Isolation
+
+#: What Python 3.12+ says at every os.fork() from a process with more than one thread.
+_FORK_WARNING = r"This process \(pid=\d+\) is multi-threaded, use of fork\(\) may lead to deadlocks"
+
+
+def fork() -> int:
+    """os.fork(), without the DeprecationWarning Python 3.12+ gives when the caller has
+    threads (a kernel always has: ipykernel's and libzmq's).
+
+    The fork is the design, not an accident: the child never touches zmq or another thread's
+    locks, leaves by ``os._exit`` on every path, and runs only our code and the cell's
+    (see :mod:`nskernel.cell.runner`). Only this message is silenced, for this call: a user's own
+    ``os.fork()`` in a cell still warns. ``catch_warnings`` swaps the process's filter list
+    for the moment of the fork; nothing in a kernel changes filters from another thread.
+    """
+    import warnings  # here: the launcher, single-threaded, does without it
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", _FORK_WARNING, DeprecationWarning)
+        return os.fork()
+
+
+@contextmanager
+def forked_in_thread(child_main: Callable[[], NoReturn], *, new_pid_namespace: bool,
+                     start: Callable[[threading.Thread], None] | None = None
+                     ) -> Iterator[int]:
+    """Fork, from a thread of our own, a child that runs ``child_main``; the block gets its
+    pid. For a multi-threaded caller (a kernel).
+
+    ``new_pid_namespace``: the thread unshares CLONE_NEWPID first, so the child is PID 1 of
+    a new pid namespace. unshare(CLONE_NEWPID) changes only the calling thread's namespace
+    for children: one fork makes the PID 1, instead of a fork that unshares and forks again
+    (every fork of a big kernel process costs milliseconds), and no thread of the kernel is
+    left pointing at the new namespace. (Switching a thread back with setns would need
+    privileges over the kernel's own pid namespace, which an isolated kernel does not have.)
+    That needs root in the caller's user namespace; not for new user namespaces, which must
+    own the pid namespace. ``start``: how the thread is started (default: from here); a
+    thread starts in its creator's cgroups, and so does what it forks (see
+    :mod:`nskernel.locks.parking`). The thread lives until the block ends, because the child's
+    parent-death signal fires when the thread that forked it ends.
+    """
+    outcome: dict[str, int | BaseException] = {}
+    forked, finished = threading.Event(), threading.Event()
+
+    def unshare_and_fork() -> None:
+        try:
+            if new_pid_namespace:
+                _syscalls.unshare(_syscalls.CLONE_NEWPID)
+            pid = fork()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller
+            outcome["error"] = exc
+            forked.set()
+            return
+        if pid == 0:
+            child_main()  # in the child this thread is the only one, and never returns
+        outcome["pid"] = pid
+        forked.set()
+        finished.wait()
+
+    forker = threading.Thread(target=unshare_and_fork, name="nskernel-cell", daemon=True)
+    (start or threading.Thread.start)(forker)
+    try:
+        forked.wait()
+        if "error" in outcome:
+            raise outcome["error"]
+        yield outcome["pid"]
+    finally:
+        finished.set()
+        forker.join()
+
+
+def mount_proc() -> None:
+    """Give the calling process (PID 1 of a new pid namespace) a /proc that shows only it.
+
+    Where we may, the /proc beneath is detached first, so that unmounting the new one later
+    uncovers nothing. Where we may not, it is locked to its place (see :func:`enter_walls`).
+    """
+    with contextlib.suppress(_syscalls.NamespaceError):
+        _syscalls.umount("/proc")
+    _syscalls.mount("proc", "/proc", "proc",
+                    _syscalls.MS_NOSUID | _syscalls.MS_NODEV | _syscalls.MS_NOEXEC)
+
+
+def fork_pid1(isolation: Isolation, main: Callable[[], int]) -> int:
+    """Fork a child that runs ``main`` and exits with its result; return the child's pid.
+
+    Called after :func:`enter`, so with ``isolation.pid`` the child is PID 1 of the new pid
+    namespace and gets its own /proc first. The child dies with its parent.
+    """
+    return fork_child(main, new_proc=isolation.pid)
+
+
+def fork_child(main: Callable[[], int], *, new_proc: bool = False) -> int:
+    """Fork a child that dies with its parent, runs ``main`` and exits with its result."""
+    parent = os.getpid()
+    pid = fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        _syscalls.set_parent_death_signal(signal.SIGKILL)
+        if os.getppid() not in (parent, 0):  # 0: the parent is outside our pid namespace
+            os._exit(1)  # the parent died before the death signal was armed
+        if new_proc:
+            mount_proc()
+        code = main()
+    except BaseException as exc:  # noqa: BLE001 - a forked child must never return
+        _report(exc)
+    finally:
+        os._exit(code)
+
+
+def _report(exc: BaseException) -> None:
+    if not isinstance(exc, SystemExit):
+        os.write(2, f"nskernel: {exc}\n".encode())

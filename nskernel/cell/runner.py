@@ -1,0 +1,393 @@
+"""Run a Python callable in new namespaces, from inside a live (multi-threaded) kernel.
+
+The pattern: fork; the child points fds 1/2 at pipes, swaps ``sys.stdout`` and
+``sys.stderr`` for plain files and never touches zmq; it enters the namespaces (and forks
+once more to be PID 1 when a pid namespace is asked for); it runs the callable and sends its
+value, or its exception with the traceback, back over a message pipe. The parent streams
+the pipes to its own callbacks as bytes arrive and kills the whole child tree on timeout or
+interrupt. Forking keeps the interpreter warm: no Python start-up is paid per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import dataclasses
+import math
+import os
+import select
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from nskernel import children
+from nskernel.cell import forks, maps, tracebacks
+from nskernel.cell.cgroup_plan import (
+    cell_group,
+    cell_usage,
+    cpu_time_check,
+    walled_from_its_cgroups,
+)
+from nskernel.cell.child import RESULT_PIPE_GONE, child_main, exec_argv, with_locks
+from nskernel.cell.errors import IsolatedRunError, RemoteTraceback
+from nskernel.cell.wire import Channel
+from nskernel.isolation import Isolation, within_memory
+from nskernel.limits import Limits
+from nskernel.locks import cgroup_cleanup, cgroups, filesystem, usage
+
+#: How long an interrupted child gets to stop on SIGINT before it is killed.
+INTERRUPT_GRACE = 0.5
+
+
+StreamCallback = Callable[[str, str], None]
+DisplayCallback = Callable[[dict, dict], None]
+UsageCallback = Callable[[usage.Usage], None]
+#: How often a CPU time limit on the whole cell is checked, in seconds.
+CPU_CHECK_INTERVAL = 0.05
+
+
+def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
+        timeout: float | None = None, on_stream: StreamCallback | None = None,
+        on_display: DisplayCallback | None = None, limits: Limits | None = None,
+        on_usage: UsageCallback | None = None, untrusted: bool = False,
+        pass_fds: Sequence[int] = ()) -> Any:
+    """Call ``target()`` in a child inside ``isolation``; return its (pickled) value.
+
+    ``target`` may instead be an argv to exec (with a pid namespace, it becomes PID 1); then
+    the result is its exit code. ``on_stream(name, text)`` gets the child's stdout/stderr as
+    they are written (default: this process's sys.stdout/sys.stderr); ``on_display(data,
+    metadata)`` gets rich display output. An exception in ``target`` is raised here, with the
+    child's traceback as its cause. ``limits``: for the body (see nskernel.limits), on the
+    whole tree too where we may make cgroups; ``on_usage(usage)`` gets what the cell used,
+    however it ended, before its result or error comes back. ``pass_fds``: descriptors of
+    ours the child keeps (as subprocess's ``pass_fds``); it inherits no other.
+
+    ``untrusted``: the child may be hostile (a jail), so what it sends is decoded as plain
+    data only (:func:`nskernel.cell.jailed_output.loads`; a pickle would run code here), at most
+    ``jailed_output.OUTPUT_LIMIT`` bytes of it; its exceptions come back as builtin ones.
+    """
+    __tracebackhide__ = True  # IPython shows an interrupt or error at the user's cell
+    check_timeout(timeout)
+    if isolation.seccomp:
+        try:
+            from nskernel.locks.seccomp import compiled_filter
+
+            compiled_filter()  # here, once: the child may no longer see the module
+        except (ImportError, OSError) as exc:
+            raise IsolatedRunError(f"--seccomp needs libseccomp (Debian: apt-get install "
+                                   f"libseccomp2): {exc}") from None
+    if isolation.readonly:
+        filesystem.note_python_directories()
+    if limits and limits.memory:  # each tmpfs of the cell's holds no more than its memory
+        isolation = dataclasses.replace(
+            isolation, tmpfs_size=within_memory(isolation.tmpfs_size, limits.memory))
+    group, start_thread = cell_group(limits, on_usage is not None)
+    if group is not None:
+        isolation = walled_from_its_cgroups(isolation)
+    on_stream = on_stream or _write_to_sys
+    main = target if callable(target) else lambda: exec_argv(target)
+    main = with_locks(main, isolation, limits, python_body=callable(target), plain=untrusted)
+    pipes = {name: os.pipe() for name in ("stdout", "stderr", "messages")}
+    channel = Channel(plain=untrusted)
+    status = rusage = None
+    exec_mode = not callable(target)
+    started = time.monotonic()
+    try:
+        with _forked_child(isolation, main, pipes, exec_mode, group, start_thread,
+                           pass_fds) as child:
+            for _read_end, write_end in pipes.values():
+                os.close(write_end)
+            try:
+                _pump(child, {pipes[name][0]: name for name in pipes}, channel, on_stream,
+                      timeout, until_exit=not callable(target),
+                      over_limit=cpu_time_check(group, limits))
+            finally:
+                for read_end, _write_end in pipes.values():
+                    _close_quietly(read_end)
+                _signal_tree(child, signal.SIGKILL)  # whatever the cell left running
+                if group is not None:
+                    group.kill(wait=False)
+                if channel.has_result and callable(target) and on_usage is None:
+                    _reap_soon(child)  # its status is not needed, only its end
+                else:
+                    _pid, status, rusage = os.wait4(child, 0)
+                if on_usage is not None:
+                    on_usage(cell_usage(time.monotonic() - started, group, rusage))
+        oom_kills = group.oom_kills() if group is not None else 0
+        if oom_kills and limits and limits.memory and not (status and _killed(status)):
+            on_stream("stderr", f"{limits.memory_exceeded()}: the kernel ended {oom_kills} "
+                                "of the cell's processes\n")
+    finally:
+        if group is not None:
+            # Gone when the result is back: once the cell's last processes have exited.
+            cgroup_cleanup.remove_now(group)
+            cgroup_cleanup.retry_pending()  # those of earlier cells that something held
+    return _outcome(channel, status, on_display, exec_mode, contained=isolation.pid,
+                    limits=limits, oom=oom_kills > 0)
+
+
+@contextlib.contextmanager
+def _forked_child(isolation: Isolation, main: Callable[[], Any],
+                  pipes: dict[str, tuple[int, int]], exec_mode: bool,
+                  group: cgroups.Group | None,
+                  start_thread: Callable[[threading.Thread], None] | None,
+                  pass_fds: Sequence[int] = ()) -> Iterator[int]:
+    """Fork the child that runs ``main`` in ``isolation``; the block gets its pid.
+
+    Without a new user namespace a new pid namespace is made from a thread of ours (see
+    :func:`forks.forked_in_thread`), and the child is its PID 1 at once. With a
+    ``start_thread``, the child is forked from a thread started that way, in the cgroups
+    of ``group`` already. Else, with a ``group``, we move the child into it while it
+    enters its namespaces: a move waits for an RCU grace period (milliseconds), which the
+    two then spend side by side. The child waits for the word before it starts anything.
+    """
+    joined = os.pipe() if group is not None and start_thread is None else None
+    # Root mapped to another id needs a writer outside: we are one, and a helper forked
+    # from the child (a copy of the kernel) would cost milliseconds.
+    mapping = ((os.pipe(), os.pipe()) if isolation.uses_user_namespace
+               and isolation.map_root_to not in (None, os.geteuid()) else None)
+    with contextlib.ExitStack() as stack:
+        try:
+            own_pid_namespace = isolation.pid and not isolation.uses_user_namespace
+            if own_pid_namespace or start_thread is not None:
+                child = stack.enter_context(forks.forked_in_thread(
+                    lambda: child_main(isolation, main, pipes, own_pid_namespace, exec_mode,
+                                        joined, mapping, group is not None, pass_fds),
+                    new_pid_namespace=own_pid_namespace, start=start_thread))
+            else:
+                child = forks.fork()
+                if child == 0:
+                    child_main(isolation, main, pipes, False, exec_mode, joined, mapping,
+                                group is not None, pass_fds)
+            if mapping is not None:
+                (request_r, request_w), (reply_r, reply_w) = mapping
+                os.close(request_w)  # so that the read below ends if the child does
+                os.close(reply_r)
+                mapping = ((request_r, -1), (-1, reply_w))
+                maps.write_maps_for(child, int(isolation.map_root_to or 0), request_r,
+                                       reply_w)
+            if group is not None and joined is not None:
+                os.close(joined[0])
+                joined = (-1, joined[1])
+                try:
+                    group.join(child)
+                except OSError as exc:
+                    _signal_tree(child, signal.SIGKILL)
+                    os.waitpid(child, 0)
+                    raise IsolatedRunError(f"cannot move the cell into its cgroup: "
+                                           f"{exc.strerror}") from None
+                os.write(joined[1], b"1")
+        except BaseException:
+            for fds in pipes.values():
+                for fd in fds:
+                    _close_quietly(fd)
+            raise
+        finally:
+            for pair in ([joined] if joined else []) + (list(mapping) if mapping else []):
+                for fd in pair:
+                    if fd >= 0:
+                        _close_quietly(fd)
+        yield child
+
+
+def check_timeout(timeout: float | None) -> None:
+    """None, or a finite number of seconds above zero (inf and nan would never fire)."""
+    if timeout is not None and not (isinstance(timeout, (int, float))
+                                    and math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"timeout {timeout!r}: give a finite number of seconds above 0")
+
+
+def _pump(child: int, fds: dict[int, str], channel: Channel, on_stream: StreamCallback,
+          timeout: float | None, until_exit: bool,
+          over_limit: Callable[[], str | None] | None = None) -> None:
+    """Forward the child's output until it is done; enforce timeout and interrupt.
+
+    Done: the pipes are closed and the child has exited, or (for a callable, unless
+    ``until_exit``) has sent its result: its exit, tearing down a kernel-sized process, need
+    not be waited for. An exec'd command's result is its exit status, so the child must be
+    left to exit by itself before anything is killed. When the child exits, whatever it left
+    running in its process group is killed and the pipes are drained (for at most a second:
+    a process that escaped the group may hold them). ``over_limit()``, checked every
+    CPU_CHECK_INTERVAL, names a limit the cell went past: it is killed, and that is the error.
+    """
+    __tracebackhide__ = True
+    decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in fds.values()}
+    started = time.monotonic()
+    child_fd = os.pidfd_open(child)
+    open_fds = set(fds)
+    interrupted = timed_out = False
+    over = None
+    kill_at = None if timeout is None else started + timeout
+    drain_until = None
+    try:
+        while open_fds or (drain_until is None and (until_exit or not channel.has_result)):
+            watch = list(open_fds) + ([child_fd] if drain_until is None else [])
+            check_at = (time.monotonic() + CPU_CHECK_INTERVAL
+                        if over_limit and drain_until is None and over is None else None)
+            limits = [t for t in (kill_at, drain_until, check_at) if t is not None]
+            # At most an hour per wait: select() refuses huge timeouts (OverflowError).
+            wait = min(max(0.0, min(limits) - time.monotonic()), 3600.0) if limits else None
+            try:
+                ready = select.select(watch, [], [], wait)[0]
+            except KeyboardInterrupt:
+                if not interrupted:
+                    interrupted = True
+                    _signal_tree(child, signal.SIGINT)
+                    kill_at = time.monotonic() + INTERRUPT_GRACE
+                continue
+            now = time.monotonic()
+            if child_fd in ready:
+                ready.remove(child_fd)
+                _signal_tree(child, signal.SIGKILL)  # stragglers of the cell
+                drain_until = now + 1.0
+            if drain_until is not None and now >= drain_until:
+                break
+            if check_at is not None and over_limit is not None and drain_until is None:
+                over = over_limit()
+                if over is not None:
+                    _signal_tree(child, signal.SIGKILL)
+            if kill_at is not None and now >= kill_at and drain_until is None:
+                timed_out = not interrupted
+                _signal_tree(child, signal.SIGKILL)
+                kill_at = None
+            for fd in ready:
+                data = os.read(fd, 65536)
+                name = fds[fd]
+                if not data:
+                    open_fds.discard(fd)
+                elif name == "messages":
+                    channel.feed(data)
+                else:
+                    text = decoders[name].decode(data)
+                    if text:
+                        on_stream(name, text)
+    finally:
+        os.close(child_fd)
+    if interrupted:
+        raise tracebacks.mark(KeyboardInterrupt(
+            "interrupted: stopped the cell and everything it started"))
+    if over is not None:
+        raise IsolatedRunError(over)
+    if timed_out:
+        raise IsolatedRunError(
+            f"timed out after {timeout:g} s: killed the cell and everything it started")
+
+
+def _signal_tree(child: int, signum: int) -> None:
+    """Signal the child's process group; with SIGKILL also every descendant by pid.
+
+    With a pid namespace, killing its PID 1 (in the group) takes everything inside along.
+    """
+    if signum == signal.SIGKILL:
+        for _ in range(3):  # a process that forks while the tree is walked adds a child
+            children.kill_descendants(child)
+    try:
+        os.killpg(child, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _killed(status: int) -> bool:
+    """Whether the child died of SIGKILL (itself, or as a shell reports it)."""
+    code = os.waitstatus_to_exitcode(status)
+    return code in (-signal.SIGKILL, 128 + signal.SIGKILL)
+
+
+def _reap(child: int) -> int:
+    _pid, status = os.waitpid(child, 0)
+    return status
+
+
+#: Children that sent their result and hung up, but may not have finished exiting:
+#: {pid: (pidfd, the event loop watching it)}
+_exiting: dict[int, tuple[int, asyncio.AbstractEventLoop]] = {}
+
+
+def _reap_soon(child: int) -> bool:
+    """Reap a child that is exiting without waiting for it here; True if it was reaped.
+
+    The exit of a forked kernel-sized process (tearing down its copy of the address space)
+    takes milliseconds that the cell need not wait for. In a kernel, the event loop reaps it
+    as soon as it is gone (and then removes the cgroups of cells that ended); every run
+    also reaps the ones already gone. Without a running event loop (a script, terminal
+    IPython) it is reaped here and now.
+    """
+    _reap_exited(remove_cgroups=False)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        _reap(child)
+        return True
+    pidfd = os.pidfd_open(child)
+    _exiting[child] = (pidfd, loop)
+    loop.add_reader(pidfd, _reap_exited)
+    return False
+
+
+def _reap_exited(remove_cgroups: bool = True) -> None:
+    if remove_cgroups:
+        cgroup_cleanup.retry_pending()
+    for child, (pidfd, loop) in list(_exiting.items()):
+        if os.waitpid(child, os.WNOHANG)[0]:
+            del _exiting[child]
+            with contextlib.suppress(RuntimeError):  # the loop may be closed by now
+                loop.remove_reader(pidfd)
+            os.close(pidfd)
+
+
+def _outcome(channel: Channel, status: int | None, on_display: DisplayCallback | None,
+             exec_mode: bool, contained: bool, limits: Limits | None = None,
+             oom: bool = False) -> Any:
+    __tracebackhide__ = True
+    result = None
+    for message in channel.messages:
+        kind = message[0]
+        if kind == "display":
+            if on_display is not None:
+                on_display(message[1], message[2])
+        else:
+            result = message
+    code = 0 if status is None else os.waitstatus_to_exitcode(status)
+    signum = -code if code < 0 else code - 128 if code > 128 else 0  # as itself or a shell
+    over = limits.explain_death(signum) if result is None and limits and signum else None
+    if result is None and limits and oom and signum == signal.SIGKILL:
+        over = limits.memory_exceeded()
+    if over:
+        raise IsolatedRunError(over)
+    if result is None and exec_mode:
+        return children.as_shell_status(code)
+    if result is None:
+        reason = (f"was killed by signal {signal.Signals(-code).name}" if code < 0
+                  else f"exited with status {code}")
+        if code == RESULT_PIPE_GONE:
+            raise IsolatedRunError("the cell closed the pipe its result comes back through "
+                                   "(an fd it did not open), so there is no result")
+        left = "" if contained else (
+            "; anything it started may still run (the cell ended the process that stops "
+            "it; with --pid nothing outlives the cell)")
+        raise IsolatedRunError(f"the isolated process {reason} before returning a result{left}")
+    if result[0] == "value":
+        return result[1]
+    _kind, error, text = result
+    if text:
+        error.__cause__ = RemoteTraceback(text)
+    raise tracebacks.mark(error)
+
+
+def _write_to_sys(name: str, text: str) -> None:
+    stream = sys.stdout if name == "stdout" else sys.stderr
+    stream.write(text)
+    stream.flush()
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
