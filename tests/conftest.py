@@ -83,7 +83,7 @@ ROOT_ONLY_NOTEBOOKS = {
 def kernels_get_cgroups() -> bool:
     """Whether a kernel started by this user here gets a cgroup with memory and pids limits:
     root's, or one delegated to the user (systemd's Delegate=yes, on cgroup v2)."""
-    from nskernel import cgroups
+    from nskernel.locks import cgroups
 
     return {"memory", "pids"} <= set(cgroups.plan().places)
 

@@ -159,3 +159,24 @@ def link_kind(link: Any) -> str:
     info = link.get("linkinfo")
     return (info.get("kind") if info else None) or (
         "loopback" if link["flags"] & IFF_LOOPBACK else "")
+
+
+def describe(ipr: Any) -> dict[str, list[dict]]:
+    """Links, addresses and routes of ``ipr``'s namespace as plain dicts (link-local IPv6
+    addresses left out), each address and route with its interface's name."""
+    links = [{"index": link["index"], "ifname": link.get("ifname"),
+              "kind": link_kind(link), "state": link_state(link["flags"]),
+              "master": link.get("master"), "peer": link.get("link"),
+              "mac": link.get("address")}
+             for link in ipr.get_links()]
+    addresses = [{"index": a["index"], "address": f"{a.get('address')}/{a['prefixlen']}",
+                  "family": a["family"]} for a in ipr.get_addr()
+                 if not a.get("address", "").startswith("fe80")]
+    routes = [{"dst": f"{r.get('dst') or 'default'}" + (f"/{r['dst_len']}" if r.get("dst") else ""),
+               "gateway": r.get("gateway"), "oif": r.get("oif")}
+              for r in ipr.get_routes(family=socket.AF_INET, table=RT_TABLE_MAIN)]
+    names = {link["index"]: link["ifname"] for link in links}
+    for item in [*addresses, *routes]:
+        key = "index" if "index" in item else "oif"
+        item["ifname"] = names.get(item[key])
+    return {"links": links, "addresses": addresses, "routes": routes}

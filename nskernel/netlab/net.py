@@ -15,7 +15,6 @@ import errno
 import functools
 import ipaddress
 import os
-import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -44,6 +43,7 @@ from nskernel.netlab.netns import (
     ensure_netns_dir,
     netns_inode,
     open_netns,
+    processes_in_netns,
     remove_if_same,
     set_ipv6,
 )
@@ -367,36 +367,11 @@ class Lab:
 
     def _state(self, ns: str) -> dict[str, list[dict]]:
         with self._ns(ns) as ipr:
-            links = [{"index": link["index"], "ifname": link.get("ifname"),
-                      "kind": _rtnl.link_kind(link), "state": _rtnl.link_state(link["flags"]),
-                      "master": link.get("master"), "peer": link.get("link"),
-                      "mac": link.get("address")}
-                     for link in ipr.get_links()]
-            addresses = [{"index": a["index"], "address": f"{a.get('address')}/{a['prefixlen']}",
-                          "family": a["family"]} for a in ipr.get_addr()
-                         if not a.get("address", "").startswith("fe80")]
-            routes = [{"dst": f"{r.get('dst') or 'default'}"
-                       + (f"/{r['dst_len']}" if r.get("dst") else ""),
-                       "gateway": r.get("gateway"), "oif": r.get("oif")}
-                      for r in ipr.get_routes(family=socket.AF_INET,
-                                              table=_rtnl.RT_TABLE_MAIN)]
-        names = {link["index"]: link["ifname"] for link in links}
-        for item in [*addresses, *routes]:
-            key = "index" if "index" in item else "oif"
-            item["ifname"] = names.get(item[key])
-        return {"links": links, "addresses": addresses, "routes": routes}
+            return _rtnl.describe(ipr)
 
     def processes_in(self, ns: str) -> list[int]:
         inode = netns_inode(ns) if ns != KERNEL_NS else os.stat("/proc/self/ns/net").st_ino
-        found = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    if os.stat(f"/proc/{entry}/ns/net").st_ino == inode:
-                        found.append(int(entry))
-                except OSError:
-                    pass
-        return found
+        return processes_in_netns(inode)
 
     # -- the end
     def close(self) -> list[str]:

@@ -230,3 +230,16 @@ def remove_netns(name: str) -> None:
     path = os.path.join(NETNS_DIR, name)
     _syscalls.umount(path)
     os.unlink(path)
+
+
+def processes_in_netns(inode: int) -> list[int]:
+    """The visible processes whose network namespace has this inode."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}/ns/net").st_ino == inode:
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found

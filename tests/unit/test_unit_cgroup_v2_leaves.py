@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from test_unit_cgroups import fake_proc
 
-from nskernel import cgroups
+from nskernel.locks import cgroups
 
 
 def v2_machine(tmp_path, monkeypatch, own_path: str, procs: str):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from test_unit_doctor import fake_root
 
-from nskernel.doctor import container_checks
+from nskernel.kernel.doctor import container_checks
 
 #: What systemd mounts on /proc on every such machine: binfmt_misc's automount, then the
 #: filesystem itself once something looks.
