@@ -57,6 +57,10 @@ class JupyterLabServer:
         argv = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
                 f"--port={self.port}", f"--ServerApp.token={self.token}",
                 f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0",
+                # Only the kernels the tests made: a machine may have its own (another
+                # "Isolated Python" installed with --user, say), which the page would show too.
+                "--KernelSpecManager.allowed_kernelspecs=isolated-python",
+                "--KernelSpecManager.allowed_kernelspecs=python3",
                 "--LabApp.news_url=", "--ServerApp.shutdown_no_activity_timeout=0"]
         if os.geteuid() == 0:
             argv.append("--allow-root")
