@@ -174,8 +174,9 @@ def test_root_inside_is_nobody_or_the_user_outside(reached: dict):
 
 @pytest.fixture
 def var_tmp_path() -> Iterator[Path]:
-    """A fresh directory outside /tmp (which an isolated kernel has of its own)."""
-    made = Path(tempfile.mkdtemp(dir="/var/tmp", prefix=f"{RUN_PREFIX}-"))
+    """A fresh directory outside /tmp and /var/tmp (which an isolated kernel has of its own):
+    below the working directory."""
+    made = Path(tempfile.mkdtemp(dir=os.getcwd(), prefix=f".{RUN_PREFIX}-"))
     try:
         yield made
     finally:

@@ -168,7 +168,7 @@ def test_a_cells_cgroups_are_gone_when_its_result_is_back(kernel):
             "mine = cgroups.PREFIX + owner_id() + '.'\n"
             "def ours():\n"
             "    return {os.path.join(h.own, d) for h in cgroups.hierarchies() "
-            "for d in os.listdir(h.own) if d.startswith(mine)}\n"
+            "if os.path.isdir(h.own) for d in os.listdir(h.own) if d.startswith(mine)}\n"
             "import time\n"
             "def parked():\n"
             "    # The set parked for the next cell, once its parking thread has made it\n"

@@ -28,7 +28,7 @@ from nskernel.isolation import Isolation
 PROBE = str(Path(__file__).with_name("kernel_probe.py"))
 
 PRELUDE = """\
-import ctypes, errno, os, pty, subprocess
+import ctypes, errno, os, pty, select, subprocess
 libc = ctypes.CDLL(None, use_errno=True)
 def attempt(call):
     try:
@@ -47,7 +47,10 @@ def pty_round_trip():
     master, slave = os.openpty()
     try:
         os.write(slave, b'ping\\n')
-        return (os.ttyname(slave), os.read(master, 100),
+        echoed = b''
+        while not echoed.endswith(b'\\n') and select.select([master], [], [], 5)[0]:
+            echoed += os.read(master, 100)  # the line discipline may pass it in pieces
+        return (os.ttyname(slave), echoed,
                 os.stat(os.ttyname(slave)).st_dev == os.stat('/dev/pts').st_dev)
     finally:
         os.close(master)
