@@ -207,7 +207,7 @@ class Lab:
                         raise _lab_error(f"create veth {names[0]} in {a.ns}", exc) from None
         finally:
             os.close(peer_fd)
-        index_a = reply[0]["index"]
+        index_a = _new_link_index(reply, ipr_a, names[0])
         try:
             self._own(a.ns, ipr_a, names[0], index_a, facing=b.ns)
             self._address(ipr_a, a, names[0], index_a)
@@ -271,7 +271,7 @@ class Lab:
                 raise LabError(f"an interface named {name!r} exists already in {ns}")
             reply = _netlink(f"create bridge {name} in {ns}", ipr.link, "add", ifname=name,
                              kind="bridge")
-            index = reply[0]["index"]
+            index = _new_link_index(reply, ipr, name)
             try:
                 self._own(ns, ipr, name, index)
                 self._address(ipr, Endpoint(ns, bridge.address), name, index)
@@ -421,6 +421,19 @@ class Lab:
 
 def _endpoint(value: str | Endpoint) -> Endpoint:
     return value if isinstance(value, Endpoint) else Endpoint.parse(value)
+
+
+def _new_link_index(reply: Any, ipr: IPRoute, name: str) -> int:
+    """The index of a link just made. Linux echoes the new link (NLM_F_ECHO) since 6.3;
+    before that (Debian 12's 6.1) the reply is a bare acknowledgement: then ask by name."""
+    try:
+        return int(reply[0]["index"])
+    except (KeyError, IndexError, TypeError):
+        pass
+    found = _rtnl.interface_index(ipr, name)
+    if found is None:
+        raise LabError(f"the new interface {name!r} is gone already")
+    return found
 
 
 def _netlink(step: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
