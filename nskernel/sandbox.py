@@ -147,8 +147,32 @@ def show_only_cgroups(directories: Sequence[str]) -> None:
     cgroups, which belong to the same "nobody" and so would be writable to it."""
     filesystem.cover_with_tmpfs(CGROUP_ROOT, "mode=755", directories,
                                 flags=_NOSUID_NODEV_NOEXEC, recursive=False)
+    for directory in dict.fromkeys(directories):
+        _limit_files_readonly(directory)
     _syscalls.mount("none", CGROUP_ROOT, None, _syscalls.MS_REMOUNT | _syscalls.MS_RDONLY
                     | _NOSUID_NODEV_NOEXEC)
+
+
+#: What a kernel must still write in its own cgroup: moving its cells' processes, and
+#: passing controllers on to their cgroups (what systemd's Delegate=yes hands over).
+CGROUP_DELEGATED_FILES = frozenset({"cgroup.procs", "cgroup.threads", "cgroup.subtree_control",
+                                    "tasks"})
+
+
+def _limit_files_readonly(directory: str) -> None:
+    """Bind every writable file of a kernel's cgroup ``directory`` (its limits: memory.max,
+    pids.max, cpu.max, ...) read-only over itself, but :data:`CGROUP_DELEGATED_FILES`. A
+    rootless kernel is the user who made those files, and so may write them; these mounts
+    end up locked in the kernel's own user namespace (see :func:`enter_walls`), which can
+    neither unmount them nor make them writable again. A root kernel's are root's anyway."""
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if name in CGROUP_DELEGATED_FILES or not os.path.isfile(path) \
+                or not os.stat(path).st_mode & 0o222:
+            continue
+        _syscalls.mount(path, path, None, _syscalls.MS_BIND)
+        _syscalls.mount("none", path, None, _syscalls.MS_REMOUNT | _syscalls.MS_BIND
+                        | _syscalls.MS_RDONLY | _NOSUID_NODEV_NOEXEC)
 
 
 def enter_rooms(isolation: Isolation, *, map_root_to: int | None = None,
