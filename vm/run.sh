@@ -9,6 +9,9 @@
 # their systemd user session. Prints each step's time and one summary line; fails if any
 # run failed. Usage: vm/run.sh PYTHON (the checkout venv's python, which makes the wheels).
 set -euo pipefail
+# All of it in one block, which bash reads whole before it runs any of it: an edit of this
+# file during a run (a checkout, a merge) cannot change what the run does next.
+{
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 python=${1:-$repo/.venv/bin/python}
@@ -123,3 +126,5 @@ if [ ! -f "$results/summary" ]; then
 fi
 cat "$results/summary"
 grep -q '^vm-test: passed' "$results/summary"
+exit
+}
