@@ -290,8 +290,7 @@ def launch(spec: isolation.Isolation, connection_file: str,
     sandbox.enter_walls(spec, user_namespace=not host_root, expose=code if host_root else (),
                         private_run=True, run_dirs_owner=kernel_id if host_root else 0,
                         private_tmp=code,
-                        cgroups=list(group.directories.values()) if group and host_root
-                        else ())
+                        cgroups=list(group.directories.values()) if group else ())
     init = ready = init_dropped = None
     if spec.pid:
         go, ready = os.pipe()

@@ -329,12 +329,17 @@ def test_a_cell_cannot_loosen_or_leave_its_cgroups(kernel):
     for flags in ("--pid --caps none", "--user --uts", "--user --pid --net", "--jail"):
         done = cell(kernel, f"%%isolate {flags} --memory 64M --pids 16\n{WRITE}"
                             "import subprocess\n"
-                            "line = [l for l in open('/proc/self/cgroup') if ':pids:' in l][0]\n"
-                            "own = '/sys/fs/cgroup/pids' + line.split(':')[2].strip()\n"
-                            "remount = subprocess.run(['mount', '-o', 'remount,rw', "
-                            "'/sys/fs/cgroup/pids'], capture_output=True).returncode\n"
+                            "lines = open('/proc/self/cgroup').read().splitlines()\n"
+                            "v1 = [l for l in lines if ':pids:' in l]\n"
+                            "line, fs = (v1[0], '/sys/fs/cgroup/pids') if v1 else "
+                            "(next(l for l in lines if l.startswith('0::')), '/sys/fs/cgroup')\n"
+                            "own = fs + line.split(':')[2].strip()\n"
+                            "remount = subprocess.run(['mount', '-o', 'remount,rw', fs], "
+                            "capture_output=True).returncode\n"
                             "(os.path.exists(own) and write(own + '/pids.max'), "
-                            "write('/sys/fs/cgroup/pids/cgroup.procs'), remount != 0)")
+                            "write(fs + '/cgroup.procs'), remount != 0)")
         seen, leave, refused = done.value
-        assert seen in (False, "EROFS") and leave in ("EROFS", "ENOENT") and refused, (flags,
-                                                                                      done)
+        # v2: the cell's cgroup namespace begins at its leaf, so "own" is /sys/fs/cgroup/
+        # itself, there as a mount point (ENOENT: no cgroup filesystem in it).
+        assert seen in (False, "EROFS", "ENOENT") and leave in ("EROFS", "ENOENT") \
+            and refused, (flags, done)

@@ -9,6 +9,9 @@
 # their systemd user session. Prints each step's time and one summary line; fails if any
 # run failed. Usage: vm/run.sh PYTHON (the checkout venv's python, which makes the wheels).
 set -euo pipefail
+# All of it in one block, which bash reads whole before it runs any of it: an edit of this
+# file during a run (a checkout, a merge) cannot change what the run does next.
+{
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 python=${1:-$repo/.venv/bin/python}
@@ -27,6 +30,15 @@ fi
 if [ "$(id -u)" != 0 ]; then
     echo "vm-test builds the guest with debootstrap and mkfs.ext4 -d: run it as root" >&2
     exit 2
+fi
+
+# One run at a time: another would remove this one's share and overlay (and the guest while
+# it is rebuilt). The lock sits beside the cache, so `make vm-clean` leaves it be.
+mkdir -p "$(dirname "$vm_dir")"
+exec 9>"$vm_dir.lock"
+if ! flock -n 9; then
+    echo "vm: another vm-test is using $vm_dir: waiting for it"
+    flock 9
 fi
 
 # The guest: rebuilt when what goes into it changes (the stamp is their hash).
@@ -62,7 +74,8 @@ echo "vm: wheel $(basename "$wheel") and a wheelhouse of $(ls "$run/share/wheelh
 qemu-img create -q -f qcow2 -b "$vm_dir/guest.img" -F raw "$run/disk.qcow2"
 boot() {  # boot ACCEL: qemu in the background, its console in $run/console.log
     : > "$run/console.log"
-    qemu-system-x86_64 -accel "$1" -smp 2 -m 3G -display none -monitor none -no-reboot \
+    # timeout stops a guest that hangs (it passes a kill of its own on to qemu too).
+    timeout "$timeout_s" qemu-system-x86_64 -accel "$1" -smp 2 -m 3G -display none -monitor none -no-reboot \
         -serial "file:$run/console.log" \
         -kernel "$vm_dir/vmlinuz" -initrd "$vm_dir/initrd.img" \
         -append "root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all panic=-1 systemd.show_status=0" \
@@ -97,12 +110,11 @@ if [ -z "$accel" ]; then
     started=$SECONDS
     boot tcg,thread=multi "-cpu max"
 fi
-# The guest powers itself off when its tests end; a guest that hangs is stopped here.
-( sleep "$timeout_s"; kill "$qemu" 2>/dev/null ) &
-watchdog=$!
-wait "$qemu" || true
-kill "$watchdog" 2>/dev/null || true
+# The guest powers itself off when its tests end; one that hangs is stopped by timeout.
+status=0
+wait "$qemu" || status=$?
 total=$((SECONDS - started))
+[ "$status" != 124 ] || echo "vm: the guest was still running after $timeout_s s: stopped"
 results="$run/share/results"
 cp "$run/console.log" "$results/" 2>/dev/null || true
 echo "vm: guest ($accel) ran for $total s; its console: $results/console.log"
@@ -114,3 +126,5 @@ if [ ! -f "$results/summary" ]; then
 fi
 cat "$results/summary"
 grep -q '^vm-test: passed' "$results/summary"
+exit
+}

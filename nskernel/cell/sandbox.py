@@ -125,6 +125,8 @@ def show_only_cgroups(directories: Sequence[str]) -> None:
     cgroups, which belong to the same "nobody" and so would be writable to it."""
     filesystem.cover_with_tmpfs(CGROUP_ROOT, "mode=755", directories,
                                 flags=_NOSUID_NODEV_NOEXEC, recursive=False)
+    for directory in dict.fromkeys(directories):
+        filesystem.cgroup_limits_readonly(directory)
     _syscalls.mount("none", CGROUP_ROOT, None, _syscalls.MS_REMOUNT | _syscalls.MS_RDONLY
                     | _NOSUID_NODEV_NOEXEC)
 

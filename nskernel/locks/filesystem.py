@@ -245,3 +245,26 @@ def _unescape(field: str) -> str:
     for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
         field = field.replace(code, char)
     return field
+
+
+#: What a kernel must still write in its own cgroup: moving its cells' processes, and
+#: passing controllers on to their cgroups (what systemd's Delegate=yes hands over).
+CGROUP_DELEGATED_FILES = frozenset({"cgroup.procs", "cgroup.threads", "cgroup.subtree_control",
+                                    "tasks"})
+
+
+def cgroup_limits_readonly(directory: str) -> None:
+    """Bind every writable file of a kernel's cgroup ``directory`` (its limits: memory.max,
+    pids.max, cpu.max, ...) read-only over itself, but :data:`CGROUP_DELEGATED_FILES`. A
+    rootless kernel is the user who made those files, and so may write them; these mounts,
+    made with the kernel's walls, end up locked in the kernel's own user namespace, which can
+    neither unmount them nor make them writable again. A root kernel's are root's anyway."""
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if name in CGROUP_DELEGATED_FILES or not os.path.isfile(path) \
+                or not os.stat(path).st_mode & 0o222:
+            continue
+        _syscalls.mount(path, path, None, _syscalls.MS_BIND)
+        _syscalls.mount("none", path, None, _syscalls.MS_REMOUNT | _syscalls.MS_BIND
+                        | _syscalls.MS_RDONLY | _syscalls.MS_NOSUID | _syscalls.MS_NODEV
+                        | _syscalls.MS_NOEXEC)

@@ -10,6 +10,7 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from nskernel.netlab import _rtnl
 from nskernel.netlab.netns import (
     Endpoint,
     LabError,
@@ -31,6 +32,19 @@ def check_ifname(name: str) -> str:
 
 def _endpoint(value: str | Endpoint) -> Endpoint:
     return value if isinstance(value, Endpoint) else Endpoint.parse(value)
+
+
+def _new_link_index(reply: Any, ipr: Any, name: str) -> int:
+    """The index of a link just made. Linux echoes the new link (NLM_F_ECHO) since 6.3;
+    before that (Debian 12's 6.1) the reply is a bare acknowledgement: then ask by name."""
+    try:
+        return int(reply[0]["index"])
+    except (KeyError, IndexError, TypeError):
+        pass
+    found = _rtnl.interface_index(ipr, name)
+    if found is None:
+        raise LabError(f"the new interface {name!r} is gone already")
+    return found
 
 
 def _netlink(step: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

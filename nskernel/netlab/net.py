@@ -31,6 +31,7 @@ from nskernel.netlab.names import (
     _endpoint,
     _lab_error,
     _netlink,
+    _new_link_index,
     check_ifname,
 )
 from nskernel.netlab.netns import (
@@ -206,7 +207,7 @@ class Lab:
                         raise _lab_error(f"create veth {names[0]} in {a.ns}", exc) from None
         finally:
             os.close(peer_fd)
-        index_a = reply[0]["index"]
+        index_a = _new_link_index(reply, ipr_a, names[0])
         try:
             self._own(a.ns, ipr_a, names[0], index_a, facing=b.ns)
             self._address(ipr_a, a, names[0], index_a)
@@ -270,7 +271,7 @@ class Lab:
                 raise LabError(f"an interface named {name!r} exists already in {ns}")
             reply = _netlink(f"create bridge {name} in {ns}", ipr.link, "add", ifname=name,
                              kind="bridge")
-            index = reply[0]["index"]
+            index = _new_link_index(reply, ipr, name)
             try:
                 self._own(ns, ipr, name, index)
                 self._address(ipr, Endpoint(ns, bridge.address), name, index)
@@ -391,5 +392,3 @@ class Lab:
             if self._worker is not None:
                 self._worker.shutdown(wait=True)
                 self._worker = None
-
-

@@ -27,7 +27,7 @@ bin=/opt/nskernel/bin
 
 # Slow Python (TCG): each test and cell gets far more time than on the host. Bytecode is
 # written as modules are first imported (by the root run), not for all of every wheel.
-tests=(tests/test_vm_cgroup_v2.py tests/test_kernel_limits.py
+tests=(tests/test_vm_cgroup_v2.py tests/test_kernel_limits.py tests/test_walls_kernel_cgroup.py
        tests/test_locks.py::test_past_the_memory_limit_allocation_fails_and_below_it_works
        tests/test_locks.py::test_a_fork_bomb_stops_at_the_pids_limit_with_eagain
        tests/test_locks.py::test_past_the_cpu_time_the_cell_ends_with_one_line
@@ -77,6 +77,9 @@ doctor user "${user_scope[@]}"
 run root delegated "${scope[@]}"
 run outside rlimits "${outside[@]}"
 run user delegated "${user_scope[@]}"
+
+# The kernel's log (the OOM killer's choices, among others), for whoever reads a failure.
+dmesg > "$results/dmesg.txt" 2>&1
 
 # Nothing of ours may be left in any cgroup.
 left=$(find /sys/fs/cgroup -name 'nskernel.*' -type d)
