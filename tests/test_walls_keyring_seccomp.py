@@ -31,6 +31,7 @@ from nskernel.isolation import Isolation
 HERE = Path(__file__).parent
 KEYRING_PROBE = str(HERE / "keyring_probe.py")
 KERNEL_PROBE = str(HERE / "kernel_probe.py")
+KEY_QUOTA_PROBE = str(HERE / "key_quota_probe.py")
 WHO = ["kernel", "rootless"] if IS_ROOT else ["kernel"]
 
 #: A kernel with the kernel-wide filter (namespaces allowed: the lab and %%isolate work).
@@ -332,3 +333,13 @@ def test_with_the_key_quota_full_a_cell_says_why_and_a_filtered_one_runs(unprivi
     assert value("free them") == (0, True)
     assert value("a --user --pid cell again") == NOT_REACHED
     assert report["key_unchanged"] is True
+
+
+def test_a_cell_waits_for_the_keys_of_processes_that_ended(unprivileged_user):
+    """The kernel frees the keyring of a process that ended in the background, a second or
+    two after its end (after its namespaces): a loop of fast cells filled the quota with the
+    keyrings of cells that had ended, and the next one failed. A cell that finds the quota
+    full waits for it: here a process of the user's fills it and ends half a second later."""
+    report = run_probe("rootless", unprivileged_user, [KEY_QUOTA_PROBE, "0.5"])
+    assert report["keys_added"] > 0 and report["filler_stopped_by"] == "EDQUOT", report
+    assert report.get("value") == "ran", report

@@ -82,7 +82,7 @@ def child_main(isolation: Isolation, target: Callable[[], Any],
                 if is_pid1:
                     forks.mount_proc()
                 if not rooms_later:
-                    sandbox.enter_rooms(isolation)
+                    sandbox.enter_rooms(isolation, own_keyring=False)  # the walls' is fresh
             else:
                 if isolation.cgroups_hidden and isolation.uses_user_namespace:
                     _hide_cgroups_from_the_user_namespace()
@@ -195,7 +195,7 @@ def _first_for_the_oom_killer() -> None:
 def _enter_rooms_and_call(isolation: Isolation, target: Callable[[], Any], messages: int) -> int:
     """PID 1 of a cell's two-step namespaces: the second step, then the target."""
     try:
-        sandbox.enter_rooms(isolation)
+        sandbox.enter_rooms(isolation, own_keyring=False)  # the walls' is fresh
     except _syscalls.NamespaceError as exc:
         send(messages, ("error", IsolatedRunError(str(exc)), ""))
         return 1

@@ -13,6 +13,7 @@ import errno
 import os
 import socket
 import stat
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 
@@ -132,7 +133,7 @@ def show_only_cgroups(directories: Sequence[str]) -> None:
 
 
 def enter_rooms(isolation: Isolation, *, map_root_to: int | None = None,
-                keep_cgroups: bool = False) -> None:
+                keep_cgroups: bool = False, own_keyring: bool = True) -> None:
     """Second step, after /proc is mounted: a user namespace of its own that owns new
     mount, net and uts namespaces.
 
@@ -143,13 +144,17 @@ def enter_rooms(isolation: Isolation, *, map_root_to: int | None = None,
     session keyring of its own). ``map_root_to``: whom root stands for outside; ``None`` for
     the caller itself. ``keep_cgroups``: /sys/fs/cgroup stays as it was, under the fresh
     /sys of a new network namespace (the kernel makes its cells' cgroups in there).
+    ``own_keyring=False``: keep the session keyring that the first step made, when nothing
+    but our own code ran between the steps (a cell: one keyring each, not two, in the
+    user's key quota).
     """
     flags = _syscalls.CLONE_NEWUSER | _syscalls.CLONE_NEWNS
     if isolation.net:
         flags |= _syscalls.CLONE_NEWNET
     if isolation.uts:
         flags |= _syscalls.CLONE_NEWUTS
-    own_session_keyring(isolation)  # shared with nothing outside the rooms
+    if own_keyring:
+        own_session_keyring(isolation)  # shared with nothing outside the rooms
     _unshare_as_root(flags, map_root_to)
     if isolation.net:
         cgroup_root = (os.open(CGROUP_ROOT, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -166,17 +171,36 @@ def enter_rooms(isolation: Isolation, *, map_root_to: int | None = None,
     _syscalls.set_no_new_privs()
 
 
+#: How long a process waits for the key quota when it is full: the keyrings of cells that
+#: ended are freed by the kernel in the background, a second or two later (it frees their
+#: namespaces first), so a loop of fast cells can fill the quota with keyrings of the dead.
+KEY_QUOTA_WAIT = 5.0
+
+
 def own_session_keyring(isolation: Isolation) -> None:
     """A fresh session keyring for the calling process (see
-    :func:`_syscalls.join_fresh_session_keyring`). Where the user's key quota is full (all
-    kernels of a root Jupyter are one user on the host: one of them can fill it), a process
-    that will run under the seccomp filter goes on without: the filter refuses it every
-    keyring call, so the keyring it keeps is out of its reach anyway."""
-    try:
-        _syscalls.join_fresh_session_keyring()
-    except _syscalls.NamespaceError as exc:
-        if exc.errno != errno.EDQUOT or not isolation.seccomp:
-            raise
+    :func:`_syscalls.join_fresh_session_keyring`).
+
+    Where the user's key quota is full, a process that will run under the seccomp filter
+    goes on without: the filter refuses it every keyring call, so the keyring it keeps is
+    out of its reach anyway. Any other waits (at most ``KEY_QUOTA_WAIT``) for the kernel to
+    free the keyrings of processes that ended; what is still full then is held by live ones
+    (all kernels of a root Jupyter are one user on the host: one of them can fill it)."""
+    give_up_at = time.monotonic() + KEY_QUOTA_WAIT
+    pause = 0.005
+    while True:
+        try:
+            _syscalls.join_fresh_session_keyring()
+            return
+        except _syscalls.NamespaceError as exc:
+            if exc.errno != errno.EDQUOT:
+                raise
+            if isolation.seccomp:
+                return
+            if time.monotonic() >= give_up_at:
+                raise
+        time.sleep(pause)
+        pause = min(2 * pause, 0.1)
 
 
 def walls_and_rooms(isolation: Isolation) -> bool:
