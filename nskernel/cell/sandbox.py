@@ -171,27 +171,22 @@ def enter_rooms(isolation: Isolation, *, map_root_to: int | None = None,
     _syscalls.set_no_new_privs()
 
 
-#: How long a process waits for the key quota when it is full: the keyrings of cells that
-#: ended are freed by the kernel in the background, a second or two later (it frees their
-#: namespaces first), so a loop of fast cells can fill the quota with keyrings of the dead.
+#: How long a process waits for a full key quota: the kernel frees the keyrings of processes
+#: that ended in the background (after their namespaces), and fast cells outrun it.
 KEY_QUOTA_WAIT = 5.0
 
 
 def own_session_keyring(isolation: Isolation) -> None:
     """A fresh session keyring for the calling process (see
-    :func:`_syscalls.join_fresh_session_keyring`).
-
-    Where the user's key quota is full, a process that will run under the seccomp filter
-    goes on without: the filter refuses it every keyring call, so the keyring it keeps is
-    out of its reach anyway. Any other waits (at most ``KEY_QUOTA_WAIT``) for the kernel to
-    free the keyrings of processes that ended; what is still full then is held by live ones
-    (all kernels of a root Jupyter are one user on the host: one of them can fill it)."""
+    :func:`_syscalls.join_fresh_session_keyring`). With the user's key quota full, a process
+    that will run under the seccomp filter goes on without (the filter refuses it every
+    keyring call); any other waits for the keyrings of ended processes to be freed, and what
+    is still full after ``KEY_QUOTA_WAIT`` is held by live ones (say, another kernel)."""
     give_up_at = time.monotonic() + KEY_QUOTA_WAIT
     pause = 0.005
     while True:
         try:
-            _syscalls.join_fresh_session_keyring()
-            return
+            return _syscalls.join_fresh_session_keyring()
         except _syscalls.NamespaceError as exc:
             if exc.errno != errno.EDQUOT:
                 raise
