@@ -52,7 +52,6 @@ MNT_DETACH = 0x2
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
-PR_SET_NAME = 15
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
@@ -254,13 +253,6 @@ def drop_bounding_set() -> None:
         cap += 1
     if ctypes.get_errno() != errno.EINVAL or cap == 0:  # EINVAL: past the last capability
         _check(-1, f"prctl(PR_CAPBSET_DROP, {cap})")
-
-
-def set_process_name(name: str) -> None:
-    """What ``ps -o comm`` and ``top`` show (at most 15 bytes)."""
-    buf = ctypes.create_string_buffer(name.encode()[:15])
-    _check(_libc.prctl(PR_SET_NAME, ctypes.cast(buf, ctypes.c_void_p).value, 0, 0, 0),
-           "prctl(PR_SET_NAME)")
 
 
 def write_id_maps(uid: int, gid: int, pid: int | str = "self") -> None:

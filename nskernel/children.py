@@ -9,9 +9,9 @@ which runs in a site-less interpreter: kept to the standard library and
 
 from __future__ import annotations
 
+import _signal  # not signal: its enums cost the supervisor 0.4 MB for its life
 import os
 import select
-import signal
 
 TYPE_CHECKING = False  # not typing's: this runs without site, and typing costs start-up
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 #: Signals a supervisor passes on to the process it watches (SIGINT reaches the kernel's
 #: process group directly; SIGKILL cannot be caught and needs no forwarding).
-FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+FORWARDED_SIGNALS = (_signal.SIGTERM, _signal.SIGHUP)
 
 
 def supervise(child: int, *, parent_fd: int | None = None, reap_orphans: bool = False,
@@ -40,7 +40,7 @@ def supervise(child: int, *, parent_fd: int | None = None, reap_orphans: bool = 
     child_fd = os.pidfd_open(child)
     _forward_signals_to(child)
     if reap_orphans:
-        signal.signal(signal.SIGCHLD, lambda _signum, _frame: _reap_all_but(child))
+        _signal.signal(_signal.SIGCHLD, lambda _signum, _frame: _reap_all_but(child))
     try:
         # With a relay, its epoll waits for our two pidfds too: one wake-up per message.
         poller = relay.poller if relay is not None else select.epoll()
@@ -56,7 +56,7 @@ def supervise(child: int, *, parent_fd: int | None = None, reap_orphans: bool = 
                     relay.drain_outputs()
                 break
             if parent_fd in ready:
-                os.kill(child, signal.SIGKILL)
+                os.kill(child, _signal.SIGKILL)
                 poller.unregister(parent_fd)
         _pid, status = os.waitpid(child, 0)
         return os.waitstatus_to_exitcode(status)
@@ -75,7 +75,7 @@ def _forward_signals_to(pid: int) -> None:
             pass
 
     for signum in FORWARDED_SIGNALS:
-        signal.signal(signum, forward)
+        _signal.signal(signum, forward)
 
 
 def _reap_all_but(child: int) -> None:
@@ -105,7 +105,7 @@ def kill_descendants(pid: int, spare: int | None = None) -> None:
             continue
         kill_descendants(child)
         try:
-            os.kill(child, signal.SIGKILL)
+            os.kill(child, _signal.SIGKILL)
         except ProcessLookupError:
             pass
 

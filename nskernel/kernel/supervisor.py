@@ -11,11 +11,10 @@ runs without ``site``.
 
 from __future__ import annotations
 
+import _signal
 import os
-import signal
 import sys
 
-from nskernel import _syscalls
 from nskernel.children import kill_descendants, supervise
 from nskernel.kernel.relay import Relay
 
@@ -61,8 +60,8 @@ def main(argv: list[str]) -> int:
             outputs.append((int(first), int(second)))
         else:
             stdin = (int(first), int(second))
-    _syscalls.set_process_name("nskernel-launch")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for the kernel alone
+    _set_process_name("nskernel-launch")
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # interrupts are for the kernel alone
     relay = Relay(listeners, outputs, stdin) if listeners or outputs or stdin else None
     try:
         return supervise(child, parent_fd=parent_fd, reap_orphans=init is None, relay=relay)
@@ -72,8 +71,18 @@ def main(argv: list[str]) -> int:
         if init is None:
             kill_descendants(os.getpid(), spare=spare)
         else:
-            os.kill(init, signal.SIGKILL)
+            os.kill(init, _signal.SIGKILL)
             os.waitpid(init, 0)
+
+
+def _set_process_name(name: str) -> None:
+    """What ``ps -o comm`` and ``top`` show. Through /proc, not prctl: ctypes (and what
+    nskernel._syscalls imports with it) would be a third of this process's memory."""
+    try:
+        with open("/proc/self/comm", "w") as comm:
+            comm.write(name[:15])
+    except OSError:
+        pass  # only a name: a /proc we may not write to costs nothing else
 
 
 if __name__ == "__main__":
