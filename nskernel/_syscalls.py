@@ -233,6 +233,18 @@ def join_fresh_session_keyring() -> None:
                 "what made them, or use --seccomp, under which none is needed")}.get(err, ""))
 
 
+#: mallopt's parameter for the most malloc arenas a process makes (glibc's M_ARENA_MAX).
+_M_ARENA_MAX = -8
+
+
+def limit_malloc_arenas(count: int) -> None:
+    """Have glibc's malloc make at most ``count`` arenas from now on. By default each new
+    thread may get one, reserving 64 MiB of address space it rarely uses; under an
+    address-space limit those reservations would be counted as memory."""
+    if not _libc.mallopt(ctypes.c_int(_M_ARENA_MAX), ctypes.c_int(count)):
+        raise OSError(errno.EINVAL, f"mallopt(M_ARENA_MAX, {count}) refused")
+
+
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 

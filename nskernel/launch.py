@@ -54,6 +54,9 @@ from nskernel.locks import cgroups, filesystem
 from nskernel.magics import nsinfo
 from nskernel.owners import owner_id
 
+#: glibc malloc arenas a memory-limited kernel makes (see _syscalls.limit_malloc_arenas).
+MALLOC_ARENAS = 2
+
 
 def run_init(dumb_init: str, go: int, dropped: int) -> NoReturn:
     """PID 1: wait until the kernel has PID 2, then become dumb-init.
@@ -107,11 +110,17 @@ def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation
         os.dup2(fd, target)
         os.close(fd)
     kernel_limits.apply(inherited_fds=Limits.fds_in_use(), memory_rlimit=resource.RLIMIT_DATA)
+    if kernel_limits.memory:  # before the kernel's threads: each would reserve an arena
+        _syscalls.limit_malloc_arenas(MALLOC_ARENAS)
     sandbox.enter_rooms(spec, map_root_to=map_root_to, keep_cgroups=group is not None)
     if spec.seccomp:
         from nskernel.locks.seccomp import deny_dangerous_syscalls
 
         deny_dangerous_syscalls(allow_namespaces=True)
+    if kernel_limits.memory:
+        from nskernel.locks.seccomp import deny_unaccounted_memory
+
+        deny_unaccounted_memory()
     os.mkdir(sandbox.KERNEL_SCRATCH_DIR, 0o700)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the launcher ignored it
     if init_dropped is not None:
@@ -125,6 +134,7 @@ def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation
         session = handout["env"].get("JPY_SESSION_NAME")
         if session and app.shell is not None:  # what ipykernel sets from it as it starts
             app.shell.user_ns["__session__"] = session
+    kernel_limits.bound_new_mappings()  # last: before it, the kernel's own start-up
     app.start()
     return 0
 

@@ -20,8 +20,10 @@ and everything it starts (children inherit rlimits):
 These bind each process (``pids`` the whole tree already); where this process may make
 cgroups (see :mod:`nskernel.locks.cgroups`), ``memory`` and ``cpu_time`` bind the whole tree as
 well, and ``cpus`` (a share of the CPUs, which no rlimit can say) becomes possible. A whole
-kernel (``nskernel install --memory``) uses RLIMIT_DATA instead of RLIMIT_AS: see
-:meth:`Limits.apply`.
+kernel (``nskernel install --memory``) uses RLIMIT_DATA from its start and RLIMIT_AS once
+it is up: see :meth:`Limits.apply` and :meth:`Limits.bound_new_mappings`. Under ``memory``
+the calls that make memory no rlimit counts (a memfd's pages, SysV segments) are refused:
+see :data:`nskernel.locks.seccomp.UNACCOUNTED_MEMORY`.
 """
 
 from __future__ import annotations
@@ -199,6 +201,24 @@ class Limits:
                     value, hard = min(value, ceiling), min(hard, ceiling - min(value, ceiling))
                 resource.setrlimit(kind, (value, value + hard))
 
+    def bound_new_mappings(self) -> None:
+        """A whole kernel's ``memory``, for shared memory too (call it once the kernel is up).
+
+        RLIMIT_DATA (see :meth:`apply`) counts private writable memory only: a shared mapping
+        passed it. RLIMIT_AS counts every mapping, and also what the kernel reserved and
+        never touches (thread stacks): so it is set here, at the address space now plus what
+        ``memory`` leaves over the memory in use now, less an eighth of it for what no
+        mapping shows (page tables, buffers), so that a cgroup of the same size (root) is not
+        reached first: past it the cell gets an error instead of the kernel being killed."""
+        if self.memory is None:
+            return
+        budget = max(self.memory - self.resident() - self.memory // 8, 0)
+        value = self.address_space() + budget
+        _soft, ceiling = resource.getrlimit(resource.RLIMIT_AS)
+        if ceiling != resource.RLIM_INFINITY:
+            value = min(value, ceiling)
+        resource.setrlimit(resource.RLIMIT_AS, (value, value))
+
     @staticmethod
     def fds_in_use() -> int:
         """One more than the highest file descriptor the calling process has open."""
@@ -209,6 +229,12 @@ class Limits:
         """The calling process's address space now, in bytes."""
         with open("/proc/self/statm") as handle:
             return int(handle.read().split()[0]) * resource.getpagesize()
+
+    @staticmethod
+    def resident() -> int:
+        """The calling process's resident memory now, in bytes."""
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * resource.getpagesize()
 
     def explain_death(self, signum: int) -> str | None:
         """What a death by ``signum`` means under these limits, if anything."""

@@ -19,6 +19,7 @@ from conftest import IS_ROOT, kernels_get_cgroups, one_run_at_a_time, wait_for, 
 from kernels import execute
 from test_locks import WRITE
 from test_magics import still_answers
+from test_walls_memory import share, shared
 
 from nskernel.isolation import Isolation
 from nskernel.limits import Limits
@@ -48,6 +49,19 @@ def test_past_the_memory_limit_a_cell_gets_memory_error_and_the_kernel_lives(loc
     assert done.value == "MemoryError", done
     assert execute(client, "len(bytearray(64 << 20))").value == 64 << 20  # below it: fine
     still_answers(client)
+
+
+def test_shared_memory_counts_too_and_the_kernel_lives(locked):
+    """A 700 MiB shared mapping touched page by page passed RLIMIT_DATA; as root the kernel's
+    cgroup then killed the kernel. Now mapping stops with ENOMEM below the limit, memfd and
+    SysV segments are refused, and the kernel answers (as root: with its cgroup)."""
+    _manager, client = locked
+    done = execute(client, share(704), timeout=120)
+    held, stop, memfd, shmget = shared(done)
+    assert 0 < held < 512 and stop == "ENOMEM", done
+    assert (memfd, shmget) == ("EPERM", "EPERM"), done
+    still_answers(client)
+    assert execute(client, "len(bytearray(64 << 20))").value == 64 << 20  # room again
 
 
 def test_a_fork_bomb_gets_eagain_and_the_kernel_lives(locked):

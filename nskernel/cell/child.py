@@ -176,6 +176,10 @@ def with_locks(target: Callable[[], Any], isolation: Isolation, limits: Limits |
             from nskernel.locks.seccomp import deny_dangerous_syscalls
 
             deny_dangerous_syscalls()
+        if limits and limits.memory:
+            from nskernel.locks.seccomp import deny_unaccounted_memory
+
+            deny_unaccounted_memory()
         if limits and python_body:
             limits.apply(inherited=Limits.address_space(), inherited_fds=Limits.fds_in_use())
         elif limits:

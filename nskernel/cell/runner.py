@@ -72,13 +72,18 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
     """
     __tracebackhide__ = True  # IPython shows an interrupt or error at the user's cell
     check_timeout(timeout)
-    if isolation.seccomp:
+    memory = bool(limits and limits.memory)  # refuses memory no limit counts: a filter too
+    if isolation.seccomp or memory:
         try:
-            from nskernel.locks.seccomp import compiled_filter
+            from nskernel.locks import seccomp
 
-            compiled_filter()  # here, once: the child may no longer see the module
+            # Here, once: building it in each cell's fork would cost milliseconds, and the
+            # child may no longer see the module.
+            _ = (seccomp.compiled_filter() if isolation.seccomp else b"",
+                 seccomp.memory_filter() if memory else b"")
         except (ImportError, OSError) as exc:
-            raise IsolatedRunError(f"--seccomp needs libseccomp (Debian: apt-get install "
+            lock = "--seccomp" if isolation.seccomp else "--memory"
+            raise IsolatedRunError(f"{lock} needs libseccomp (Debian: apt-get install "
                                    f"libseccomp2): {exc}") from None
     if isolation.readonly:
         filesystem.note_python_directories()

@@ -52,9 +52,9 @@ def run_checks() -> list[Check]:
 
 #: What --memory is where no cgroup may be made, and what to do about it: one line.
 MEMORY_WITHOUT_CGROUP = (
-    "per process only (rlimits): files in a tmpfs and shared memory count against no rlimit, "
-    "only a cgroup bounds them; delegate one (a systemd user session with Delegate=yes, as "
-    "jupyterhub-systemdspawner gives each user MemoryMax)")
+    "per process only (rlimits): each process's mappings, shared ones too, and each tmpfs up "
+    "to its size, not all of them together; only a cgroup bounds the sum: delegate one (a "
+    "systemd user session with Delegate=yes, as jupyterhub-systemdspawner gives MemoryMax)")
 
 
 def limit_checks() -> list[Check]:

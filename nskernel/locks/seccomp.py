@@ -46,6 +46,13 @@ DENIED = (
     "process_vm_writev", "kcmp", *NAMESPACE_CALLS)
 
 
+#: Memory that no rlimit counts and only a cgroup (which can only kill) would: the pages of a
+#: memfd written to, and SysV shared memory segments, which stay when they are unmapped.
+#: Refused under a memory limit (shared mappings count in RLIMIT_AS, tmpfs files in their
+#: tmpfs's size), as EPERM.
+UNACCOUNTED_MEMORY = ("memfd_create", "shmget")
+
+
 #: clone's flags that make namespaces: a cell's clone with any of them is refused.
 CLONE_NAMESPACE_FLAGS = (_syscalls.CLONE_NEWNS, _syscalls.CLONE_NEWCGROUP,
                          _syscalls.CLONE_NEWUTS, _syscalls.CLONE_NEWIPC,
@@ -79,6 +86,11 @@ def _compile(allow_namespaces: bool) -> bytes:
             _add(rules, errno.EPERM, "clone",
                  pyseccomp.Arg(_CLONE_FLAGS_ARGUMENT, pyseccomp.MASKED_EQ, flag, flag))
         _add(rules, errno.ENOSYS, "clone3")
+    return _exported(rules)
+
+
+def _exported(rules: pyseccomp.SyscallFilter) -> bytes:
+    """The rules as a BPF program (libseccomp writes it to a file descriptor)."""
     reader, writer = os.pipe()
     try:
         with open(writer, "wb", closefd=False) as sink:
@@ -99,6 +111,26 @@ def _add(rules: pyseccomp.SyscallFilter, error: int, name: str, *args: pyseccomp
         rules.add_rule(pyseccomp.ERRNO(error), name, *args)
     except (ValueError, RuntimeError, OSError):
         pass  # not a system call on this architecture
+
+
+def memory_filter() -> bytes:
+    """The filter that refuses UNACCOUNTED_MEMORY, built once per process (in the kernel, not
+    in each cell's fork)."""
+    if not _memory_filter:
+        rules = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+        for name in UNACCOUNTED_MEMORY:
+            _add(rules, errno.EPERM, name)
+        _memory_filter.append(_exported(rules))
+    return _memory_filter[0]
+
+
+_memory_filter: list[bytes] = []
+
+
+def deny_unaccounted_memory() -> None:
+    """Load :func:`memory_filter` into the calling process, which has no_new_privs already
+    (a kernel behind its walls, a cell's body)."""
+    _syscalls.load_seccomp_filter(memory_filter())
 
 
 def deny_dangerous_syscalls(allow_namespaces: bool = False) -> None:
