@@ -237,12 +237,13 @@ def join_fresh_session_keyring() -> None:
 _M_ARENA_MAX = -8
 
 
-def limit_malloc_arenas(count: int) -> None:
-    """Have glibc's malloc make at most ``count`` arenas from now on. By default each new
-    thread may get one, reserving 64 MiB of address space it rarely uses; under an
+def limit_malloc_arenas(count: int) -> bool:
+    """Have glibc's malloc make at most ``count`` arenas from now on; False where the C
+    library has no such setting (musl's mallopt does nothing). By default each new thread
+    may get an arena, reserving 64 MiB of address space it rarely uses; under an
     address-space limit those reservations would be counted as memory."""
-    if not _libc.mallopt(ctypes.c_int(_M_ARENA_MAX), ctypes.c_int(count)):
-        raise OSError(errno.EINVAL, f"mallopt(M_ARENA_MAX, {count}) refused")
+    mallopt = getattr(_libc, "mallopt", None)
+    return bool(mallopt and mallopt(ctypes.c_int(_M_ARENA_MAX), ctypes.c_int(count)))
 
 
 class _SockFprog(ctypes.Structure):
