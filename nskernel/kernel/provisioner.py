@@ -163,17 +163,22 @@ class WarmPool:
         self.root = root  # the kernels' working directory as they start
         self.idle: list[PooledKernel] = []
         self.lock = threading.Lock()  # fill runs on a timer's thread
+        self.emptied = 0  # how many times empty() ran: a refill asked for before is void
 
     def fill_soon(self, delay: float = 0.5) -> None:
         """Refill once the start that just took a kernel is under way, not in its way."""
-        timer = threading.Timer(delay, self.fill)
+        timer = threading.Timer(delay, self.fill, kwargs={"asked_at": self.emptied})
         timer.daemon = True
         timer.start()
 
-    def fill(self) -> None:
+    def fill(self, asked_at: int | None = None) -> None:
         """Start launchers until ``size`` wait (a fork and exec each: they warm up on their
-        own, in the background). One that died meanwhile is dropped."""
+        own, in the background). One that died meanwhile is dropped. ``asked_at``: the
+        emptied count when a refill was asked for; emptied since, the pool stays empty
+        (a server that is shutting down must not get new launchers after it ended them)."""
         with self.lock:
+            if asked_at is not None and asked_at != self.emptied:
+                return
             for kernel in [k for k in self.idle if k.process.poll() is not None]:
                 self.idle.remove(kernel)
                 kernel.discard()
@@ -217,6 +222,7 @@ class WarmPool:
 
     def empty(self) -> None:
         with self.lock:
+            self.emptied += 1
             while self.idle:
                 self.idle.pop().discard()
 

@@ -97,3 +97,26 @@ def test_a_pool_serves_notebooks_at_or_below_the_root_it_started_in(tmp_path):
     assert not WarmPool(["python"], 1, "/").serves("/home")  # / hides /tmp inside
     (tmp_path / "course").chmod(0o700)  # nobody (a root kernel) could not get through
     assert pool.serves(str(below)) is (os.geteuid() != 0)
+
+
+def test_a_refill_asked_for_before_the_pool_is_emptied_starts_nothing(tmp_path, monkeypatch):
+    """benchmarks/many.py found two launchers alive after the pools were emptied: the refill
+    that the last handout asked for ran after empty()."""
+    import time
+
+    from nskernel.kernel.provisioner import WarmPool
+
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    # A stand-in launcher: it waits for its stdin to close, as a pooled kernel does.
+    pool = WarmPool(["/bin/sh", "-c", "read -r _", "launcher"], 1, str(tmp_path))
+    pool.fill_soon(0.05)
+    pool.empty()
+    time.sleep(0.3)
+    assert pool.idle == []
+    pool.fill_soon(0.05)  # asked for after: it fills
+    time.sleep(0.3)
+    try:
+        assert len(pool.idle) == 1
+    finally:
+        pool.empty()
+    assert pool.idle == []
