@@ -273,6 +273,7 @@ def launch(spec: isolation.Isolation, connection_file: str,
     """Bind, isolate, start init and kernel, then exec the supervisor (never returns).
     ``pooled``: the kernel waits for :func:`wait_for_handout` before serving."""
     server = os.pidfd_open(os.getppid())  # before anything can orphan us
+    comm = os.open("/proc/self/comm", os.O_WRONLY)  # the host's /proc: for the supervisor
     try:
         with open(connection_file) as handle:
             connection = json.load(handle)
@@ -313,7 +314,7 @@ def launch(spec: isolation.Isolation, connection_file: str,
     (stdout_r, stdout_w), (stderr_r, stderr_w) = os.pipe(), os.pipe()
     stdin_r, stdin_w = os.pipe() if pooled else (os.open(os.devnull, os.O_RDONLY), None)
     relay_ends = [fd for fd in (stdout_r, stderr_r, stdin_w) if fd is not None]
-    ours = [fd for fd in (server, ready, keeper_pipe, id_lock) if fd is not None]
+    ours = [fd for fd in (server, comm, ready, keeper_pipe, id_lock) if fd is not None]
     ours += [sock.fileno() for sock in channels.outside.values()] + relay_ends
     map_root_to = kernel_id
     kernel = forks.fork_child(
@@ -337,13 +338,14 @@ def launch(spec: isolation.Isolation, connection_file: str,
     relayed = channels.relayed()
     for sock, _endpoint in channels.inside.values():
         sock.close()  # the kernel owns them now
-    for fd in [server, *relayed, *relay_ends, *([id_lock] if id_lock is not None else [])]:
+    for fd in [server, comm, *relayed, *relay_ends, *([id_lock] if id_lock is not None else [])]:
         os.set_inheritable(fd, True)  # id_lock: the supervisor holds the kernel's id
     if keeper_pipe is not None:
         os.set_inheritable(keeper_pipe, True)  # the keeper waits for the supervisor too
     argv = supervisor.command(server, kernel, init=init, spare=keeper, listeners=relayed,
                               outputs=[(stdout_r, 1), (stderr_r, 2)],
-                              stdin=(0, stdin_w) if stdin_w is not None else None)
+                              stdin=(0, stdin_w) if stdin_w is not None else None,
+                              comm_fd=comm)
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     os.execve(argv[0], argv, {**os.environ, "PYTHONPATH": package_parent})
 

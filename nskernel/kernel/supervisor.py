@@ -21,14 +21,15 @@ from nskernel.kernel.relay import Relay
 
 def command(parent_fd: int, child: int, *, init: int | None,
             spare: int | None = None, listeners: dict[int, bytes] | None = None,
-            outputs: list[tuple[int, int]] = (), stdin: tuple[int, int] | None = None
-            ) -> list[str]:
+            outputs: list[tuple[int, int]] = (), stdin: tuple[int, int] | None = None,
+            comm_fd: int | None = None) -> list[str]:
     """The argv the launcher execs into: this module in a site-less interpreter.
 
     ``init``: PID 1 of the kernel's pid namespace, killed (taking the namespace with it)
     once the kernel has exited. Without one, we are the child subreaper: orphans are reaped
     as they die and whatever is left is killed at the end, but ``spare``. ``listeners``,
     ``outputs``, ``stdin``: what :class:`~nskernel.kernel.relay.Relay` carries for the kernel.
+    ``comm_fd``: the launcher's own /proc/PID/comm, open for writing (see :func:`main`).
 
     ``-c``, not ``-m``: runpy's imports (importlib.util, contextlib) would add 1-2 ms to
     this interpreter's start-up (16 ms of CPU), which every kernel start pays.
@@ -36,11 +37,14 @@ def command(parent_fd: int, child: int, *, init: int | None,
     relayed = [f"listen:{fd}:{address.hex()}" for fd, address in (listeners or {}).items()]
     relayed += [f"out:{source}:{sink}" for source, sink in outputs]
     relayed += [f"in:{stdin[0]}:{stdin[1]}"] if stdin else []
+    relayed += [f"comm:{comm_fd}:{PROCESS_NAME}"] if comm_fd is not None else []
     return [sys.executable, "-S", "-c", _MAIN, str(parent_fd), str(child),
             str(-1 if init is None else init), str(-1 if spare is None else spare), *relayed]
 
 
 _MAIN = f"import sys; from {__name__} import main; sys.exit(main(sys.argv[1:]))"
+#: What ``ps -o comm`` and ``top`` show for us (at most 15 bytes).
+PROCESS_NAME = "nskernel-launch"
 
 
 def main(argv: list[str]) -> int:
@@ -58,9 +62,10 @@ def main(argv: list[str]) -> int:
             listeners[int(first)] = bytes.fromhex(second)
         elif kind == "out":
             outputs.append((int(first), int(second)))
+        elif kind == "comm":
+            _set_process_name(int(first), second)
         else:
             stdin = (int(first), int(second))
-    _set_process_name("nskernel-launch")
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # interrupts are for the kernel alone
     relay = Relay(listeners, outputs, stdin) if listeners or outputs or stdin else None
     try:
@@ -75,14 +80,17 @@ def main(argv: list[str]) -> int:
             os.waitpid(init, 0)
 
 
-def _set_process_name(name: str) -> None:
-    """What ``ps -o comm`` and ``top`` show. Through /proc, not prctl: ctypes (and what
-    nskernel._syscalls imports with it) would be a third of this process's memory."""
+def _set_process_name(comm_fd: int, name: str) -> None:
+    """Name this process through ``comm_fd``, its /proc/PID/comm that the launcher opened on
+    the host's /proc: not prctl (ctypes, and nskernel._syscalls with it, would be a sixth of
+    this process's memory), nor /proc/self, which here is the kernel's /proc (the launcher
+    mounted it), where we have no pid."""
     try:
-        with open("/proc/self/comm", "w") as comm:
-            comm.write(name[:15])
+        os.write(comm_fd, name.encode()[:15])
     except OSError:
-        pass  # only a name: a /proc we may not write to costs nothing else
+        pass  # only a name
+    finally:
+        os.close(comm_fd)
 
 
 if __name__ == "__main__":
