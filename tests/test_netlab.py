@@ -20,7 +20,7 @@ from conftest import IS_ROOT, ROOT_ONLY, RUN_PREFIX, needs_root, one_run_at_a_ti
 from kernels import execute, start, stop
 
 from nskernel import probe
-from nskernel.netlab import netns, topology
+from nskernel.netlab import netns, records, topology
 from nskernel.netlab.net import Lab
 from nskernel.netlab.netns import LabError
 
@@ -218,6 +218,18 @@ def test_close_removes_everything_the_lab_made():
     assert netns.netns_inode(a) is None and netns.netns_inode(b) is None
     assert not os.path.exists(lab.record_path)
     assert not indexes & host_ifindexes()  # by index: another lab may reuse the names
+
+
+def test_close_holds_what_it_removed_in_batches_and_leaks_no_file(lab, monkeypatch):
+    """The namespaces removed are held open (destroyed together afterwards), a few at a time."""
+    monkeypatch.setattr(records, "_held_at_most", lambda: 2)
+    names = [ns(f"hold{i}") for i in range(5)]
+    lab.add(names[0])
+    files = len(os.listdir("/proc/self/fd"))  # the lab's worker is started: it holds one
+    lab.add(*names[1:])
+    assert sorted(lab.close()) == sorted(f"netns {name}" for name in names)
+    assert all(netns.netns_inode(name) is None for name in names)
+    assert len(os.listdir("/proc/self/fd")) == files
 
 
 @pytest.mark.parametrize("kernel_name", ["python3", "isolated-python"])
