@@ -110,6 +110,9 @@ def test_star_of_five_around_a_bridge(lab):
     bridge = next(link for link in state["links"] if link["ifname"] == "br0")
     members = [link["ifname"] for link in state["links"] if link["master"] == bridge["index"]]
     assert sorted(members) == [f"br0p{i}" for i in range(5)]
+    details = subprocess.run(["ip", "-n", switch, "-d", "link", "show", "br0"], check=True,
+                             capture_output=True, text=True).stdout
+    assert "mcast_snooping 1 " in details  # off while the ports joined, on again after
     for i, host in enumerate(hosts):
         assert probe.ping(lab, host, f"10.1.0.{(i + 1) % 5 + 1}", count=1).ok
     assert probe.ping(lab, hosts[0], "10.1.0.254", count=1).ok
