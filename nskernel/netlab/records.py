@@ -115,11 +115,12 @@ def remove_recorded(netns: dict[str, NetnsId], links: dict[str, int], owner: str
     # namespace the larger N (0.1 ms each at 100, 0.4 at 1000). Held open until the end, the
     # namespaces removed are destroyed afterwards, together, in one batch of the kernel's.
     held: list[int] = []
+    at_most = _held_at_most()
     try:
         for name, made in netns.items():
             if remove_if_same(name, made, inode_will_do=inode_will_do, keep=held):
                 removed.append(f"netns {name}")
-            if len(held) >= _held_at_most():
+            if len(held) >= at_most:
                 _close_all(held)
     finally:
         _close_all(held)
