@@ -20,7 +20,7 @@ from conftest import IS_ROOT, ROOT_ONLY, RUN_PREFIX, needs_root, one_run_at_a_ti
 from kernels import execute, start, stop
 
 from nskernel import probe
-from nskernel.netlab import netns, topology
+from nskernel.netlab import netns, records, topology
 from nskernel.netlab.net import Lab
 from nskernel.netlab.netns import LabError
 
@@ -110,6 +110,9 @@ def test_star_of_five_around_a_bridge(lab):
     bridge = next(link for link in state["links"] if link["ifname"] == "br0")
     members = [link["ifname"] for link in state["links"] if link["master"] == bridge["index"]]
     assert sorted(members) == [f"br0p{i}" for i in range(5)]
+    details = subprocess.run(["ip", "-n", switch, "-d", "link", "show", "br0"], check=True,
+                             capture_output=True, text=True).stdout
+    assert "mcast_snooping 1 " in details  # off while the ports joined, on again after
     for i, host in enumerate(hosts):
         assert probe.ping(lab, host, f"10.1.0.{(i + 1) % 5 + 1}", count=1).ok
     assert probe.ping(lab, hosts[0], "10.1.0.254", count=1).ok
@@ -218,6 +221,18 @@ def test_close_removes_everything_the_lab_made():
     assert netns.netns_inode(a) is None and netns.netns_inode(b) is None
     assert not os.path.exists(lab.record_path)
     assert not indexes & host_ifindexes()  # by index: another lab may reuse the names
+
+
+def test_close_holds_what_it_removed_in_batches_and_leaks_no_file(lab, monkeypatch):
+    """The namespaces removed are held open (destroyed together afterwards), a few at a time."""
+    monkeypatch.setattr(records, "_held_at_most", lambda: 2)
+    names = [ns(f"hold{i}") for i in range(5)]
+    lab.add(names[0])
+    files = len(os.listdir("/proc/self/fd"))  # the lab's worker is started: it holds one
+    lab.add(*names[1:])
+    assert sorted(lab.close()) == sorted(f"netns {name}" for name in names)
+    assert all(netns.netns_inode(name) is None for name in names)
+    assert len(os.listdir("/proc/self/fd")) == files
 
 
 @pytest.mark.parametrize("kernel_name", ["python3", "isolated-python"])

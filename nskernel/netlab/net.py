@@ -270,7 +270,7 @@ class Lab:
             if _rtnl.interface_index(ipr, name) is not None:
                 raise LabError(f"an interface named {name!r} exists already in {ns}")
             reply = _netlink(f"create bridge {name} in {ns}", ipr.link, "add", ifname=name,
-                             kind="bridge")
+                             kind="bridge", br_mcast_snooping=0)  # on again below
             index = _new_link_index(reply, ipr, name)
             try:
                 self._own(ns, ipr, name, index)
@@ -281,10 +281,14 @@ class Lab:
                     for number, member in enumerate(members):
                         port = check_ifname(f"{name}p{number}")
                         ports.append((port, self._attach(ipr, switch, ns, index, port, member)))
-                # Up last: while a bridge is down, a new port does not make it walk all its
-                # ports again (a star of N would cost N**2).
+                # Up last: a port joining a bridge that is up makes it walk all its ports.
+                # Coming up, it enables each port, and each enabling walks every port
+                # (br_port_state_selection), multicast snooping resetting each one's timers:
+                # N**2 resets (at N=1000, 165 ms; 35 ms with snooping off till up, then on).
                 _netlink(f"bring up bridge {name} in {ns}", ipr.link, "set", index=index,
                          state="up")
+                _netlink(f"turn on multicast snooping of {name} in {ns}", ipr.link, "set",
+                         index=index, kind="bridge", br_mcast_snooping=1)
             except BaseException:
                 for port, _ifname in ports:
                     ipr.link("del", ifname=port)

@@ -118,14 +118,17 @@ def _identity(fd: int, name: str) -> NetnsId:
         return NetnsId(inode, None)
 
 
-def remove_if_same(name: str, made: NetnsId, *, inode_will_do: bool) -> bool:
+def remove_if_same(name: str, made: NetnsId, *, inode_will_do: bool,
+                   keep: list[int] | None = None) -> bool:
     """Remove the namespace named ``name`` if it still is the one ``made`` describes: the
     same cookie; where none was recorded (Linux before 5.14), the same inode, only if
     ``inode_will_do`` (a live lab deleting its own; never ``nskernel clean``, for whom a
     later namespace of the name may well have the same inode). Returns whether removed.
 
     The file is held open from the check to the removal: while it is, the namespace lives
-    and its inode is no other's, so the name still on that inode is the one checked.
+    and its inode is no other's, so the name still on that inode is the one checked. Given
+    ``keep``, the file of a namespace removed is appended to it, not closed: the namespace,
+    nameless, lives on until the caller closes it (see ``records.remove_recorded``).
     """
     path = os.path.join(NETNS_DIR, check_ns_name(name))
     try:
@@ -141,9 +144,13 @@ def remove_if_same(name: str, made: NetnsId, *, inode_will_do: bool) -> bool:
         if not same or netns_inode(name) != found.inode:
             return False
         remove_netns(name)
+        if keep is not None:
+            keep.append(fd)
+            fd = -1
         return True
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
 
 
 def netns_inode(name: str) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import pickle
 import socket
@@ -58,6 +59,16 @@ def test_the_veth_request_reads_back_in_pyroute2_as_meant():
     peer = info.get_attr("IFLA_INFO_DATA").get_attr("VETH_INFO_PEER")
     assert peer.get_attr("IFLA_IFNAME") == "h1-eth0"
     assert peer.get_attr("IFLA_NET_NS_FD") == 7
+    for end in (message, peer):  # not one per CPU, cut down to one: a grace period each
+        assert end.get_attr("IFLA_NUM_TX_QUEUES") == end.get_attr("IFLA_NUM_RX_QUEUES") == 1
+
+
+def test_an_interface_is_found_by_name_and_a_missing_one_is_enodev():
+    with _rtnl.QuickNetlink() as quick:
+        assert quick.index("lo") == socket.if_nametoindex("lo")
+        with pytest.raises(_rtnl.RtnlError) as caught:
+            quick.index("nskernel-none")
+    assert caught.value.code == errno.ENODEV and caught.value.action == "find nskernel-none"
 
 
 @pytest.mark.parametrize("address", ["10.0.0.1/24", "fd00::5/64"])
