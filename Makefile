@@ -56,8 +56,10 @@ test: system-tools
 
 # nskernel on a real systemd + pure cgroup v2 machine: a Debian guest under qemu (built once,
 # cached in ~/.cache/nskernel/vm), nskernel installed there from this checkout's wheel, the
-# cgroup, limit, kernel and notebook 13/14 tests as root and as a user (see vm/run.sh). Root.
+# cgroup, limit, kernel and notebook 13/14 tests as root and as a user, and the hub test as
+# root with the proxy installed here (see vm/run.sh). Root.
 vm-test: venv
+	$(MAKE) --no-print-directory proxy
 	vm/run.sh $(abspath $(BIN))/python
 
 # Remove the cached guest (and the last run's files) that vm-test keeps.

@@ -2,7 +2,8 @@
 local users made for the test: each user's kernel sees only its own processes, /tmp and
 network labs; one user's fork bomb and memory hog do not keep another's cell from finishing;
 nothing of any user is left once the hub stops. Everything goes through the hub's REST API
-and its proxy, with tokens, as a script or a browser would."""
+and its proxy, with tokens, as a script or a browser would. Every wait is an upper bound,
+times TIME_FACTOR on a slow machine (the emulated guest of `make vm-test`)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,16 @@ from typing import Any
 
 import pytest
 import websocket
-from conftest import IS_ROOT, REPO, RUN_PREFIX, free_ports, others_may_traverse, rest_call, wait_for
+from conftest import (
+    IS_ROOT,
+    REPO,
+    RUN_PREFIX,
+    TIME_FACTOR,
+    free_ports,
+    others_may_traverse,
+    rest_call,
+    wait_for,
+)
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root: a hub that starts servers "
                                 "as other local users, and the users it makes for the test")
@@ -68,7 +78,8 @@ class Hub:
 
     def call(self, path: str, method: str = "GET", body: object = None,
              token: str | None = None) -> Any:
-        return rest_call(f"{self.url}{path}", token or self.admin_token, method, body)
+        return rest_call(f"{self.url}{path}", token or self.admin_token, method, body,
+                         timeout=60 * TIME_FACTOR)
 
 
 class Kernel:
@@ -81,7 +92,7 @@ class Kernel:
         self.id = made["id"]
         self.socket = websocket.create_connection(
             f"{hub.url.replace('http', 'ws')}/user/{user}/api/kernels/{self.id}/channels",
-            header=[f"Authorization: token {token}"], timeout=120)
+            header=[f"Authorization: token {token}"], timeout=120 * TIME_FACTOR)
 
     def run(self, code: str, timeout: float = 120) -> str:
         """Execute ``code``; its stdout, result and error as one text."""
@@ -93,7 +104,7 @@ class Kernel:
             "content": {"code": code, "silent": False, "store_history": False,
                         "user_expressions": {}, "allow_stdin": False}}))
         out: list[str] = []
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * TIME_FACTOR
         while time.monotonic() < deadline:
             message = json.loads(self.socket.recv())
             if message.get("parent_header", {}).get("msg_id") != msg_id:
@@ -107,7 +118,8 @@ class Kernel:
                 out.append(f"{content['ename']}: {content['evalue']}")
             elif kind == "status" and content["execution_state"] == "idle":
                 return "".join(out).strip()
-        raise TimeoutError(f"{self.user}: no answer within {timeout} s to {code!r}")
+        raise TimeoutError(f"{self.user}: no answer within {timeout * TIME_FACTOR:g} s to "
+                           f"{code!r}")
 
     def close(self) -> None:
         self.socket.close()
@@ -125,7 +137,8 @@ def local_users() -> Iterator[list[pwd.struct_passwd]]:
     finally:
         for name in made:
             subprocess.run(["pkill", "-KILL", "-u", name], check=False)
-            wait_for(lambda n=name: not processes_of(pwd.getpwnam(n).pw_uid), timeout=10)
+            wait_for(lambda n=name: not processes_of(pwd.getpwnam(n).pw_uid),
+                     timeout=10 * TIME_FACTOR)
             subprocess.run(["userdel", "--remove", name], check=False,
                            stderr=subprocess.DEVNULL)
 
@@ -140,21 +153,25 @@ def hub(local_users) -> Iterator[tuple[Hub, subprocess.Popen]]:
                NSKERNEL_HUB_ADMIN_TOKEN=admin_token, NSKERNEL_HUB_PROXY=proxy_command(),
                NSKERNEL_HUB_USERS=" ".join(USERS), NSKERNEL_HUB_MEMORY="768M",
                NSKERNEL_HUB_PIDS="128")
+    # On a slow machine the users' servers get longer to answer: the command line's settings
+    # win over the config file's, which stays as deployed.
+    slow = [] if TIME_FACTOR == 1 else [f"--Spawner.http_timeout={60 * TIME_FACTOR:g}",
+                                        f"--Spawner.start_timeout={60 * TIME_FACTOR:g}"]
     log = open(state / "hub.log", "wb")  # noqa: SIM115
     with others_may_traverse([REPO, Path(sys.executable).parent]):
-        process = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(CONFIG)],
+        process = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(CONFIG), *slow],
                                    cwd=state, env=env, stdout=log, stderr=log,
                                    start_new_session=True)
         the_hub = Hub(port, admin_token)
         try:
-            started = wait_for(lambda: _answers(the_hub), timeout=60, step=0.3)
+            started = wait_for(lambda: _answers(the_hub), timeout=60 * TIME_FACTOR, step=0.3)
             assert started, (state / "hub.log").read_text()[-3000:]
             yield the_hub, process
         finally:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 try:
-                    process.wait(60)
+                    process.wait(60 * TIME_FACTOR)
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
@@ -183,7 +200,7 @@ def kernels(hub) -> Iterator[dict[str, Kernel]]:
         the_hub.call(f"/hub/api/users/{user}/server", "POST", {})
     for user in USERS:
         ready = wait_for(lambda u=user: the_hub.call(f"/hub/api/users/{u}")["servers"]
-                         .get("", {}).get("ready"), timeout=90, step=0.5)
+                         .get("", {}).get("ready"), timeout=90 * TIME_FACTOR, step=0.5)
         assert ready, f"{user}'s server did not start"
     opened = {user: Kernel(the_hub, user, tokens[user]) for user in USERS}
     try:
@@ -233,11 +250,11 @@ def test_one_users_fork_bomb_and_memory_hog_do_not_stop_anothers_cell(kernels):
     attacker = threading.Thread(target=attack)
     attacker.start()
     try:
-        time.sleep(0.5)  # the bomb is going off
+        time.sleep(0.5 * TIME_FACTOR)  # the bomb is going off
         assert calm.run("sum(range(10 ** 6))") == str(sum(range(10 ** 6)))
         assert third.run("import os\nlen(os.listdir('/proc'))") != ""
     finally:
-        attacker.join(150)
+        attacker.join(150 * TIME_FACTOR)
     assert "fork: Resource temporarily unavailable" in outcome["hostile"], outcome
     assert "memory: MemoryError" in outcome["hostile"], outcome
     assert hostile.run("1 + 1") == "2"
@@ -248,7 +265,7 @@ def test_nothing_of_any_user_is_left_after_the_hub_stops(kernels, hub, local_use
     for kernel in kernels.values():
         kernel.close()
     process.send_signal(signal.SIGTERM)
-    process.wait(60)
+    process.wait(60 * TIME_FACTOR)
     for user in local_users:
-        assert wait_for(lambda u=user: not processes_of(u.pw_uid), timeout=30), \
+        assert wait_for(lambda u=user: not processes_of(u.pw_uid), timeout=30 * TIME_FACTOR), \
             f"{user.pw_name} still has processes: {processes_of(user.pw_uid)}"

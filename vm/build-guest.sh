@@ -12,8 +12,10 @@ out=$1
 mirror=$("$here/mirror.sh" bookworm)
 # What the focused tests need in the guest: systemd (+ logind and D-Bus for a user session),
 # the kernel, Python with venv (nskernel goes in from a wheel), the tools the tests and
-# notebooks call (ip, ps/pgrep, mount/setpriv/unshare/ipcmk, nft, ping, useradd), libseccomp.
-packages=systemd-sysv,udev,dbus,libpam-systemd,linux-image-amd64,kmod,python3,python3-venv,iproute2,util-linux,procps,libseccomp2,nftables,iputils-ping,passwd,login
+# notebooks call (ip, ps/pgrep, mount/setpriv/unshare/ipcmk, nft, ping, useradd), libseccomp,
+# and Node for the hub test's proxy (configurable-http-proxy, plain JavaScript, comes from the
+# host's npm install at each run: the guest has no network to fetch it).
+packages=systemd-sysv,udev,dbus,libpam-systemd,linux-image-amd64,kmod,python3,python3-venv,iproute2,util-linux,procps,libseccomp2,nftables,iputils-ping,passwd,login,nodejs
 root="$out/root.tmp"
 rm -rf "$root" "$out/guest.img.tmp"
 mkdir -p "$out"

@@ -6,8 +6,10 @@
 # a short while, TCG otherwise) with those shared over 9p, and runs vm/guest/in-guest.sh
 # there: the cgroup, limit, kernel and notebook 13/14 tests as root in a delegated scope, as
 # an ordinary user outside any delegated cgroup, and as that user in a delegated scope of
-# their systemd user session. Prints each step's time and one summary line; fails if any
-# run failed. Usage: vm/run.sh PYTHON (the checkout venv's python, which makes the wheels).
+# their systemd user session; then the JupyterHub test as root (its proxy is the one `make
+# proxy` installed beside the venv, copied in). Prints each step's time and one summary line;
+# fails if any run failed. Usage: vm/run.sh PYTHON (the checkout venv's python, which makes
+# the wheels; its venv must hold node/, from `make proxy`).
 set -euo pipefail
 # All of it in one block, which bash reads whole before it runs any of it: an edit of this
 # file during a run (a checkout, a merge) cannot change what the run does next.
@@ -15,6 +17,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 python=${1:-$repo/.venv/bin/python}
+# configurable-http-proxy, as `make proxy` installs it beside the venv (plain JavaScript: the
+# guest's own Node runs it).
+proxy_dir=$(dirname "$(dirname "$python")")/node
 vm_dir=${NSKERNEL_VM_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nskernel/vm}
 timeout_s=${NSKERNEL_VM_TIMEOUT:-3000}
 
@@ -25,6 +30,10 @@ command -v mmdebstrap >/dev/null || command -v debootstrap >/dev/null || need+=(
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 if [ ${#need[@]} -gt 0 ]; then
     echo "vm-test needs ${need[*]}: apt-get install ${need[*]}" >&2
+    exit 2
+fi
+if [ ! -x "$proxy_dir/node_modules/.bin/configurable-http-proxy" ]; then
+    echo "vm-test copies JupyterHub's proxy from $proxy_dir into the guest: make proxy" >&2
     exit 2
 fi
 if [ "$(id -u)" != 0 ]; then
@@ -55,19 +64,21 @@ else
     echo "vm: guest cached in $vm_dir"
 fi
 
-# What the guest gets: the wheel of this checkout, a wheelhouse of everything it and the
-# tests need (the guest has no network), the tests and notebooks (not the nskernel package:
-# the guest imports the wheel's), and the script it runs.
+# What the guest gets: the wheel of this checkout, a wheelhouse of everything it (with its
+# hub extra) and the tests need (the guest has no network), the hub's proxy, the tests,
+# notebooks and hub configuration (not the nskernel package: the guest imports the wheel's),
+# and the script it runs.
 run="$vm_dir/run"
 rm -rf "$run"
 mkdir -p "$run/share/wheels" "$run/share/src" "$run/share/results"
 start=$SECONDS
 "$python" -m pip wheel --quiet --no-deps --wheel-dir "$run/share/wheels" "$repo"
 wheel=$(ls "$run/share/wheels"/nskernel-*.whl)
-"$python" -m pip wheel --quiet --wheel-dir "$run/share/wheelhouse" "$wheel" \
+"$python" -m pip wheel --quiet --wheel-dir "$run/share/wheelhouse" "$wheel[hub]" \
     pytest pytest-timeout nbval nbclient
 rm -rf "$repo/build"
-(cd "$repo" && git ls-files -z --cached --others --exclude-standard tests notebooks pyproject.toml | xargs -0 cp --parents -t "$run/share/src")
+(cd "$repo" && git ls-files -z --cached --others --exclude-standard tests notebooks deploy/jupyterhub pyproject.toml | xargs -0 cp --parents -t "$run/share/src")
+cp -a "$proxy_dir" "$run/share/node"
 cp "$here/guest/in-guest.sh" "$run/share/"
 echo "vm: wheel $(basename "$wheel") and a wheelhouse of $(ls "$run/share/wheelhouse" | wc -l) wheels in $((SECONDS - start)) s"
 

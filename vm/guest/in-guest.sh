@@ -1,10 +1,12 @@
 #!/bin/bash
 # Runs in the guest (as root, from the nskernel-vm-tests unit at boot), from the share the
 # host made (vm/run.sh): install nskernel from the wheel with its dependencies from the
-# wheelhouse (no network here), then the focused tests three ways:
+# wheelhouse (no network here), then the focused tests three ways, and the hub test:
 #   root     as root, in a scope with Delegate=yes (systemd-run --scope)
 #   outside  as the user learner, in this unit's cgroup (not theirs): limits are rlimits
 #   user     as learner, in a scope with Delegate=yes of their lingering systemd user session
+#   hub      tests/test_jupyterhub.py as root in such a scope: a real JupyterHub, its proxy
+#            run by the guest's Node, serving Isolated Python to users the test makes
 # Writes results/times, results/summary (one line) and a log per run beside them.
 set -u
 share=/mnt/share
@@ -18,15 +20,20 @@ echo "guest: $(uname -r), systemd $(systemctl --version | head -1 | cut -d' ' -f
 
 start=$(uptime_s)
 python3 -m venv /opt/nskernel
+wheel=$(ls "$share"/wheels/nskernel-*.whl)
 /opt/nskernel/bin/pip install --quiet --no-compile --no-index --find-links "$share/wheelhouse" \
-    "$share"/wheels/nskernel-*.whl pytest pytest-timeout nbval nbclient
+    "$wheel[hub]" pytest pytest-timeout nbval nbclient
+# The hub's proxy where deploy/jupyterhub/jupyterhub_config.py and the test look: beside the venv.
+cp -a "$share/node" /opt/nskernel/node
 echo "installed the wheel and its wheelhouse in $(( $(uptime_s) - start )) s" >> "$results/times"
 # The tests and notebooks, without the package: `import nskernel` finds the wheel's.
 rm -rf /opt/src && cp -r "$share/src" /opt/src && chmod -R a+rX /opt/src
 bin=/opt/nskernel/bin
 
-# Slow Python (TCG): each test and cell gets far more time than on the host. Bytecode is
-# written as modules are first imported (by the root run), not for all of every wheel.
+# Slow Python (TCG): each test and cell gets far more time than on the host, and the hub
+# test's own waits are multiplied (NSKERNEL_TEST_TIME_FACTOR: upper bounds, never shortened).
+# Bytecode is written as modules are first imported (by the root run), not for all of every
+# wheel.
 tests=(tests/test_vm_cgroup_v2.py tests/test_kernel_limits.py tests/test_walls_kernel_cgroup.py
        tests/test_locks.py::test_past_the_memory_limit_allocation_fails_and_below_it_works
        tests/test_locks.py::test_a_fork_bomb_stops_at_the_pids_limit_with_eagain
@@ -37,20 +44,24 @@ tests=(tests/test_vm_cgroup_v2.py tests/test_kernel_limits.py tests/test_walls_k
        tests/test_locks.py::test_stats_say_what_the_cell_used
        tests/test_locks.py::test_a_cell_cannot_loosen_or_leave_its_cgroups
        notebooks/13-cgroups.ipynb notebooks/14-your-own-container.ipynb)
-pytest=(env PATH=$bin:/usr/sbin:/usr/bin:/sbin:/bin "$bin/python" -m pytest -p no:randomly
+hub_tests=(tests/test_jupyterhub.py)
+pytest=(env PATH=$bin:/usr/sbin:/usr/bin:/sbin:/bin NSKERNEL_TEST_TIME_FACTOR=20
+        "$bin/python" -m pytest -p no:randomly
         -o addopts= -p no:cacheprovider --nbval --nbval-sanitize-with notebooks/sanitize.cfg
         --nbval-cell-timeout=600 --timeout=900 -rs -q)
 user_env=(XDG_RUNTIME_DIR=/run/user/1000 DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/1000/bus
           HOME=/home/learner)
 summary=()
 failed=0
-run() {  # run NAME EXPECT COMMAND...: one run of the tests, its log and junit in results/
+run() {  # run NAME EXPECT TESTS COMMAND...: one run of the tests named in the array TESTS,
+         # its log and junit in results/
     local name=$1 expect=$2
-    shift 2
+    local -n chosen=$3
+    shift 3
     local begin=$(uptime_s)
     echo "== $name: $*"
     (cd /opt/src && "$@" env NSKERNEL_VM_EXPECT="$expect" "${pytest[@]}" \
-        --junitxml=/tmp/junit-$name.xml "${tests[@]}") > "$results/$name.log" 2>&1
+        --junitxml=/tmp/junit-$name.xml "${chosen[@]}") > "$results/$name.log" 2>&1
     local status=$?
     cp /tmp/junit-$name.xml "$results/" 2>/dev/null
     tail -15 "$results/$name.log"
@@ -74,9 +85,10 @@ outside=(runuser -u learner -- env "${user_env[@]}")
 doctor root "${scope[@]}"
 doctor outside "${outside[@]}"
 doctor user "${user_scope[@]}"
-run root delegated "${scope[@]}"
-run outside rlimits "${outside[@]}"
-run user delegated "${user_scope[@]}"
+run root delegated tests "${scope[@]}"
+run outside rlimits tests "${outside[@]}"
+run user delegated tests "${user_scope[@]}"
+run hub delegated hub_tests "${scope[@]}"
 
 # The kernel's log (the OOM killer's choices, among others), for whoever reads a failure.
 dmesg > "$results/dmesg.txt" 2>&1
