@@ -45,6 +45,12 @@ tests=(tests/test_vm_cgroup_v2.py tests/test_kernel_limits.py tests/test_walls_k
        tests/test_locks.py::test_a_cell_cannot_loosen_or_leave_its_cgroups
        notebooks/13-cgroups.ipynb notebooks/14-your-own-container.ipynb)
 hub_tests=(tests/test_jupyterhub.py)
+# The walls of the hostile rounds that a systemd + cgroup v2 machine could change: a cell's
+# own cgroups, tmpfs and shared memory past --memory, the kernel's /dev, descriptors from
+# outside, the login session's keys (each with its rootless half, as another user).
+walls_tests=(tests/test_walls_cgroups.py tests/test_walls_memory.py tests/test_walls_devices.py
+             tests/test_walls.py::test_no_descriptor_from_outside_reaches_the_host
+             tests/test_walls_keyring_seccomp.py::test_the_sessions_key_is_out_of_reach_and_unchanged)
 pytest=(env PATH=$bin:/usr/sbin:/usr/bin:/sbin:/bin NSKERNEL_TEST_TIME_FACTOR=20
         "$bin/python" -m pytest -p no:randomly
         -o addopts= -p no:cacheprovider --nbval --nbval-sanitize-with notebooks/sanitize.cfg
@@ -89,6 +95,7 @@ run root delegated tests "${scope[@]}"
 run outside rlimits tests "${outside[@]}"
 run user delegated tests "${user_scope[@]}"
 run hub delegated hub_tests "${scope[@]}"
+run walls delegated walls_tests "${scope[@]}"
 
 # The kernel's log (the OOM killer's choices, among others), for whoever reads a failure.
 dmesg > "$results/dmesg.txt" 2>&1
