@@ -139,6 +139,14 @@ def run_kernel(connection_file: str, connection: dict, spec: isolation.Isolation
     return 0
 
 
+def _own_comm() -> int | None:
+    """This process's /proc/PID/comm, open for writing; None where /proc is not there."""
+    try:
+        return os.open("/proc/self/comm", os.O_WRONLY)
+    except OSError:
+        return None
+
+
 def parse_args(argv: list[str] | None) -> tuple[isolation.Isolation, Limits, str, bool]:
     parser = argparse.ArgumentParser(prog="python -m nskernel.launch",
                                      description="Start an IPython kernel in new namespaces.")
@@ -273,7 +281,7 @@ def launch(spec: isolation.Isolation, connection_file: str,
     """Bind, isolate, start init and kernel, then exec the supervisor (never returns).
     ``pooled``: the kernel waits for :func:`wait_for_handout` before serving."""
     server = os.pidfd_open(os.getppid())  # before anything can orphan us
-    comm = os.open("/proc/self/comm", os.O_WRONLY)  # the host's /proc: for the supervisor
+    comm = _own_comm()  # on the host's /proc, for the supervisor: it names itself there
     try:
         with open(connection_file) as handle:
             connection = json.load(handle)
@@ -338,7 +346,7 @@ def launch(spec: isolation.Isolation, connection_file: str,
     relayed = channels.relayed()
     for sock, _endpoint in channels.inside.values():
         sock.close()  # the kernel owns them now
-    for fd in [server, comm, *relayed, *relay_ends, *([id_lock] if id_lock is not None else [])]:
+    for fd in [server, *relayed, *relay_ends, *(fd for fd in (id_lock, comm) if fd is not None)]:
         os.set_inheritable(fd, True)  # id_lock: the supervisor holds the kernel's id
     if keeper_pipe is not None:
         os.set_inheritable(keeper_pipe, True)  # the keeper waits for the supervisor too

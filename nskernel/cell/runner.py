@@ -77,10 +77,12 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
         try:
             from nskernel.locks import seccomp
 
-            # Here, once: building it in each cell's fork would cost milliseconds, and the
-            # child may no longer see the module.
-            _ = (seccomp.compiled_filter() if isolation.seccomp else b"",
-                 seccomp.memory_filter() if memory else b"")
+            # Here, once: building them in each cell's fork would cost milliseconds, and
+            # the child may no longer see the module.
+            if isolation.seccomp:
+                seccomp.compiled_filter()
+            if memory:
+                seccomp.memory_filter()
         except (ImportError, OSError) as exc:
             lock = "--seccomp" if isolation.seccomp else "--memory"
             raise IsolatedRunError(f"{lock} needs libseccomp (Debian: apt-get install "
