@@ -8,6 +8,7 @@ failing step half-made.
 from __future__ import annotations
 
 import atexit
+import ipaddress
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from nskernel._syscalls import NamespaceError
 from nskernel.display import Table
 from nskernel.magics.magicargs import magic_parser, parse_line, with_usage
+from nskernel.netlab import explain
 from nskernel.netlab.netns import KERNEL_NS, Endpoint, LabError, named_namespaces
 
 if TYPE_CHECKING:  # pyroute2 is imported on first use: kernels start without paying for it
@@ -58,9 +60,18 @@ PING.add_argument("-W", dest="timeout", type=float, default=1.0, help="seconds t
 IP = magic_parser("ip", "Links, addresses and routes of a namespace, as tables.")
 IP.add_argument("ns", nargs="?", default=KERNEL_NS)
 TOPOLOGY = magic_parser("topology", "Draw the namespaces, bridges and links as they are now.")
+for _parser in (NETNS, VETH, BRIDGE, ROUTE, FORWARD):
+    _parser.add_argument("--explain", action="store_true",
+                         help="also print the ip and sysctl commands that do the same by hand")
 
 
 _lab: Lab | None = None
+
+
+def _explain(args: Any, commands: list[str]) -> None:
+    """With --explain: the commands that do what the magic did, by hand, one per line."""
+    if args.explain:
+        print("\n".join(["# the same by hand:", *commands]))
 
 
 def current_lab() -> Lab:
@@ -139,8 +150,10 @@ class LabMagics(Magics):
             raise UsageError(f"%netns {args.action}: name at least one namespace")
         if args.action == "add":
             self._do("netns", lambda: self.lab.add(*args.names, ipv6=args.ipv6))
+            _explain(args, explain.netns_add(args.names, args.ipv6))
         elif args.action == "del":
             self._do("netns", lambda: self.lab.delete(*args.names))
+            _explain(args, explain.netns_del(args.names))
         elif args.action == "reset":
             removed = self._do("netns", self.lab.close)
             return Table(["removed"], [[item] for item in removed],
@@ -169,6 +182,8 @@ class LabMagics(Magics):
         """Link two namespaces with a veth pair."""
         args = parse_line(VETH, line)
         names = self._do("veth", lambda: self.lab.link(args.a, args.b))
+        _explain(args, explain.veth(Endpoint.parse(args.a), names[0], Endpoint.parse(args.b),
+                                    names[1], self._without_ipv6()))
         return self._ends([(args.a, names[0]), (args.b, names[1])])
 
     @line_magic
@@ -177,9 +192,15 @@ class LabMagics(Magics):
         """Make a bridge and attach member namespaces to it."""
         args = parse_line(BRIDGE, line)
         ports = self._do("bridge", lambda: self.lab.bridge(args.bridge, args.members, args.ns))
+        _explain(args, explain.bridge(Endpoint.parse(args.bridge), args.ns,
+                                      [Endpoint.parse(member) for member in args.members], ports,
+                                      self._without_ipv6()))
         rows = [(member, ifname) for member, (_port, ifname) in zip(args.members, ports,
                                                                      strict=True)]
         return self._ends(rows, title=f"bridge {args.bridge} in {args.ns}")
+
+    def _without_ipv6(self) -> set[str]:
+        return {ns for ns, on in self.lab.ipv6.items() if not on}
 
     @staticmethod
     def _ends(ends: list[tuple[str, str]], title: str = "veth link") -> Table:
@@ -195,6 +216,10 @@ class LabMagics(Magics):
         """Add a route in a namespace."""
         args = parse_line(ROUTE, line)
         self._do("route", lambda: self.lab.route(args.ns, args.destination, args.gateway))
+        _explain(args, explain.route(args.ns, "0.0.0.0/0" if args.destination == "default"
+                                     else str(ipaddress.ip_network(args.destination,
+                                                                   strict=False)),
+                                     args.gateway))
 
     @line_magic
     @with_usage(FORWARD)
@@ -202,6 +227,7 @@ class LabMagics(Magics):
         """Turn IPv4 forwarding on or off in a namespace."""
         args = parse_line(FORWARD, line)
         self._do("forward", lambda: self.lab.forwarding(args.ns, args.state == "on"))
+        _explain(args, explain.forward(args.ns, args.state == "on"))
 
     @line_magic
     @with_usage(PING)
