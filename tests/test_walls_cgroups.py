@@ -25,6 +25,7 @@ import pytest
 from conftest import IS_ROOT, as_user, wait_for
 
 from nskernel.locks import cgroups
+from nskernel.owners import owner_id
 
 PROBE = str(Path(__file__).with_name("kernel_probe.py"))
 EXCEEDED = "memory limit 64 MiB exceeded"
@@ -215,9 +216,8 @@ def test_a_killed_keeper_still_leaves_no_kernel_cgroup(start_kernel):
     """Item 7: SIGKILL of the launcher's cgroup keeper, then shutdown: the kernel's cgroups
     go all the same."""
     manager, client = start_kernel()
-    own = kernels.execute(client, "open('/proc/self/cgroup').read()").value
-    name = next(line.rsplit("/", 1)[1] for line in own.splitlines()
-                if line.endswith(".kernel"))
+    # Named by the launcher (the provisioner's process): inside, v2 shows only the leaf.
+    name = f"{cgroups.PREFIX}{owner_id(manager.provisioner.pid)}.kernel"
     places = [os.path.join(h.own, name) for h in cgroups.hierarchies()]
     assert any(os.path.isdir(p) for p in places)
     keepers = [int(pid) for pid in subprocess.run(["pgrep", "-f", f"nskernel-cgroup .*{name}"],
