@@ -18,6 +18,7 @@ machine's architecture and compiles the BPF program, once per kernel.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import platform
 
@@ -113,18 +114,14 @@ def _add(rules: pyseccomp.SyscallFilter, error: int, name: str, *args: pyseccomp
         pass  # not a system call on this architecture
 
 
+@functools.cache
 def memory_filter() -> bytes:
     """The filter that refuses UNACCOUNTED_MEMORY, built once per process (in the kernel, not
     in each cell's fork)."""
-    if not _memory_filter:
-        rules = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
-        for name in UNACCOUNTED_MEMORY:
-            _add(rules, errno.EPERM, name)
-        _memory_filter.append(_exported(rules))
-    return _memory_filter[0]
-
-
-_memory_filter: list[bytes] = []
+    rules = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+    for name in UNACCOUNTED_MEMORY:
+        _add(rules, errno.EPERM, name)
+    return _exported(rules)
 
 
 def deny_unaccounted_memory() -> None:

@@ -8,7 +8,6 @@ failing step half-made.
 from __future__ import annotations
 
 import atexit
-import ipaddress
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -216,10 +215,7 @@ class LabMagics(Magics):
         """Add a route in a namespace."""
         args = parse_line(ROUTE, line)
         self._do("route", lambda: self.lab.route(args.ns, args.destination, args.gateway))
-        _explain(args, explain.route(args.ns, "0.0.0.0/0" if args.destination == "default"
-                                     else str(ipaddress.ip_network(args.destination,
-                                                                   strict=False)),
-                                     args.gateway))
+        _explain(args, explain.route(args.ns, args.destination, args.gateway))
 
     @line_magic
     @with_usage(FORWARD)

@@ -10,6 +10,7 @@ kernel's interfaces, its records, and multicast snooping being off while a bridg
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 
 from nskernel.netlab.netns import KERNEL_NS, Endpoint
@@ -63,8 +64,10 @@ def bridge(bridge: Endpoint, ns: str, members: list[Endpoint], ports: list[tuple
     return commands
 
 
-def route(ns: str, network: str, gateway: str) -> list[str]:
-    destination = "default" if network == "0.0.0.0/0" else network
+def route(ns: str, destination: str, gateway: str) -> list[str]:
+    """``destination``: 'default' or a network, as the lab took it (checked there already)."""
+    if destination != "default":
+        destination = str(ipaddress.ip_network(destination, strict=False))
     return [f"{ip(ns)} route add {destination} via {gateway}"]
 
 

@@ -23,7 +23,7 @@ def test_namespaces_routes_and_forwarding():
     assert explain.netns_add(["a"], ipv6=True) == ["ip netns add a", "ip -n a link set lo up"]
     assert explain.netns_add(["a"], ipv6=False)[-1] == (
         "ip netns exec a sysctl -q -w net.ipv6.conf.all.disable_ipv6=1")
-    assert explain.route("r", "0.0.0.0/0", "10.0.0.1") == ["ip -n r route add default via 10.0.0.1"]
+    assert explain.route("r", "default", "10.0.0.1") == ["ip -n r route add default via 10.0.0.1"]
     assert explain.forward("kernel", False) == ["sysctl -q -w net.ipv4.ip_forward=0"]
 
 
