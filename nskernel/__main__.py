@@ -15,7 +15,9 @@ def _install(args: argparse.Namespace) -> int:
     prefix = sys.prefix if args.sys_prefix else args.prefix
     path = kernelspec.install(spec, args.name, args.display_name, user=args.user, prefix=prefix,
                               limits=kernel_limits, provisioner=args.provisioner)
-    locks = [name for name in ("readonly", "seccomp") if getattr(spec, name)]
+    locks = [name.replace("_", "-") for name in ("visible_only", "readonly", "seccomp")
+             if getattr(spec, name)]
+    locks += [f"hide {path}" for path in spec.hide]
     locks += [f"{name} {value}" for name, value in kernel_limits.describe()]
     print(f"Installed kernelspec {args.name} ({spec.describe()}"
           f"{'; ' + ', '.join(locks) if locks else ''}) in {path}")

@@ -77,6 +77,13 @@ class Isolation:
     tmpfs_size: str = DEFAULT_TMPFS_SIZE
     #: Host directories shown inside a read-only view: (path, writable).
     binds: tuple[tuple[str, bool], ...] = ()
+    #: A view of the system's directories, Python's and the working directory's alone;
+    #: every other directory of the host's is absent (implies ``readonly``).
+    visible_only: bool = False
+    #: In that view, whether the working directory (the notebook's) is writable.
+    workdir_writable: bool = True
+    #: Paths made absent: an empty directory, a file that cannot be opened.
+    hide: tuple[str, ...] = ()
     #: Calls that reach past a sandbox fail with EPERM (see nskernel.locks.seccomp).
     seccomp: bool = False
     #: The body keeps no capability at all (root inside included).
@@ -103,9 +110,20 @@ class Isolation:
                 raise IsolationError(f"bind {short_repr(path)} is given twice: give it once, "
                                      "with :rw if it is to be writable")
             seen.add(os.path.normpath(path))
+        for path in self.hide:
+            if not os.path.isabs(path) or os.path.normpath(path) == "/":
+                raise IsolationError(f"hide {short_repr(path)}: give an absolute path below /")
+        if not self.workdir_writable and not self.visible_only:
+            raise IsolationError("--workdir says how --visible-only shows the working "
+                                 "directory: add --visible-only")
+        if self.visible_only and not self.readonly:
+            object.__setattr__(self, "readonly", True)
         if self.binds and not self.readonly:
             raise IsolationError("--bind shows a directory in a read-only view: add --readonly")
-        if (self.readonly or self.cgroups_hidden) and not self.mount:
+        if (self.visible_only or self.hide) and not self.pid:
+            # Else /proc/PID/root of a process outside the view leads around it.
+            object.__setattr__(self, "pid", True)
+        if (self.readonly or self.hide or self.cgroups_hidden) and not self.mount:
             object.__setattr__(self, "mount", True)
         if self.netns is not None:
             if self.net:
@@ -155,6 +173,7 @@ class Isolation:
                                               ("map_root_to", self.map_root_to),
                                               ("readonly", (self.readonly and not locks)
                                                or None),
+                                              ("hide", (self.hide and not locks) or None),
                                               ("seccomp", (self.seccomp and not locks) or None),
                                               ("drop_caps", self.drop_caps or None),
                                               ("cgroups_hidden",
@@ -169,8 +188,14 @@ class Isolation:
             argv += ["--hostname", self.hostname]
         if not self.loopback_up:
             argv.append("--no-lo")
-        if self.readonly:
+        if self.visible_only:
+            argv.append("--visible-only")
+            if not self.workdir_writable:
+                argv += ["--workdir", "ro"]
+        elif self.readonly:
             argv.append("--readonly")
+        for path in self.hide:
+            argv += ["--hide", path]
         if locks and self.tmpfs_size != tmpfs_default:
             argv += ["--tmpfs-size", self.tmpfs_size]
         if self.readonly:
@@ -206,6 +231,15 @@ def add_lock_arguments(parser: argparse.ArgumentParser, *, caps: bool = True,
     group.add_argument("--bind", action="append", default=[], metavar="PATH[:rw]",
                        help="show a host directory inside (read-only, or writable with :rw); "
                             "repeatable")
+    group.add_argument("--visible-only", action="store_true",
+                       help="show only the system's directories (/usr, /etc, /lib*, ...), "
+                            "Python's and the working directory; everything else (homes, "
+                            "/root, /srv, /var, ...) is absent; implies --readonly")
+    group.add_argument("--workdir", choices=["rw", "ro"], default="rw",
+                       help="with --visible-only: the working directory writable (default) or "
+                            "read-only")
+    group.add_argument("--hide", action="append", default=[], metavar="PATH",
+                       help="make a file or directory absent inside; repeatable")
     parser.add_argument("--seccomp", action="store_true",
                         help="calls that reach past a sandbox (modules, kexec, reboot, bpf, "
                              "keyring, mount, namespaces, ptrace, ...) fail with EPERM")
@@ -269,7 +303,9 @@ def from_args(args: argparse.Namespace, default: tuple[str, ...] = (),
         hostname = default_hostname
     files = {}
     if hasattr(args, "readonly"):  # a parser with add_lock_arguments
-        files = {"readonly": args.readonly,
+        files = {"readonly": args.readonly, "visible_only": args.visible_only,
+                 "workdir_writable": args.workdir == "rw",
+                 "hide": tuple(os.path.normpath(path) for path in args.hide),
                  "tmpfs_size": within_memory(args.tmpfs_size, getattr(args, "memory", None)),
                  "binds": tuple(parse_bind(text) for text in args.bind),
                  "seccomp": args.seccomp}

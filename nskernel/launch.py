@@ -50,7 +50,7 @@ from nskernel.kernel.setup import (
     find_dumb_init,
 )
 from nskernel.limits import Limits
-from nskernel.locks import cgroups, filesystem
+from nskernel.locks import cgroups, shown
 from nskernel.magics import nsinfo
 from nskernel.owners import owner_id
 
@@ -300,10 +300,10 @@ def launch(spec: isolation.Isolation, connection_file: str,
     os.environ[nsinfo.HOST_NS_ENV] = nsinfo.encode_host_namespaces()  # for %nsinfo inside
     # A root kernel is no user of the host's; it must still reach its Python and the notebooks.
     code = [sys.prefix, sys.base_prefix, os.path.dirname(os.__file__),
-            os.path.dirname(os.path.dirname(__file__)), _package_directory("ipykernel"),
+            os.path.dirname(os.path.abspath(__file__)), _package_directory("ipykernel"),
             os.getcwd()]
     if spec.readonly:
-        filesystem.note_python_directories(*code)  # shown again where a scratch tmpfs hides them
+        shown.note_python_directories(*code)  # shown again where a scratch tmpfs hides them
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for the kernel alone
     # Rootless, the first step's root is the user; root, the kernel will be kernel_id.
     sandbox.enter_walls(spec, user_namespace=not host_root, expose=code if host_root else (),

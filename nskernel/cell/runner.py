@@ -37,7 +37,7 @@ from nskernel.cell.errors import IsolatedRunError, RemoteTraceback
 from nskernel.cell.wire import Channel
 from nskernel.isolation import Isolation, within_memory
 from nskernel.limits import Limits
-from nskernel.locks import cgroup_cleanup, cgroups, filesystem, usage
+from nskernel.locks import cgroup_cleanup, cgroups, shown, usage
 
 #: How long an interrupted child gets to stop on SIGINT before it is killed.
 INTERRUPT_GRACE = 0.5
@@ -88,7 +88,7 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
             raise IsolatedRunError(f"{lock} needs libseccomp (Debian: apt-get install "
                                    f"libseccomp2): {exc}") from None
     if isolation.readonly:
-        filesystem.note_python_directories()
+        shown.note_python_directories()
     if limits and limits.memory:  # each tmpfs of the cell's holds no more than its memory
         isolation = dataclasses.replace(
             isolation, tmpfs_size=within_memory(isolation.tmpfs_size, limits.memory))

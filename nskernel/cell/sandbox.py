@@ -52,8 +52,7 @@ def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
     _set_hostname_and_lo(isolation)
     if isolation.cgroups_hidden:
         filesystem.hide_cgroups()
-    if isolation.readonly:
-        filesystem.make_readonly(isolation.tmpfs_size, isolation.binds)
+    filesystem.make_view(isolation)
     if is_pid1:
         mount_proc()
 
@@ -102,9 +101,9 @@ def enter_walls(isolation: Isolation, *, user_namespace: bool, map_root_to: int 
     _syscalls.mount("none", "/", None, _syscalls.MS_REC | _syscalls.MS_PRIVATE)
     filesystem.private_dev(host_ipc=not isolation.ipc)
     # First, so that the mounts made below stay writable.
-    if isolation.readonly:
-        filesystem.make_readonly(isolation.tmpfs_size, isolation.binds)
-    elif private_tmp is not None:
+    if isolation.readonly or isolation.hide:
+        filesystem.make_view(isolation)
+    if not isolation.readonly and private_tmp is not None:
         filesystem.private_tmp(isolation.tmpfs_size, private_tmp)
     expose_to_everyone(expose)
     if isolation.net or private_run:
@@ -204,7 +203,7 @@ def walls_and_rooms(isolation: Isolation) -> bool:
     the /proc it mounted itself, and uncover the one beneath), or with a read-only view
     (which its root could otherwise make writable again, or unmount)."""
     return isolation.netns is None and (
-        isolation.readonly or (isolation.uses_user_namespace
+        isolation.readonly or bool(isolation.hide) or (isolation.uses_user_namespace
                                and (isolation.pid or isolation.cgroups_hidden)))
 
 

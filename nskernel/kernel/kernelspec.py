@@ -33,6 +33,10 @@ def kernel_dict(spec: Isolation, display_name: str = DISPLAY_NAME,
     described = {"namespaces": list(spec.namespaces), "hostname": spec.hostname}
     if spec.readonly or spec.seccomp:
         described.update(readonly=spec.readonly, seccomp=spec.seccomp)
+    if spec.visible_only:
+        described.update(visible_only=True, workdir="rw" if spec.workdir_writable else "ro")
+    if spec.hide:
+        described["hide"] = list(spec.hide)
     if limits:
         described["limits"] = dict(limits.describe())
     metadata: dict[str, Any] = {"debugger": True, "nskernel": described}

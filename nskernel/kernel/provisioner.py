@@ -24,7 +24,8 @@ kernel starts afresh). Variables that Python and IPython read only as they start
 
 The server's configuration has the last word: ``max_memory``, ``max_pids``, ``max_cpus``,
 ``max_fsize`` and ``max_nofile`` cap what a kernelspec asks for (and apply when it asks for
-nothing), ``force_readonly`` and ``force_seccomp`` turn those locks on whatever it says. A
+nothing), ``force_readonly``, ``force_visible_only`` and ``force_seccomp`` turn those locks
+on whatever it says, and ``force_hide`` hides paths beside those it hides. A
 kernelspec cannot set them: jupyter_client passes the kernelspec's config to the
 provisioner as keyword arguments, which would otherwise override the server's.
 """
@@ -44,7 +45,7 @@ from jupyter_client.connect import write_connection_file
 from jupyter_client.launcher import launch_kernel
 from jupyter_client.provisioning import LocalProvisioner
 from jupyter_core.paths import jupyter_runtime_dir
-from traitlets import Bool, Float, Int, Unicode
+from traitlets import Bool, Float, Int, List, Unicode
 
 from nskernel import isolation, limits
 from nskernel.isolation import Isolation, IsolationError
@@ -54,9 +55,9 @@ from nskernel.limits import Limits
 NAME = "nskernel-provisioner"
 #: What a kernelspec's ``config`` may ask for, and the ``nskernel install`` flag for each.
 REQUEST_KEYS = ("namespaces", "hostname", "memory", "pids", "cpus", "fsize", "nofile",
-                "readonly", "bind", "tmpfs_size", "seccomp")
+                "readonly", "bind", "tmpfs_size", "seccomp", "visible_only", "workdir", "hide")
 CAPS = ("max_memory", "max_pids", "max_cpus", "max_fsize", "max_nofile", "force_readonly",
-        "force_seccomp")
+        "force_seccomp", "force_visible_only", "force_hide")
 #: What jupyter_client itself passes to every provisioner.
 _OWN_KEYWORDS = ("kernel_id", "kernel_spec", "parent", "config", "log")
 
@@ -77,14 +78,14 @@ def request_flags(request: dict[str, Any]) -> list[str]:
                 raise IsolationError(f"kernel_provisioner config: unknown namespace "
                                      f"{unknown[0]!r}; known: {', '.join(isolation.NAMESPACES)}")
             flags += [f"--{name}" for name in value]
-        elif key in ("readonly", "seccomp"):
+        elif key in ("readonly", "seccomp", "visible_only"):
             if not isinstance(value, bool):
                 raise IsolationError(f"kernel_provisioner config: {key} must be true or false")
-            flags += [f"--{key}"] if value else []
-        elif key == "bind":
+            flags += [f"--{key.replace('_', '-')}"] if value else []
+        elif key in ("bind", "hide"):
             paths = value if isinstance(value, list) else [value]
             for path in paths:
-                flags += ["--bind", str(path)]
+                flags += [f"--{key}", str(path)]
         else:
             flags += [f"--{key.replace('_', '-')}", str(value)]
     return flags
@@ -111,6 +112,12 @@ def request_for(spec: Isolation, kernel_limits: Limits) -> dict[str, Any]:
     if spec.readonly:
         request["readonly"] = True
         request["bind"] = [path + (":rw" if writable else "") for path, writable in spec.binds]
+    if spec.visible_only:
+        request["visible_only"] = True
+        if not spec.workdir_writable:
+            request["workdir"] = "ro"
+    if spec.hide:
+        request["hide"] = list(spec.hide)
     if spec.tmpfs_size != isolation.KERNEL_TMP_SIZE:
         request["tmpfs_size"] = spec.tmpfs_size
     if spec.seccomp:
@@ -240,6 +247,11 @@ class NskernelProvisioner(LocalProvisioner):  # type: ignore[misc]
     max_nofile = Int(None, allow_none=True, config=True, help="Most files open at once.")
     force_readonly = Bool(False, config=True, help="Every kernel sees the host read-only.")
     force_seccomp = Bool(False, config=True, help="Every kernel has the seccomp filter.")
+    force_visible_only = Bool(False, config=True,
+                              help="Every kernel sees only the system's directories, Python's "
+                                   "and its working directory (implies force_readonly).")
+    force_hide = List(Unicode(), config=True,
+                      help="Paths absent in every kernel, beside those its kernelspec hides.")
     pool_size = Int(0, config=True, help="Kernels of each kernelspec kept started ahead, "
                                          "so that a new notebook's kernel is ready at once.")
     #: The pools of this server process: {(the kernel's command..., root): its pool}.
@@ -270,9 +282,13 @@ class NskernelProvisioner(LocalProvisioner):  # type: ignore[misc]
     def kernel_settings(self) -> tuple[Isolation, Limits]:
         """What this kernel gets: the kernelspec's request within the server's caps."""
         spec, asked = parse_request(self.request)
-        if self.force_readonly or self.force_seccomp:
-            spec = dataclasses.replace(spec, readonly=spec.readonly or self.force_readonly,
-                                       seccomp=spec.seccomp or self.force_seccomp)
+        if self.force_readonly or self.force_seccomp or self.force_visible_only or self.force_hide:
+            visible_only = spec.visible_only or self.force_visible_only
+            hide = tuple(dict.fromkeys([*spec.hide, *map(os.path.normpath, self.force_hide)]))
+            spec = dataclasses.replace(spec, readonly=spec.readonly or self.force_readonly
+                                       or visible_only, seccomp=spec.seccomp
+                                       or self.force_seccomp, visible_only=visible_only,
+                                       hide=hide)
         return spec, capped(asked, self.server_caps())
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:

@@ -10,12 +10,18 @@ keep their flags locked (nosuid, nodev, noexec, atime): a remount must repeat th
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
-import sys
+import stat
 from collections.abc import Sequence
 
 from nskernel import _syscalls
+from nskernel.locks import shown
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from nskernel.isolation import Isolation
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 _NOSUID_NODEV_NOEXEC = _syscalls.MS_NOSUID | _syscalls.MS_NODEV | _syscalls.MS_NOEXEC
@@ -30,7 +36,28 @@ _STATVFS_TO_MS = ((os.ST_NOSUID, _syscalls.MS_NOSUID), (os.ST_NODEV, _syscalls.M
                   (os.ST_RELATIME, _syscalls.MS_RELATIME))
 
 
-def make_readonly(tmpfs_size: str, binds: Sequence[tuple[str, bool]] = ()) -> None:
+def make_view(isolation: Isolation) -> None:
+    """The file locks of ``isolation``: a read-only view (or one of the system's directories
+    alone), and paths hidden in it."""
+    if isolation.readonly:
+        make_readonly(isolation.tmpfs_size, isolation.binds,
+                                 visible_only=isolation.visible_only,
+                                 workdir_writable=isolation.workdir_writable,
+                                 hide=isolation.hide)
+    elif isolation.hide:
+        hide_paths(isolation.hide)
+
+
+#: What a --visible-only view shows of the host's root, read-only, beside the views: the
+#: system's programs, libraries and configuration (on a merged-/usr system most are links).
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+#: In such a view, /run is fresh (the lab's names and the kernel's scratch go there).
+RUN = "/run"
+
+
+def make_readonly(tmpfs_size: str, binds: Sequence[tuple[str, bool]] = (), *,
+                  visible_only: bool = False, workdir_writable: bool = True,
+                  hide: Sequence[str] = ()) -> None:
     """Make the calling process's view of the host read-only; see the module's docstring.
 
     ``tmpfs_size``: each scratch tmpfs's size, as tmpfs takes it ("64m"); ``binds``: (host
@@ -41,35 +68,106 @@ def make_readonly(tmpfs_size: str, binds: Sequence[tuple[str, bool]] = ()) -> No
     A scratch directory that is itself shown (the notebook's directory is the home, or a
     ``--bind /tmp``) gets no tmpfs: the bind shows the host's directory there, and a tmpfs
     beneath would come back on top of it with the (recursive) bind, read-only.
+
+    ``visible_only``: a view built from a list, as bubblewrap and nsjail build one. Every
+    directory at the top of the host's root but :data:`SYSTEM`, the views and the scratch
+    directories is covered with an empty, read-only tmpfs (homes, /root, /srv, /var, /opt,
+    /mnt, ...), /run is fresh, and only Python's directories, the working directory
+    (writable unless ``workdir_writable`` is false) and ``binds`` come back through it. As
+    root, what of /etc only root may read (/etc/shadow, private keys) is hidden too.
+    ``hide``: paths made absent afterwards (see :func:`hide_paths`).
     """
     home = os.path.expanduser("~")
     found = [d for d in (*SCRATCH, home) if d != "/" and os.path.isdir(d)]
     # One inside another (a home directory under /tmp) is fresh with the outer one.
     scratch = [d for d in found if not any(d.startswith(os.path.join(o, "")) for o in found)]
-    binds = [*((path, False) for path in _hidden_python_paths(scratch)), *binds]
-    shown = {os.path.realpath(path) for path, _writable in binds}
-    scratch = [d for d in scratch if os.path.realpath(d) not in shown]
+    covered = _covered_directories(scratch) if visible_only else []
+    workdir = os.getcwd() if visible_only else "/"
+    python = shown.python_paths_below(scratch + covered, code_only=visible_only)
+    binds = [*((path, False) for path in python),
+             *([(workdir, workdir_writable)] if workdir != "/" else []), *binds]
+    bound = {os.path.realpath(path) for path, _writable in binds}
+    scratch = [d for d in scratch if os.path.realpath(d) not in bound]
     sources = {}
     try:
         for path, _writable in binds:
+            if path in sources:
+                continue
             try:
                 sources[path] = os.open(path, os.O_PATH | os.O_CLOEXEC)
             except OSError as exc:
                 raise _syscalls.NamespaceError(f"bind {path}", exc.errno or errno.ENOENT) from None
         for mount_point in _mount_points():
             _remount(mount_point, readonly=True)
+        for directory in covered:
+            _syscalls.mount("tmpfs", directory, "tmpfs", _NOSUID_NODEV_NOEXEC, "mode=755,size=1m")
+        if visible_only and os.path.isdir(RUN):
+            _syscalls.mount("tmpfs", RUN, "tmpfs", _syscalls.MS_NOSUID | _syscalls.MS_NODEV,
+                            f"mode=755,size={tmpfs_size}")
         for directory in scratch:
+            os.makedirs(directory, exist_ok=True)  # /var/tmp, in a covered /var
             _syscalls.mount("tmpfs", directory, "tmpfs", _syscalls.MS_NOSUID | _syscalls.MS_NODEV,
                             f"size={tmpfs_size},mode={1777 if directory != home else 700}")
         os.makedirs(home, mode=0o700, exist_ok=True)
         for path, writable in binds:
-            os.makedirs(path, exist_ok=True)  # under a fresh tmpfs it may not be there yet
+            _make_mount_point(path, sources[path])  # under a fresh tmpfs it may not be there yet
             _syscalls.mount(f"/proc/self/fd/{sources[path]}", path, None,
                             _syscalls.MS_BIND | _syscalls.MS_REC)
             _remount(path, readonly=not writable)
+        for directory in covered:
+            _syscalls.mount("none", directory, None, _syscalls.MS_REMOUNT | _syscalls.MS_BIND
+                            | _syscalls.MS_RDONLY | _NOSUID_NODEV_NOEXEC)
     finally:
         for fd in sources.values():
             os.close(fd)
+    if visible_only:
+        hide_paths([*_top_level_files(), *shown.root_only_in_etc()])
+    hide_paths(hide)
+    with contextlib.suppress(OSError):  # gone from the view: it stays where it was
+        os.chdir(workdir if visible_only else os.getcwd())  # through the new mounts
+
+
+def _make_mount_point(path: str, source: int) -> None:
+    """A directory, or for a file (a module of its own) an empty file, to bind onto."""
+    if stat.S_ISDIR(os.fstat(source).st_mode):
+        os.makedirs(path, exist_ok=True)
+    elif not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+
+
+def hide_paths(paths: Sequence[str]) -> None:
+    """Make each of ``paths`` absent, as far as a mount can: a directory becomes an empty,
+    read-only tmpfs; a file becomes one that cannot be opened (/dev/null bound over it on a
+    mount without devices: EACCES). A path that is not there is absent already."""
+    for path in paths:
+        try:
+            is_dir = os.path.isdir(path)
+            os.lstat(path)
+        except OSError:
+            continue
+        if is_dir:
+            _syscalls.mount("tmpfs", path, "tmpfs", _syscalls.MS_RDONLY | _NOSUID_NODEV_NOEXEC,
+                            "mode=000,size=4k")
+        else:
+            _syscalls.mount("/dev/null", path, None, _syscalls.MS_BIND)
+            _syscalls.mount("none", path, None, _syscalls.MS_REMOUNT | _syscalls.MS_BIND
+                            | _syscalls.MS_RDONLY | _NOSUID_NODEV_NOEXEC)
+
+
+def _covered_directories(scratch: Sequence[str]) -> list[str]:
+    """The directories at the top of the root that a --visible-only view covers."""
+    kept = {*SYSTEM, *VIEWS, RUN, *scratch}
+    return sorted(entry.path for entry in os.scandir("/")
+                  if entry.is_dir(follow_symlinks=False) and entry.path not in kept)
+
+
+def _top_level_files() -> list[str]:
+    """Files at the top of the root (a container's /.dockerenv, a machine's notes)."""
+    return sorted(entry.path for entry in os.scandir("/")
+                  if not entry.is_dir(follow_symlinks=False) and not entry.is_symlink())
+
+
 
 
 def private_tmp(size: str, keep: Sequence[str]) -> None:
@@ -163,49 +261,6 @@ def hide_cgroups() -> None:
     if os.path.isdir(CGROUP_ROOT):
         _syscalls.mount("tmpfs", CGROUP_ROOT, "tmpfs", _syscalls.MS_RDONLY | _syscalls.MS_NOSUID
                         | _syscalls.MS_NODEV | _syscalls.MS_NOEXEC, "size=4k,mode=555")
-
-
-#: Python's directories, as :func:`note_python_directories` found them in the parent, the
-#: directories it was asked to show besides, and what it looked at then.
-_python_directories: tuple[str, ...] = ()
-_also_directories: tuple[str, ...] = ()
-_noted_for: tuple = ()
-
-
-def note_python_directories(*also: str) -> None:
-    """Note, before forking, where Python finds its code: ``sys.path``, the prefix and the
-    packages imported so far (editable installs live outside ``sys.path``); and ``also``
-    (the notebook's directory, for a kernel).
-
-    Done in the parent: walking ``sys.modules`` in a fresh fork touches hundreds of objects,
-    and every touched page of the kernel's memory is copied (milliseconds per cell)."""
-    global _python_directories, _also_directories, _noted_for
-    seen = (len(sys.modules), tuple(sys.path), also)
-    if seen == _noted_for:
-        return  # nothing imported or added since the last cell
-    _noted_for = seen
-    files = (getattr(module, "__dict__", {}).get("__file__")
-             for name, module in list(sys.modules.items()) if "." not in name)
-    directories = {*sys.path, sys.prefix, *(os.path.dirname(f) for f in files
-                                            if isinstance(f, str))}
-    _python_directories = tuple(sorted(d for d in directories if d))
-    _also_directories = tuple(sorted(d for d in also if d))
-
-
-def _hidden_python_paths(scratch: list[str]) -> list[str]:
-    """The noted directories that lie in or below one of ``scratch`` (compared as strings
-    first: resolving every path would cost more than the rest of the view).
-
-    A scratch directory itself is one only when it was asked for (the notebook's
-    directory): on ``sys.path`` it is the directory the kernel started in (``python -m``
-    puts it there), and a fresh /tmp matters more to a cell than the kernel's files in it.
-    """
-    below = tuple({os.path.join(path, "") for d in scratch for path in (d, os.path.realpath(d))})
-    fresh = {os.path.realpath(d) for d in scratch}
-    found = {os.path.realpath(path) for path in (*_python_directories, *_also_directories)
-             if os.path.join(path, "").startswith(below) and os.path.isdir(path)}
-    asked = {os.path.realpath(path) for path in _also_directories}
-    return sorted(path for path in found if path not in fresh or path in asked)
 
 
 def _mount_points() -> list[str]:

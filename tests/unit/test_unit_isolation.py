@@ -35,6 +35,10 @@ def test_flags_turn_back_into_the_same_isolation(spec):
     Isolation(pid=True, readonly=True, binds=(("/data", False), ("/out", True)),
               tmpfs_size="256m"),
     Isolation(net=True, tmpfs_size="2g", seccomp=True),
+    Isolation(pid=True, net=True, visible_only=True, tmpfs_size="1g", hide=("/srv/x",)),
+    Isolation(pid=True, visible_only=True, workdir_writable=False, tmpfs_size="1g",
+              binds=(("/data", False),)),
+    Isolation(pid=True, uts=True, hide=("/etc/motd", "/opt"), tmpfs_size="1g"),
 ])
 def test_a_kernels_flags_with_its_locks_turn_back_into_the_same_isolation(spec):
     from nskernel.kernel.setup import add_kernel_arguments
@@ -97,3 +101,28 @@ def test_readonly_brings_a_mount_namespace_and_binds_need_it():
         Isolation(mount=True, binds=(("/data", True),))
     with pytest.raises(IsolationError, match="cannot be given as flags"):
         Isolation(mount=True, readonly=True).to_argv()
+
+
+def test_a_view_of_listed_directories_is_read_only_and_needs_a_pid_namespace():
+    spec = Isolation(uts=True, visible_only=True)
+    # Else /proc/PID/root of a process outside the view would lead around it.
+    assert spec.readonly and spec.pid and spec.mount
+    assert Isolation(uts=True, hide=("/srv",)).pid
+    with pytest.raises(IsolationError, match="^--workdir says how --visible-only"):
+        Isolation(uts=True, workdir_writable=False)
+    with pytest.raises(IsolationError, match="^hide 'srv': give an absolute path below /"):
+        Isolation(uts=True, hide=("srv",))
+    with pytest.raises(IsolationError, match="^hide '/': give an absolute path below /"):
+        Isolation(uts=True, hide=("/",))
+    with pytest.raises(IsolationError, match="cannot be given as flags"):
+        Isolation(uts=True, hide=("/srv",)).to_argv()
+
+
+def test_hidden_paths_are_read_as_normal_paths():
+    made = argparse.ArgumentParser()
+    isolation.add_arguments(made)
+    isolation.add_lock_arguments(made)
+    args = made.parse_args(["--uts", "--hide", "/srv/x/", "--hide", "/a//b", "--visible-only",
+                            "--workdir", "ro"])
+    spec = isolation.from_args(args)
+    assert spec.hide == ("/srv/x", "/a/b") and spec.visible_only and not spec.workdir_writable

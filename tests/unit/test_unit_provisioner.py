@@ -72,6 +72,22 @@ def test_the_server_caps_what_a_kernelspec_asks_for():
     assert limits == Limits(memory=1 << 30, pids=256)  # nothing asked: the caps
 
 
+def test_a_view_reads_back_and_the_server_can_force_it():
+    spec = Isolation(pid=True, net=True, visible_only=True, workdir_writable=False,
+                     hide=("/srv/answers",), tmpfs_size="1g", hostname="box")
+    request = request_for(spec, Limits())
+    assert request["visible_only"] is True and request["workdir"] == "ro"
+    assert parse_request(request) == (spec, Limits())
+    config = Config()
+    config.NskernelProvisioner.force_visible_only = True
+    config.NskernelProvisioner.force_hide = ["/srv/gradebook/"]
+    forced, _ = provisioner(config, hide=["/srv/answers"]).kernel_settings()
+    assert forced.visible_only and forced.readonly and forced.workdir_writable
+    assert forced.hide == ("/srv/answers", "/srv/gradebook")
+    with pytest.raises(IsolationError, match="a kernelspec may not set force_visible_only"):
+        provisioner(force_visible_only=False)
+
+
 def test_a_kernelspec_cannot_set_the_caps():
     with pytest.raises(IsolationError, match="a kernelspec may not set max_memory"):
         provisioner(max_memory="64G")
