@@ -38,7 +38,7 @@ from conftest import IS_ROOT, JUPYTER_DIR, REPO, as_user, our_processes
 DEPLOY_CONFIG = REPO / "deploy" / "nbgrader" / "nbgrader_config.py"
 KERNEL = "nbgrader-jail"
 #: The kernel's locks, as deploy/nbgrader/README.md installs them.
-KERNEL_FLAGS = ["--readonly", "--seccomp", "--memory", "512M", "--pids", "64",
+KERNEL_FLAGS = ["--visible-only", "--workdir", "ro", "--seccomp", "--memory", "512M", "--pids", "64",
                 "--fsize", "64M", "--nofile", "256"]
 ASSIGNMENT = "ps1"
 #: Seconds a cell may run (NSKERNEL_GRADING_TIMEOUT; the deployed default is 30).
@@ -115,6 +115,14 @@ for path in ["{course}/nbgrader_config.py", "{course}/gradebook.db",
         print("wrote", path)
     except OSError as exc:
         print("refused", path, exc)
+# Or have nbgrader do it: the notebook it writes back, a link to the instructor's config.
+import os
+try:
+    os.replace("ps1.ipynb", "planted-away.ipynb")
+    os.symlink("{course}/nbgrader_config.py", "ps1.ipynb")
+    print("linked ps1.ipynb")
+except OSError as exc:
+    print("refused the link", exc)
 ''',
     "fork_bomb": '''# mine: {secret}
 import os
