@@ -33,13 +33,13 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import IS_ROOT, JUPYTER_DIR, REPO, as_user, our_processes
+from conftest import IS_ROOT, JUPYTER_DIR, REPO, as_user, our_processes, wait_for
 
 DEPLOY_CONFIG = REPO / "deploy" / "nbgrader" / "nbgrader_config.py"
 KERNEL = "nbgrader-jail"
 #: The kernel's locks, as deploy/nbgrader/README.md installs them.
-KERNEL_FLAGS = ["--visible-only", "--workdir", "ro", "--seccomp", "--memory", "512M", "--pids", "64",
-                "--fsize", "64M", "--nofile", "256"]
+KERNEL_FLAGS = ["--visible-only", "--workdir", "ro", "--seccomp", "--memory", "512M",
+                "--pids", "64", "--fsize", "64M", "--nofile", "256"]
 ASSIGNMENT = "ps1"
 #: Seconds a cell may run (NSKERNEL_GRADING_TIMEOUT; the deployed default is 30).
 CELL_TIMEOUT = 10
@@ -68,12 +68,14 @@ FULL_MARKS = 5
 ANSWERS = {
     "correct": "def squares(n):\n    # mine: {secret}\n    return [i * i for i in range(n)]\n",
     # Right for n <= 3 only: the visible test passes (2 points), the hidden one fails.
-    "wrong": "def squares(n):\n    # mine: {secret}\n    return [i * i for i in range(min(n, 3))]\n",
+    "wrong": "def squares(n):\n    # mine: {secret}\n"
+             "    return [i * i for i in range(min(n, 3))]\n",
     # Copy the correct student's answer (and ask for the stock kernel, outside the jail).
     "reads_other": '''# mine: {secret}
 import glob, json, re
-for path in [*glob.glob("{course}/*/correct/ps1/*.ipynb"), "../../../submitted/correct/ps1/ps1.ipynb",
-             "../../correct/ps1/ps1.ipynb", "{course}/submitted/correct/ps1/notes.txt"]:
+for path in [*glob.glob("{course}/*/correct/ps1/*.ipynb"),
+             "../../../submitted/correct/ps1/ps1.ipynb", "../../correct/ps1/ps1.ipynb",
+             "{course}/submitted/correct/ps1/notes.txt"]:
     try:
         text = open(path).read()
     except OSError as exc:
@@ -266,8 +268,10 @@ def instructor(request: pytest.FixtureRequest, jail_kernelspec: Path) -> Instruc
 
 @pytest.fixture
 def workspace() -> Iterator[Path]:
-    """A directory of the test's own that others may enter (a root kernel is nobody)."""
-    made = Path(tempfile.mkdtemp(prefix="nskernel-nbgrader-"))
+    """A directory of the test's own that others may enter (a root kernel is nobody), where
+    an instructor keeps a course: below the working directory (the checkout), which the
+    host shows; not in /tmp, which every isolated kernel has a fresh one of anyway."""
+    made = Path(tempfile.mkdtemp(dir=os.getcwd(), prefix=".nskernel-nbgrader-"))
     made.chmod(0o755)
     try:
         yield made
@@ -400,5 +404,7 @@ def test_nbgrader_autograde_grades_a_hostile_class_in_the_jail(
         assert not leaked, f"{student}'s outputs show {leaked}: {outputs[:2000]}"
     assert helper.callers == [], "a submission reached the host's loopback"
 
-    # The kernels are gone, with every process they made (the fork bomb's included).
-    assert instructor.kernel_processes() == {}
+    # The kernels are gone, with every process they made (the fork bomb's included) and so
+    # the memory they held (their cgroups: the leak check after each test).
+    assert wait_for(lambda: not instructor.kernel_processes(), timeout=10), \
+        instructor.kernel_processes()
