@@ -408,3 +408,130 @@ def test_nbgrader_autograde_grades_a_hostile_class_in_the_jail(
     # the memory they held (their cgroups: the leak check after each test).
     assert wait_for(lambda: not instructor.kernel_processes(), timeout=10), \
         instructor.kernel_processes()
+
+
+# ---------------------------------------------------------------------------- nbclient, papermill
+#: A notebook that tries everything in turn; each attempt reports what it got. The parameters
+#: cell (papermill's) names a private directory beside the notebook's and the helper's port.
+HOSTILE_CELLS = [
+    'private = ""\nport = 0\n',
+    '''for path in [f"{private}/secret.txt", "../private/secret.txt"]:
+    try:
+        print("read", open(path).read())
+    except OSError as exc:
+        print("refused", type(exc).__name__)
+''',
+    '''for path in [f"{private}/planted.txt", "../planted.txt", "planted.txt"]:
+    try:
+        open(path, "w").write("planted")
+        print("wrote", path)
+    except OSError as exc:
+        print("refused", type(exc).__name__)
+''',
+    '''import socket
+try:
+    print("fetched", socket.create_connection(("127.0.0.1", port), timeout=5).recv(100))
+except OSError as exc:
+    print("refused", type(exc).__name__)
+''',
+    '''hog = []
+try:
+    while True:
+        hog.append(bytearray(64 << 20))
+except MemoryError:
+    print("refused MemoryError after", len(hog) * 64, "MB")
+del hog
+''',
+    '''import os
+while True:
+    try:
+        os.fork()
+    except OSError:
+        pass
+''',
+]
+#: The attempts' reports, as the outputs must show them (the fork bomb's cell times out).
+REFUSED = ["refused FileNotFoundError\nrefused FileNotFoundError\n",
+           # the private directory is absent; the rest read-only (EROFS), the notebook's too
+           "refused FileNotFoundError\nrefused OSError\nrefused OSError\n",
+           "refused ConnectionRefusedError\n"]
+
+#: nbclient as a grading script would use it: the jail's kernel, a time limit per cell that
+#: interrupts once and records the cell as failed (without error_on_timeout nbclient
+#: interrupts again and again until the cell answers), errors recorded and the run going on;
+#: the executed notebook written out; how the run ended and each cell's error printed last.
+NBCLIENT_DRIVER = '''
+import json, sys, nbformat
+from nbclient import NotebookClient
+source, output, kernel, timeout = sys.argv[1:]
+notebook = nbformat.read(source, as_version=4)
+errors = []
+def note(cell, cell_index, execute_reply):
+    errors.append(execute_reply["content"].get("ename"))
+client = NotebookClient(notebook, kernel_name=kernel, timeout=int(timeout),
+                        on_cell_executed=note,
+                        interrupt_on_timeout=True, allow_errors=True,
+                        error_on_timeout={"ename": "CellTimeoutError", "evalue": timeout,
+                                          "traceback": []},
+                        resources={"metadata": {"path": sys.argv[1].rsplit("/", 1)[0]}})
+try:
+    client.execute()
+    ended = "finished"
+except Exception as exc:
+    ended = type(exc).__name__
+nbformat.write(notebook, output)
+print(json.dumps([ended, errors]))
+'''
+
+
+@pytest.mark.parametrize("tool", ["nbclient", "papermill"])
+def test_nbclient_and_papermill_run_a_hostile_notebook_in_the_jail(
+        tool: str, instructor: Instructor, workspace: Path, helper: Helper) -> None:
+    project, private, out = workspace / "project", workspace / "private", workspace / "out"
+    for directory in (project, private, out):
+        directory.mkdir()
+    secret = f"nbgrader-secret-{secrets.token_hex(6)}"
+    (private / "secret.txt").write_text(secret)
+    notebook = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(code) for code in HOSTILE_CELLS])
+    notebook.cells[0].metadata["tags"] = ["parameters"]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                       "language": "python"}
+    nbformat.write(notebook, project / "hostile.ipynb")
+    instructor.own(workspace)
+    before = tree_digest(workspace, leave_out=("out",))
+
+    source, output = str(project / "hostile.ipynb"), str(out / "hostile.ipynb")
+    if tool == "nbclient":
+        # The parameters are given in the notebook itself (nbclient has none of its own).
+        notebook.cells[0].source = f"private = {str(private)!r}\nport = {helper.port}\n"
+        nbformat.write(notebook, project / "hostile.ipynb")
+        instructor.own(project)
+        before = tree_digest(workspace, leave_out=("out",))
+        argv = [sys.executable, "-c", NBCLIENT_DRIVER, source, output, KERNEL,
+                str(CELL_TIMEOUT)]
+    else:
+        argv = [sys.executable, "-m", "papermill", source, output, "--kernel", KERNEL,
+                "--cwd", str(project), "--execution-timeout", str(CELL_TIMEOUT),
+                "-p", "private", str(private), "-p", "port", str(helper.port)]
+    done = instructor.run(argv, workspace, timeout=120)
+    log = done.stdout + done.stderr
+
+    executed = nbformat.read(output, as_version=4)
+    streams = ["".join(o.get("text", "") for o in cell.get("outputs", [])
+                       if o.output_type == "stream" and o.name == "stdout")
+               for cell in executed.cells]
+    if tool == "papermill":
+        streams = streams[1:]  # papermill's injected parameters come first
+        assert done.returncode == 1 and "CellTimeoutError" in log, log  # the fork bomb
+    else:
+        # Every attempt reported, none raised; the bomb's cell stopped at its time limit.
+        ended = json.loads(done.stdout.splitlines()[-1])
+        assert ended == ["finished", [None] * 5 + ["CellTimeoutError"]], log
+    assert streams[1:4] == REFUSED, streams
+    assert streams[4].startswith("refused MemoryError after "), streams
+    assert secret not in json.dumps(executed), "the notebook read the private directory"
+    assert tree_digest(workspace, leave_out=("out",)) == before
+    assert helper.callers == []
+    assert wait_for(lambda: not instructor.kernel_processes(), timeout=10), \
+        instructor.kernel_processes()
