@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
 import socket
@@ -388,6 +389,11 @@ def test_nbgrader_autograde_grades_a_hostile_class_in_the_jail(
     graded = {path.parent.parent.name for path in
               (course / "autograded").glob(f"*/{ASSIGNMENT}/ps1.ipynb")}
     assert {"correct", "wrong", "reads_other", "reads_key", "writes", "network"} <= graded, log
+    # The others failed, and nbgrader says so, student by student.
+    failed = set(re.findall(rf"error processing assignment '{ASSIGNMENT}' for student '(\w+)'",
+                            log))
+    assert failed == set(ANSWERS) - graded and "correct" not in failed, log
+    assert done.returncode != 0 if failed else done.returncode == 0, log
 
     # Nothing outside the submissions changed; nothing planted in another's autograded copy.
     assert tree_digest(course, leave_out=ours) == before, log

@@ -4,14 +4,15 @@ Copy this file into the course directory (where ``nbgrader autograde`` runs), or
 lines into the course's own ``nbgrader_config.py``, after installing the kernelspec:
 
     nskernel install --sys-prefix --name nbgrader-jail --display-name "nbgrader jail" \\
-        --readonly --seccomp --memory 512M --pids 64 --fsize 64M --nofile 256
+        --visible-only --workdir ro --seccomp --memory 512M --pids 64 --fsize 64M --nofile 256
 
 Every notebook nbgrader executes (``autograde``, and ``validate``) then runs in that kernel,
 whatever kernel the source or the submitted notebook names: ``Execute.kernel_name`` wins over
 the notebook's metadata (nbclient reads the metadata only when no name is configured). The
 kernel starts in the notebook's directory, ``autograded/STUDENT/ASSIGNMENT`` (nbclient passes
-``resources["metadata"]["path"]`` as the working directory), with its own PIDs, network,
-mounts, hostname and IPC, seccomp, and per-kernel memory and process limits; this file adds
+``resources["metadata"]["path"]`` as the working directory), which is all it sees of the
+course, read-only (why read-only: README.md); with its own PIDs, network, mounts, hostname
+and IPC, seccomp, and per-kernel memory and process limits. This file adds
 the time limit: a cell that has not answered after ``NSKERNEL_GRADING_TIMEOUT`` seconds is
 interrupted and marked as failed, and nbgrader goes on to the next submission.
 
