@@ -190,6 +190,8 @@ class Instructor:
     name: str
     user: pwd.struct_passwd | None  # None: root
     env: dict[str, str]
+    #: This run's processes when the instructor came (for the caller: what is not new).
+    running: frozenset[int] = frozenset()
 
     def run(self, argv: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
         """``argv`` in ``cwd`` as this instructor, with the jail's kernelspec on JUPYTER_PATH;
@@ -211,7 +213,8 @@ class Instructor:
         uid (a root instructor's kernels have ids of UID_RANGE; a user made for the run runs
         nothing else), or, for the caller, the processes this test run marked."""
         if self.user is not None and not IS_ROOT:
-            return our_processes()
+            return {pid: command for pid, command in our_processes().items()
+                    if pid not in self.running}
         if self.user is None:
             first, last = (int(part) for part in self.env["NSKERNEL_UID_RANGE"].split("-"))
             uids = range(first, last + 1)
@@ -264,7 +267,7 @@ def instructor(request: pytest.FixtureRequest, jail_kernelspec: Path) -> Instruc
         env["NSKERNEL_UID_RANGE"] = f"{first}-{first + 15}"
         return Instructor("root", None, env)
     user = request.getfixturevalue("unprivileged_user")
-    return Instructor(user.pw_name, user, env)
+    return Instructor(user.pw_name, user, env, frozenset(our_processes()))
 
 
 @pytest.fixture
