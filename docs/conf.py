@@ -8,7 +8,7 @@ from __future__ import annotations
 
 project = "nskernel"
 author = "the nskernel authors"
-copyright = "the nskernel authors"  # noqa: A001 - Sphinx's own name for it
+copyright = "the nskernel authors"
 
 extensions = ["myst_parser", "sphinx.ext.autodoc"]
 source_suffix = {".md": "markdown"}
