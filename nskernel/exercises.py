@@ -74,20 +74,13 @@ _MISSING = object()
 def answer(name: str, how: str) -> Any:
     """The notebook's variable ``name`` (what the learner's cell set or exported); NotYet
     saying ``how`` to make it when there is none."""
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover - nskernel depends on IPython
-        shell = None
-    else:
-        shell = get_ipython()
+    from IPython import get_ipython
+
+    shell = get_ipython()
     value = shell.user_ns.get(name, _MISSING) if shell is not None else _MISSING
     if value is _MISSING:
         raise NotYet(f"no `{name}` in the notebook yet: {how}")
     return value
-
-
-def _strerror(code: int) -> str:
-    return os.strerror(code)
 
 
 # ---------------------------------------------------------------------------- 01
@@ -247,7 +240,7 @@ def readonly_cell(error_name: str = "etc_error", file_name: str = "tmp_file") ->
     path of a file written in /tmp, both exported."""
     etc_error = answer(error_name, f"export the strerror of a write to /etc as {error_name}")
     tmp_file = answer(file_name, f"export the path of the file you wrote in /tmp as {file_name}")
-    if etc_error != _strerror(errno.EROFS):
+    if etc_error != os.strerror(errno.EROFS):
         raise NotYet(f"`{error_name}` is {etc_error!r}: was the cell --readonly, and is it the "
                      "error's strerror?")
     if not isinstance(tmp_file, str) or not tmp_file.startswith("/tmp/"):
@@ -460,7 +453,7 @@ def cell_interfaces(name: str = "cell_interfaces") -> None:
 
 
 #: The eight kinds, as /proc/PID/ns names them, and the launcher flag of each.
-KINDS = {"cgroup": None, "ipc": "--ipc", "mnt": "--mount", "net": "--net", "pid": "--pid",
+_FLAGS = {"cgroup": None, "ipc": "--ipc", "mnt": "--mount", "net": "--net", "pid": "--pid",
          "time": None, "user": None, "uts": "--uts"}
 
 
@@ -473,8 +466,8 @@ def shared_namespaces(name: str = "shared", kernel: str = "isolated-python") -> 
     given = answer(name, f"set {name} to a set of names, such as {{'uts'}}")
     given = {"mnt" if kind == "mount" else kind for kind in given}
     argv = KernelSpecManager().get_kernel_spec(kernel).argv
-    truth = {kind for kind, flag in KINDS.items() if kind != "user" and flag not in argv}
-    unknown = given - set(KINDS)
+    truth = {kind for kind, flag in _FLAGS.items() if kind != "user" and flag not in argv}
+    unknown = given - set(_FLAGS)
     if unknown:
         raise NotYet(f"{sorted(unknown)[0]!r} is not a kind of namespace: "
                      "see ls /proc/self/ns")
@@ -541,7 +534,7 @@ def sethostname_capability(without: str = "without_caps", with_uts: str = "with_
     first = answer(without, f"export the outcome in the --caps none cell as {without}")
     second = answer(with_uts, f"export the outcome in the --uts cell as {with_uts}")
     capability = answer(needed, f"set {needed} to the capability's name, such as 'net_admin'")
-    if first != _strerror(errno.EPERM):
+    if first != os.strerror(errno.EPERM):
         raise NotYet(f"`{without}` is {first!r}: without capabilities, sethostname is refused "
                      "(export the strerror of the error)")
     if second != "done":
@@ -560,15 +553,16 @@ def landlock_read(name: str = "read_error") -> None:
     if given == "done":
         raise NotYet("the read worked: is READ_FILE (1 << 2) in the handled access, and "
                      "/etc outside the one allowed directory?")
-    if given != _strerror(errno.EACCES):
+    if given != os.strerror(errno.EACCES):
         raise NotYet(f"`{name}` is {given!r}: export the strerror of the error Landlock gives")
 
 
 # ---------------------------------------------------------------------------- 11
 def _connect(client_ns: str, server_ns: str, listen: tuple[str, int],
-             target: tuple[str, int]) -> tuple[str, int] | None:
-    """A TCP connection from ``client_ns`` to ``target``, accepted by a server in
-    ``server_ns`` on ``listen``: the address the server saw, or None."""
+             target: tuple[str, int] | None = None) -> str | None:
+    """A TCP connection from ``client_ns`` to ``target`` (the server's own address when
+    None), accepted by a server in ``server_ns`` on ``listen``: the client's address as the
+    server saw it, or None."""
     lab = _lab()
     try:
         server = lab.run_in(server_ns, lambda: socket.create_server(listen))
@@ -579,10 +573,10 @@ def _connect(client_ns: str, server_ns: str, listen: tuple[str, int],
     try:
         server.settimeout(1)
         client.settimeout(1)
-        client.connect(target)
+        client.connect(target or server.getsockname())
         connection, peer = server.accept()
         connection.close()
-        return peer
+        return peer[0]
     except OSError:
         return None
     finally:
@@ -612,32 +606,12 @@ def plain_routing(outside: str = "world", container: str = "c1",
     if not any(r["dst"] == str(lan) and r["gateway"] == gateway
                for r in _lab().state(outside)["routes"]):
         raise NotYet(f"{outside} has no route to {lan} via {gateway} yet")
-    server_address = str(_addresses(outside)[0].ip)
-    peer = _connect_any(container, outside, server_address)
+    peer = _connect(container, outside, (str(_addresses(outside)[0].ip), 0))
     if peer is None:
         raise NotYet(f"{container} cannot connect to {outside} any more")
     if peer != container_address:
         raise NotYet(f"{outside} sees the connection come from {peer}: the masquerade rule "
                      "still rewrites it (nft flush chain ip nat postrouting, in host)")
-
-
-def _connect_any(client_ns: str, server_ns: str, address: str) -> str | None:
-    """A TCP connection to a free port on ``address``: the client address the server saw."""
-    lab = _lab()
-    server = lab.run_in(server_ns, lambda: socket.create_server((address, 0)))
-    client = lab.run_in(client_ns, socket.socket)
-    try:
-        server.settimeout(1)
-        client.settimeout(1)
-        client.connect(server.getsockname())
-        connection, peer = server.accept()
-        connection.close()
-        return peer[0]
-    except OSError:
-        return None
-    finally:
-        client.close()
-        server.close()
 
 
 # ---------------------------------------------------------------------------- 12
