@@ -5,9 +5,9 @@ The provisioner runs the kernelspec's argv on the chosen host (``nohup ARGV >> L
 then waits for the launcher to call back. This module is that launcher, speaking the
 protocol of gateway-provisioners' own ``launch_ipykernel.py`` / ``server_listener.py``:
 
-1. Pick the five kernel ports and a *communication port* in ``--port-range``, and write the
+1. Pick the five kernel ports and a *communication port* in ``--port-range``, and make the
    connection file (a new HMAC key; CurveZMQ keys too when ``--transport-encryption`` asks
-   for them) in a private directory of its own.
+   for them), in memory: nothing is written on the host.
 2. Start :mod:`nskernel.launch` on it, in a session of its own: the isolated kernel, whose
    TCP listeners stay with its supervisor outside the walls (:mod:`nskernel.kernel.relay`),
    as for a local kernel. We are its parent: if we die, its supervisor ends it.
@@ -40,7 +40,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 
@@ -103,19 +102,22 @@ def bind_port(lower: int, upper: int, attempts: int = 50) -> socket.socket:
     raise RemoteLaunchError(f"no free port in {lower}..{upper} after {attempts} attempts")
 
 
-def write_connection_file(path: str, ports: list[int], curve: bool) -> dict:
-    """The kernel's connection file (mode 0600). Its listeners take every address of the
-    host: the server reaches them at the host's address, as it knows it."""
-    from jupyter_client.connect import write_connection_file as write
-
-    keys = {}
+def connection_file(ports: list[int], curve: bool) -> tuple[int, dict]:
+    """The kernel's connection info, and a memfd that holds it as a file: the launcher reads
+    it through our /proc (:func:`launcher_argv`), and nothing is written to the host's disk,
+    where a host whose processes are killed would keep it. The listeners take every address
+    of the host: the server reaches them at the host's address, as it knows it."""
+    info: dict = {**dict(zip(CHANNELS, ports, strict=True)), "ip": "0.0.0.0",
+                  "key": str(uuid.uuid4()), "transport": "tcp",
+                  "signature_scheme": "hmac-sha256", "kernel_name": ""}
     if curve:
         import zmq
 
-        keys["curve_publickey"], keys["curve_secretkey"] = zmq.curve_keypair()
-    _path, info = write(path, ip="0.0.0.0", key=str(uuid.uuid4()).encode(),
-                        **dict(zip(CHANNELS, ports, strict=True)), **keys)
-    return dict(info)
+        public, secret = zmq.curve_keypair()
+        info.update(curve_publickey=public.decode(), curve_secretkey=secret.decode())
+    fd = os.memfd_create("nskernel-connection")
+    os.write(fd, json.dumps(info).encode())
+    return fd, info
 
 
 def encrypt(info: dict, public_key: str) -> bytes:
@@ -159,11 +161,12 @@ def kernelspec_argv(local_argv: list[str]) -> list[str]:
     return [*local_argv[:module], "nskernel.kernel.remote", *placeholders, *settings]
 
 
-def launcher_argv(connection_file: str, launch_arguments: list[str]) -> list[str]:
-    """``python -m nskernel.launch`` as the local kernelspec runs it (see kernel.argv)."""
+def launcher_argv(connection_fd: int, launch_arguments: list[str]) -> list[str]:
+    """``python -m nskernel.launch`` as the local kernelspec runs it (see kernel.argv), on
+    the connection file in our ``connection_fd``: the launcher, our child, reads it there."""
     frozen = ["-Xfrozen_modules=off"] if platform.python_implementation() == "CPython" else []
     return [sys.executable, *frozen, "-m", "nskernel.launch", *launch_arguments,
-            "-f", connection_file]
+            "-f", f"/proc/{os.getpid()}/fd/{connection_fd}"]
 
 
 def read_request(listener: socket.socket) -> dict | None:
@@ -225,22 +228,21 @@ def run(args: argparse.Namespace, launch_arguments: list[str]) -> int:
     for sock in sockets:
         sock.close()  # the kernel's supervisor binds them again (SO_REUSEADDR)
     kernel = None
-    with tempfile.TemporaryDirectory(prefix=f"nskernel-remote-{args.kernel_id}-") as directory:
-        try:
-            info = write_connection_file(os.path.join(directory, "kernel.json"), ports, curve)
-            listener.listen(16)
-            kernel = subprocess.Popen(
-                launcher_argv(os.path.join(directory, "kernel.json"), launch_arguments),
-                stdin=subprocess.DEVNULL, start_new_session=True)
-            info.update(pid=os.getpid(), pgid=os.getpgid(0),
-                        comm_port=listener.getsockname()[1], kernel_id=args.kernel_id)
-            send_response(args.response_address, encrypt(info, args.public_key))
-            return serve(listener, kernel)
-        finally:
-            listener.close()
-            if kernel is not None and kernel.poll() is None:
-                signal_group(kernel, signal.SIGKILL)
-                kernel.wait()
+    connection_fd, info = connection_file(ports, curve)
+    try:
+        listener.listen(16)
+        kernel = subprocess.Popen(launcher_argv(connection_fd, launch_arguments),
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
+        info.update(pid=os.getpid(), pgid=os.getpgid(0), comm_port=listener.getsockname()[1],
+                    kernel_id=args.kernel_id)
+        send_response(args.response_address, encrypt(info, args.public_key))
+        return serve(listener, kernel)
+    finally:
+        listener.close()
+        os.close(connection_fd)
+        if kernel is not None and kernel.poll() is None:
+            signal_group(kernel, signal.SIGKILL)
+            kernel.wait()
 
 
 def _exit_on_sigterm(_signum: int, _frame: object) -> None:
