@@ -41,7 +41,7 @@ def hosts(tmp_path: Path) -> Iterator[Cluster]:
     with cluster(RUN_PREFIX, f"{RUN_MARK_ENV}={RUN_ID}") as the_cluster:
         addresses = ",".join(host.address for host in the_cluster.hosts)
         subprocess.run([sys.executable, "-m", "nskernel", "install", "--prefix", str(tmp_path),
-                        "--name", KERNEL_NAME, "--remote", addresses], check=True,
+                        "--name", KERNEL_NAME, "--remote", addresses, "--readonly"], check=True,
                        capture_output=True, timeout=60)
         the_cluster.kernels_dir = tmp_path / "share" / "jupyter" / "kernels"
         with pytest.MonkeyPatch.context() as patch:
@@ -148,9 +148,11 @@ def test_kernels_spread_over_the_hosts_and_live_their_lives(
 
     for _manager, client in kernels:
         content, printed = run(client, "import os, socket; print(os.getpid(), "
-                                       "socket.gethostname(), len(os.listdir('/sys/class/net')))")
+                                       "socket.gethostname(), len(os.listdir('/sys/class/net')), "
+                                       "os.statvfs('/usr').f_flag & os.ST_RDONLY)")
         assert content["status"] == "ok"
-        assert printed.split() == ["2", "isolated", "1"]  # PID 2, its own uts and net (lo)
+        # PID 2, its own uts and net (lo alone), and the kernelspec's lock: a read-only host
+        assert printed.split() == ["2", "isolated", "1", str(os.ST_RDONLY)]
 
     manager, client = kernels[0]
     content = interrupt_a_sleep(manager, client)
