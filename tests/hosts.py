@@ -154,8 +154,11 @@ def cluster(prefix: str, run_mark: str, count: int = 2) -> Iterator[Cluster]:
             os.environ["HOME"] = old_home
         for host in made:
             host.kill_everything()
-            with contextlib.suppress(subprocess.CalledProcessError):
-                ip("netns", "del", host.netns)
+            # The veth first, by name: a namespace's links go when the kernel gets round to
+            # destroying it, after `ip netns del` has returned.
+            for argv in (("link", "del", host.link), ("netns", "del", host.netns)):
+                with contextlib.suppress(subprocess.CalledProcessError):
+                    ip(*argv)
         with contextlib.suppress(subprocess.CalledProcessError):
             ip("link", "del", bridge)
         shutil.rmtree(keys, ignore_errors=True)

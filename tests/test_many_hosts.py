@@ -33,6 +33,9 @@ pytestmark = pytest.mark.skipif(
 
 KERNEL_NAME = "isolated-remote"
 START_TIMEOUT = 60
+#: The ports a server lets its kernels take (a firewall's opening, say): the launcher picks
+#: the kernel's five and its communication port in it.
+PORT_RANGE = (40000, 41000)
 
 
 @pytest.fixture
@@ -66,8 +69,10 @@ def start(hosts: Cluster) -> Iterator[Callable[..., tuple[KernelManager, Any]]]:
         manager = KernelManager(
             kernel_name=KERNEL_NAME,
             kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(hosts.kernels_dir)]),
-            # As a server's jupyter_server_config.py would: root may start kernels here.
-            config=Config({"DistributedProvisioner": {"unauthorized_users": set()}}),
+            # As a server's jupyter_server_config.py would: root may start kernels here, on
+            # ports in the range.
+            config=Config({"DistributedProvisioner": {
+                "unauthorized_users": set(), "port_range": "{}..{}".format(*PORT_RANGE)}}),
             **manager_options)
         manager.start_kernel()
         client = manager.client()
@@ -92,6 +97,10 @@ def host_of(manager: KernelManager, hosts: Cluster) -> Host:
     host = next(host for host in hosts.hosts if host.address == provisioner.assigned_ip)
     assert provisioner.connection_info["ip"] == host.address
     assert provisioner.pid in host.processes()
+    ports = [provisioner.connection_info[f"{channel}_port"]
+             for channel in ("shell", "iopub", "stdin", "control", "hb")] + [provisioner.comm_port]
+    assert all(PORT_RANGE[0] <= port <= PORT_RANGE[1] for port in ports), ports
+    assert len(set(ports)) == 6, ports
     return host
 
 
