@@ -127,6 +127,10 @@ def cluster(prefix: str, run_mark: str, count: int = 2) -> Iterator[Cluster]:
         client_key = _ssh_keygen(home / ".ssh" / "id_ed25519")
         host_key = _ssh_keygen(keys / "host_key")
         (keys / "authorized_keys").write_text(client_key + "\n")
+        # sshd reads authorized keys as the user who logs in: another user may log in too.
+        keys.chmod(0o711)
+        logs.chmod(0o1777)  # as /tmp, where the provisioner has them by default
+        (keys / "authorized_keys").chmod(0o644)
         (home / ".ssh" / "known_hosts").write_text(
             "".join(f"{host.address} {host_key.rsplit(' ', 1)[0]}\n" for host in hosts))
         if not PRIVSEP_DIR.exists():

@@ -12,15 +12,26 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import IS_ROOT, RUN_ID, RUN_MARK_ENV, RUN_PREFIX, wait_for
+from conftest import (
+    IS_ROOT,
+    REPO,
+    RUN_ID,
+    RUN_MARK_ENV,
+    RUN_PREFIX,
+    others_may_traverse,
+    wait_for,
+)
 from gateway_provisioners import distributed, response_manager
 from hosts import Cluster, Host, cluster
 from jupyter_client import KernelManager
@@ -115,6 +126,12 @@ def kernel_processes(kernel_id: str) -> set[int]:
                 if mark in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
                     found.add(int(entry))
     return found
+
+
+def host_uid(pid: int) -> int:
+    """The real uid of ``pid`` as the host sees it."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("\nUid:")[1].split()[0])
 
 
 def run(client: Any, code: str, timeout: float = 30) -> tuple[dict, str]:
@@ -238,3 +255,45 @@ def test_a_host_killed_is_reported_dead_and_the_other_goes_on(
     lost_client.stop_channels()
     lost.shutdown_kernel(now=True)
     assert kept.is_alive()
+
+
+@pytest.fixture
+def ssh_user(hosts: Cluster) -> Iterator[str]:
+    """A user of the hosts with a shell and a home of their own (conftest's unprivileged user
+    has neither: sshd runs a command through the user's shell), who reaches the venv."""
+    name = f"nskr-{RUN_PREFIX}"
+    home = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    # Password "*": none to log in with, and not locked ("!"), which sshd without PAM refuses.
+    subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", str(home), "-p", "*",
+                    "--shell", "/bin/sh", name], check=True, capture_output=True)
+    try:
+        entry = pwd.getpwnam(name)
+        os.chown(home, entry.pw_uid, entry.pw_gid)
+        with others_may_traverse([REPO, Path(sys.prefix), Path(sys.executable).resolve()]), \
+                pytest.MonkeyPatch.context() as patch:
+            patch.setenv("GP_REMOTE_USER", name)  # whom the provisioner logs in as
+            yield name
+    finally:
+        subprocess.run(["userdel", name], check=False, capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_users_kernel_on_a_host_is_rootless(
+        hosts: Cluster, ssh_user: str, start: Callable[..., tuple[KernelManager, Any]]) -> None:
+    manager, client = start()
+    host = host_of(manager, hosts)
+    content, printed = run(client, "import os; print(os.getuid(), os.getpid())")
+    assert content["status"] == "ok"
+    assert printed.split() == ["0", "2"]  # root of its own user namespace, PID 2
+    # ... and on the host, every process of it (launcher, supervisor, init, kernel) is the
+    # ssh user's.
+    uid = pwd.getpwnam(ssh_user).pw_uid
+    processes = kernel_processes(manager.kernel_id)
+    assert len(processes) >= 4
+    assert {host_uid(pid) for pid in processes} == {uid}
+    interrupted = interrupt_a_sleep(manager, client)
+    assert interrupted["ename"] == "KeyboardInterrupt"
+    client.stop_channels()
+    launcher = manager.provisioner.pid
+    manager.shutdown_kernel()
+    assert wait_for(lambda: launcher not in host.processes(), timeout=10)
