@@ -81,3 +81,38 @@ def test_the_payload_is_what_the_provisioners_response_manager_decodes() -> None
     decoded = ResponseManager._decode_payload(decoder, remote.encrypt(info, public).decode())
     assert decoded == {**info, "key": b"secret"}
     assert json.loads(base64.b64decode(remote.encrypt(info, public)))["version"] == 1
+
+
+def test_the_communication_port_passes_on_only_jupyters_signals_and_ends_with_the_kernel(
+        ) -> None:
+    """serve() with ``sleep`` for a kernel: a poll and a signal Jupyter never sends change
+    nothing; SIGTERM reaches the kernel's group, and serve returns its status."""
+    import signal
+    import socket
+    import subprocess
+    import threading
+
+    kernel = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    listener = socket.create_server(("127.0.0.1", 0))
+    result: list[int] = []
+    server = threading.Thread(target=lambda: result.append(remote.serve(listener, kernel)))
+    server.start()
+    try:
+        def send(request: dict) -> None:
+            with socket.create_connection(listener.getsockname(), timeout=5) as sock:
+                sock.sendall(json.dumps(request).encode())
+
+        send({"signum": 0})
+        send({"signum": int(signal.SIGUSR1)})  # would kill a sleep, were it passed on
+        send({"signum": "15"})  # not a number: ignored too
+        server.join(0.5)
+        assert server.is_alive() and kernel.poll() is None
+        send({"signum": int(signal.SIGTERM)})
+        server.join(10)
+        assert result == [-signal.SIGTERM]
+    finally:
+        if kernel.poll() is None:
+            kernel.kill()
+            kernel.wait()
+        listener.close()
+        server.join(10)
