@@ -116,3 +116,23 @@ def test_the_communication_port_passes_on_only_jupyters_signals_and_ends_with_th
             kernel.wait()
         listener.close()
         server.join(10)
+
+
+def test_a_kernel_that_outlives_its_shutdown_request_is_killed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+    import socket
+    import subprocess
+
+    monkeypatch.setattr(remote, "SHUTDOWN_GRACE", 0.2)
+    kernel = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        with socket.create_connection(listener.getsockname(), timeout=5) as sock:
+            sock.sendall(b'{"shutdown": 1}')
+        assert remote.serve(listener, kernel) == -signal.SIGKILL
+    finally:
+        if kernel.poll() is None:
+            kernel.kill()
+            kernel.wait()
+        listener.close()
