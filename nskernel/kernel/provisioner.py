@@ -27,6 +27,11 @@ The server's configuration has the last word: ``max_memory``, ``max_pids``, ``ma
 nothing), ``force_readonly`` and ``force_seccomp`` turn those locks on whatever it says. A
 kernelspec cannot set them: jupyter_client passes the kernelspec's config to the
 provisioner as keyword arguments, which would otherwise override the server's.
+
+``max_kernels`` caps how many kernels of this provisioner one server runs at once: on a hub,
+where each student has a server of their own, the limits above then hold per student
+(``max_kernels`` times each kernel's), not per kernel. Jupyter Server has no such cap of its
+own; the next start is refused in one line, saying how to free one.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import json
 import os
 import subprocess
 import threading
+import weakref
 from typing import Any, ClassVar
 
 from jupyter_client.connect import write_connection_file
@@ -49,14 +55,14 @@ from traitlets import Bool, Float, Int, Unicode
 from nskernel import isolation, limits
 from nskernel.isolation import Isolation, IsolationError
 from nskernel.kernel.argv import make_argv
-from nskernel.limits import Limits
+from nskernel.limits import LimitError, Limits
 
 NAME = "nskernel-provisioner"
 #: What a kernelspec's ``config`` may ask for, and the ``nskernel install`` flag for each.
 REQUEST_KEYS = ("namespaces", "hostname", "memory", "pids", "cpus", "fsize", "nofile",
                 "readonly", "bind", "tmpfs_size", "seccomp")
 CAPS = ("max_memory", "max_pids", "max_cpus", "max_fsize", "max_nofile", "force_readonly",
-        "force_seccomp")
+        "force_seccomp", "max_kernels")
 #: What jupyter_client itself passes to every provisioner.
 _OWN_KEYWORDS = ("kernel_id", "kernel_spec", "parent", "config", "log")
 
@@ -242,8 +248,13 @@ class NskernelProvisioner(LocalProvisioner):  # type: ignore[misc]
     force_seccomp = Bool(False, config=True, help="Every kernel has the seccomp filter.")
     pool_size = Int(0, config=True, help="Kernels of each kernelspec kept started ahead, "
                                          "so that a new notebook's kernel is ready at once.")
+    max_kernels = Int(None, allow_none=True, config=True,
+                      help="Most kernels this server runs at once (on a hub: per student); "
+                           "the next start is refused.")
     #: The pools of this server process: {(the kernel's command..., root): its pool}.
     pools: ClassVar[dict[tuple[str, ...], WarmPool]] = {}
+    #: Every provisioner of this server process (a kernel's, while the server keeps it).
+    everyone: ClassVar[weakref.WeakSet[NskernelProvisioner]] = weakref.WeakSet()
 
     def __init__(self, **kwargs: Any) -> None:
         request = {key: kwargs.pop(key) for key in list(kwargs) if key in REQUEST_KEYS}
@@ -258,6 +269,19 @@ class NskernelProvisioner(LocalProvisioner):  # type: ignore[misc]
         super().__init__(**kwargs)
         self.request = request
         self.pooled: PooledKernel | None = None
+        self.everyone.add(self)
+
+    def check_kernel_count(self) -> None:
+        """Refuse a start beyond ``max_kernels``: those that count are the kernels of this
+        server whose process still runs (a restart's old process is gone by now)."""
+        if self.max_kernels is None:
+            return
+        running = sum(1 for other in list(self.everyone) if other is not self
+                      and other.process is not None and other.process.poll() is None)
+        if running >= self.max_kernels:
+            raise LimitError(f"this server already runs {running} Isolated Python kernels, "
+                             f"the most it may (max_kernels={self.max_kernels}): shut one "
+                             "down (Kernel > Shut Down Kernel) and start again")
 
     def server_caps(self) -> Limits:
         def size(text: str | None, what: str) -> int | None:
@@ -276,6 +300,7 @@ class NskernelProvisioner(LocalProvisioner):  # type: ignore[misc]
         return spec, capped(asked, self.server_caps())
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        self.check_kernel_count()
         spec, kernel_limits = self.kernel_settings()
         # the interpreter the kernelspec names: the one nskernel was installed with
         argv = make_argv(spec, self.kernel_spec.argv[0], kernel_limits)
