@@ -50,6 +50,7 @@ from jupyter_client.connect import write_connection_file
 from jupyter_client.launcher import launch_kernel
 from jupyter_client.provisioning import LocalProvisioner
 from jupyter_core.paths import jupyter_runtime_dir
+from tornado.web import HTTPError
 from traitlets import Bool, Float, Int, Unicode
 
 from nskernel import isolation, limits
@@ -65,6 +66,18 @@ CAPS = ("max_memory", "max_pids", "max_cpus", "max_fsize", "max_nofile", "force_
         "force_seccomp", "max_kernels")
 #: What jupyter_client itself passes to every provisioner.
 _OWN_KEYWORDS = ("kernel_id", "kernel_spec", "parent", "config", "log")
+
+
+class KernelCapError(LimitError, HTTPError):
+    """A start beyond ``max_kernels``. Also tornado's HTTPError, so that Jupyter Server
+    answers with this message (JupyterLab shows it), not with "Unhandled error"."""
+
+    def __init__(self, message: str) -> None:
+        HTTPError.__init__(self, 403, message)  # no "%" in it: tornado logs it as a format
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def request_flags(request: dict[str, Any]) -> list[str]:
@@ -279,7 +292,7 @@ class NskernelProvisioner(LocalProvisioner):  # type: ignore[misc]
         running = sum(1 for other in list(self.everyone) if other is not self
                       and other.process is not None and other.process.poll() is None)
         if running >= self.max_kernels:
-            raise LimitError(f"this server already runs {running} Isolated Python kernels, "
+            raise KernelCapError(f"this server already runs {running} Isolated Python kernels, "
                              f"the most it may (max_kernels={self.max_kernels}): shut one "
                              "down (Kernel > Shut Down Kernel) and start again")
 
