@@ -1,11 +1,14 @@
-"""JupyterHub on one machine, serving Isolated Python to the machine's own users.
+"""JupyterHub on one machine, serving Isolated Python to the machine's own users, or to a
+class (deploy/jupyterhub/README.md).
 
     make hub        # as root; then open http://127.0.0.1:8000 and log in as a local user
 
-Each user logs in with their system password (PAM) and gets a Jupyter server of their own,
-run as them (LocalProcessSpawner; where systemd runs and jupyterhub-systemdspawner is
-installed, a systemd unit with MemoryMax and Delegate=yes, see below): no Docker. Its only
-kernel is Isolated Python, started through the ``nskernel-provisioner`` kernel provisioner:
+Each user logs in with their system password (PAM; a class: one shared password) and gets a
+Jupyter server of their own, run as them (LocalProcessSpawner, in a cgroup of the user's own
+where the hub may make one; where systemd runs and jupyterhub-systemdspawner is installed, a
+systemd unit with MemoryMax and Delegate=yes, see below): no Docker. Its kernel is Isolated
+Python (beside the stock one, for notebook 08), started through the ``nskernel-provisioner``
+kernel provisioner:
 rootless for that user (a user namespace of their own), with its own PIDs, network, mounts,
 hostname, IPC and /tmp, a read-only host, seccomp, and limits that the user's kernelspec
 cannot raise (the server is started with the provisioner's caps). One user's fork bomb or
@@ -34,7 +37,8 @@ For a class (deploy/jupyterhub/README.md says more):
 - NSKERNEL_HUB_CLASS: a class list, one student a line. The students log in with one shared
   password, NSKERNEL_HUB_PASSWORD (8 characters or more), and the hub makes each one's Unix
   account at their first login, in the group NSKERNEL_HUB_CLASS_GROUP (nskernel-class); it
-  opens no account outside that group. Without a class list: PAM, as above.
+  opens no account outside that group. Without a class list: PAM, as above (and with
+  NSKERNEL_HUB_CLASS_GROUP alone, the accounts are made all the same).
 - NSKERNEL_HUB_COURSE: the notebooks copied into each user's ~/nskernel-course when their
   server starts (what they lack; all, the first time), beside ./reset-my-copy (default: this
   checkout's notebooks/; "none": no copy).
@@ -108,7 +112,10 @@ if env("NSKERNEL_HUB_CLASS"):
                  "NSKERNEL_HUB_PASSWORD, 8 characters or more")
     c.JupyterHub.authenticator_class = "shared-password"
     c.SharedPasswordAuthenticator.user_password = env("NSKERNEL_HUB_PASSWORD")
-    class_group = env("NSKERNEL_HUB_CLASS_GROUP", "nskernel-class")
+    class_group = "nskernel-class"
+# The hub makes the accounts of a class (or of whoever an authenticator of your own lets in,
+# with NSKERNEL_HUB_CLASS_GROUP alone: see README.md).
+class_group = env("NSKERNEL_HUB_CLASS_GROUP", class_group)
 if users:
     c.Authenticator.allowed_users = set(users)
 else:
@@ -164,14 +171,19 @@ caps = [f"--NskernelProvisioner.max_memory={limits.memory}",
 if limits.cpus:
     caps.append(f"--NskernelProvisioner.max_cpus={limits.cpus}")
 
+# Each user's processes together (server, kernels, terminals), where the spawner can bind them.
+student_memory = parse_size(env("NSKERNEL_HUB_STUDENT_MEMORY", "2G"), "NSKERNEL_HUB_STUDENT_MEMORY")
+student_pids = int(env("NSKERNEL_HUB_STUDENT_PIDS", "1024"))
+student_cpus = float(env("NSKERNEL_HUB_STUDENT_CPUS")) if env("NSKERNEL_HUB_STUDENT_CPUS") else None
+
 # Where systemd runs (and jupyterhub-systemdspawner is installed: `pip install
-# jupyterhub-systemdspawner`), each user's server is a systemd unit with MemoryMax (the
-# kernel's --memory, for all of that user's kernels together) and Delegate=yes: the
-# user's kernels then get cgroups of their own inside it, so --memory holds for each
-# kernel's whole tree, tmpfs files and shared memory included, as rlimits alone cannot.
-# Elsewhere (no systemd, as on the machines the tests run on) each server is a plain
-# process and the limits are rlimits (see `nskernel doctor`). NSKERNEL_HUB_SPAWNER=local
-# chooses the plain process anyway.
+# jupyterhub-systemdspawner`), each user's server is a systemd unit with MemoryMax and
+# TasksMax (the user's, for all of their processes together) and Delegate=yes: the user's
+# kernels then get cgroups of their own inside it, so --memory holds for each kernel's
+# whole tree, tmpfs files and shared memory included, as rlimits alone cannot. Elsewhere
+# (no systemd, as on the machines the tests run on) each server is a plain process, in a
+# cgroup the hub makes for the user where it may, and each kernel's limits are rlimits
+# (see `nskernel doctor`). NSKERNEL_HUB_SPAWNER=local chooses the plain process anyway.
 systemd_spawner = None
 if Path("/run/systemd/system").is_dir() and env("NSKERNEL_HUB_SPAWNER") != "local":
     try:
@@ -180,22 +192,23 @@ if Path("/run/systemd/system").is_dir() and env("NSKERNEL_HUB_SPAWNER") != "loca
         systemd_spawner = "systemdspawner.SystemdSpawner"
     except ImportError:
         print("nskernel hub: systemd runs here, but jupyterhub-systemdspawner is not "
-              "installed: kernels get rlimits only (pip install jupyterhub-systemdspawner "
-              "for a delegated cgroup per user)", file=sys.stderr)
+              "installed: a user gets a cgroup only where the hub may make one, and kernels "
+              "get rlimits (pip install jupyterhub-systemdspawner for a delegated cgroup "
+              "per user)", file=sys.stderr)
 if systemd_spawner:
     c.JupyterHub.spawner_class = systemd_spawner
-    c.SystemdSpawner.mem_limit = str(limits.memory)
-    c.SystemdSpawner.unit_extra_properties = {"Delegate": "yes", "TasksMax": "infinity"}
+    c.SystemdSpawner.mem_limit = str(student_memory)
+    c.SystemdSpawner.unit_extra_properties = {"Delegate": "yes", "TasksMax": str(student_pids)}
+    if student_cpus:
+        c.SystemdSpawner.cpu_limit = student_cpus
     c.SystemdSpawner.isolate_tmp = True
 else:
     # A cgroup per user, where the hub may make one: an equal CPU share each, and limits
     # for all of a user's processes together (see classroom.py).
     c.JupyterHub.spawner_class = classroom.ClassroomSpawner
-    c.ClassroomSpawner.student_memory = parse_size(env("NSKERNEL_HUB_STUDENT_MEMORY", "2G"),
-                                                   "NSKERNEL_HUB_STUDENT_MEMORY")
-    c.ClassroomSpawner.student_pids = int(env("NSKERNEL_HUB_STUDENT_PIDS", "1024"))
-    if env("NSKERNEL_HUB_STUDENT_CPUS"):
-        c.ClassroomSpawner.student_cpus = float(env("NSKERNEL_HUB_STUDENT_CPUS"))
+    c.ClassroomSpawner.student_memory = student_memory
+    c.ClassroomSpawner.student_pids = student_pids
+    c.ClassroomSpawner.student_cpus = student_cpus
 
 # The course, copied into each home as its user (an account made first, for a class).
 course = env("NSKERNEL_HUB_COURSE", str(Path(__file__).resolve().parents[2] / "notebooks"))
