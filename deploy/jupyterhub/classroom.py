@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner
@@ -145,13 +146,18 @@ def copy_course(account: pwd.struct_passwd, course: Path) -> None:
 
 def student_hook(course: Path | None, group: str | None):
     """The spawner's pre-spawn hook: the account (with ``group``: made by the hub) and the
-    course copy (with ``course``)."""
+    course copy (with ``course``). It runs in a thread: a class logging in at once must not
+    stall the hub; accounts are made one at a time (useradd locks /etc/passwd)."""
+    accounts = threading.Lock()
 
-    def prepare_student(spawner) -> None:
-        name = spawner.user.name
-        account = ensure_account(name, group) if group else pwd.getpwnam(name)
+    def prepare(name: str) -> None:
+        with accounts:
+            account = ensure_account(name, group) if group else pwd.getpwnam(name)
         if course is not None:
             copy_course(account, course)
+
+    async def prepare_student(spawner) -> None:
+        await asyncio.to_thread(prepare, spawner.user.name)
 
     return prepare_student
 
