@@ -483,7 +483,7 @@ def test_each_students_processes_share_one_cgroup(hub, kernels, local_users):
         processes = processes_of(user.pw_uid)
         assert processes
         places = {tuple(student_cgroups(pid, user.pw_name)) for pid in processes}
-        assert len(places) == 1 and len(next(iter(places))) >= 3, places
+        assert len(places) == 1 and next(iter(places)), places  # one per hierarchy
         directories = next(iter(places))
         assert not seen & set(directories)
         seen |= set(directories)
