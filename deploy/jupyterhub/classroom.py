@@ -110,17 +110,27 @@ def ensure_account(name: str, group: str) -> pwd.struct_passwd:
         try:
             grp.getgrnam(group)
         except KeyError:
-            subprocess.run(["groupadd", "--system", group], check=True)
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", "--user-group",
-                        "--groups", group, "--comment", f"nskernel class {group}", name],
-                       check=True, capture_output=True)
+            _run(["groupadd", "--system", group])
+        _run(["useradd", "--create-home", "--shell", "/bin/bash", "--user-group", "--groups",
+              group, "--comment", f"nskernel class {group}", name])
         account = pwd.getpwnam(name)
         os.chmod(account.pw_dir, 0o700)  # a student reads no other's copy
         return account
-    if name not in grp.getgrnam(group).gr_mem:
+    try:
+        members = grp.getgrnam(group).gr_mem
+    except KeyError:  # no class account made yet
+        members = []
+    if name not in members:
         raise ClassError(f"{name} is an account of this machine, not of the class (not in "
                          f"group {group}): the hub does not open it with the class's password")
     return account
+
+
+def _run(command: list[str]) -> None:
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise ClassError(f"{command[0]}: {lines[-1]}")
 
 
 def copy_course(account: pwd.struct_passwd, course: Path) -> None:
