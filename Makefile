@@ -5,7 +5,7 @@ PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || command -
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: lab test hub venv bytecode proxy system-tools vm-test vm-clean
+.PHONY: lab test docs hub venv bytecode proxy system-tools vm-test vm-clean
 
 venv:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,14 +43,24 @@ hub: venv
 system-tools:
 	@PYTHON=$(PYTHON) .ci/system-tools $(if $(filter 0,$(shell id -u)),--install)
 
-# Install the test dependencies and run every check: lint, the unit tests (a second, no root),
-# then the integration tests and the notebooks. The system tools are checked before anything.
+# docs/ (MyST markdown pages and the API reference) as HTML in docs/_build/html, with Sphinx.
+# Any warning fails it: a page in no table of contents, a broken link, a docstring autodoc
+# cannot read. -E reads every page each time, so a warning is never hidden by a cached page.
+docs: venv
+	$(BIN)/python -c 'import sphinx, myst_parser' 2>/dev/null || \
+		$(BIN)/pip install --quiet -e '.[docs]'
+	$(BIN)/python -m sphinx -W --keep-going -E -q -b html -d docs/_build/doctrees \
+		docs docs/_build/html
+
+# Install the test dependencies and run every check: lint, the docs, the unit tests (seconds,
+# no root), then the integration tests and the notebooks. The system tools are checked first.
 test: system-tools
 	$(MAKE) --no-print-directory venv
 	$(BIN)/pip install --quiet -e '.[test]'
 	$(MAKE) --no-print-directory bytecode proxy
 	$(BIN)/nskernel install --sys-prefix
 	$(BIN)/ruff check .
+	$(MAKE) --no-print-directory docs
 	$(BIN)/python -m pytest tests/unit
 	$(BIN)/python -m pytest --ignore=tests/unit
 

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, TypeVar
 
+    from nskernel.netlab.net import Lab
+
     T = TypeVar("T")
 
 __version__ = "0.1.0"
@@ -88,8 +90,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'nskernel' has no attribute {name!r}")
 
 
-def lab() -> Any:
-    """This kernel's network lab (a :class:`nskernel.netlab.net.Lab`), the one the magics use."""
+def lab() -> Lab:
+    """This kernel's network lab (a :class:`nskernel.netlab.net.Lab`), the one the magics use.
+
+    One per kernel, made on first use and removed (with everything it made) at the kernel's
+    shutdown or restart; not available inside an isolated cell, whose lab would die with it.
+    """
     from nskernel.magics.lab import current_lab
 
     return current_lab()

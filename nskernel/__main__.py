@@ -14,7 +14,8 @@ def _install(args: argparse.Namespace) -> int:
     kernel_limits = limits.from_args(args, for_kernel=True)
     prefix = sys.prefix if args.sys_prefix else args.prefix
     path = kernelspec.install(spec, args.name, args.display_name, user=args.user, prefix=prefix,
-                              limits=kernel_limits, provisioner=args.provisioner)
+                              limits=kernel_limits, provisioner=args.provisioner,
+                              remote=_hosts(args.remote))
     locks = [name.replace("_", "-") for name in ("visible_only", "readonly", "seccomp")
              if getattr(spec, name)]
     locks += [f"hide {path}" for path in spec.hide]
@@ -22,6 +23,11 @@ def _install(args: argparse.Namespace) -> int:
     print(f"Installed kernelspec {args.name} ({spec.describe()}"
           f"{'; ' + ', '.join(locks) if locks else ''}) in {path}")
     return 0
+
+
+def _hosts(remote: str | None) -> list[str] | None:
+    """``--remote``'s value: None (a local kernel), [] (hosts from the server), or the hosts."""
+    return None if remote is None else [host for host in remote.split(",") if host]
 
 
 def _doctor(_args: argparse.Namespace) -> int:
@@ -64,10 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--name", default=kernelspec.KERNEL_NAME, help="kernelspec name")
     install.add_argument("--display-name", default=kernelspec.DISPLAY_NAME,
                          help="name shown in Jupyter's launcher")
-    install.add_argument("--provisioner", action="store_true",
-                         help="start the kernel through the nskernel-provisioner kernel "
-                              "provisioner, whose config carries the settings (a server's "
-                              "configuration may then cap them)")
+    started_by = install.add_mutually_exclusive_group()
+    started_by.add_argument("--provisioner", action="store_true",
+                            help="start the kernel through the nskernel-provisioner kernel "
+                                 "provisioner, whose config carries the settings (a server's "
+                                 "configuration may then cap them)")
+    started_by.add_argument("--remote", nargs="?", const="", metavar="HOST,HOST",
+                            help="a kernel that gateway-provisioners' DistributedProvisioner "
+                                 "starts on one of these hosts over ssh (without hosts: those "
+                                 "the server's configuration names); see docs/many-hosts.md")
     from nskernel.kernel.setup import add_kernel_arguments
 
     add_kernel_arguments(install)

@@ -1,15 +1,23 @@
-"""A real JupyterHub (deploy/jupyterhub/jupyterhub_config.py) serving Isolated Python to three
-local users made for the test: each user's kernel sees only its own processes, /tmp and
-network labs; one user's fork bomb and memory hog do not keep another's cell from finishing;
-nothing of any user is left once the hub stops. Everything goes through the hub's REST API
-and its proxy, with tokens, as a script or a browser would. Every wait is an upper bound,
-times TIME_FACTOR on a slow machine (the emulated guest of `make vm-test`)."""
+"""A real JupyterHub (deploy/jupyterhub/jupyterhub_config.py) serving a class of three
+students, as a teacher sets it up: a class list and one password, the students' Unix accounts
+made by the hub at their first start, the tutorial copied into each home. Each student's
+kernel sees only its own processes, /tmp and network labs, and each student only their own
+copy; tutorial notebooks run through the hub as a student runs them, notebook 08 on the stock
+kernel; a student's kernels stop at the cap, another's do not; each student's processes share
+one cgroup; one student's fork bomb and memory hog do not keep another's cell from finishing;
+nothing of any student is left once the hub stops. Everything goes through the hub's login
+form, REST API and proxy, with tokens, as a browser or a script would. Every wait is an
+upper bound, times TIME_FACTOR on a slow machine (the emulated guest of `make vm-test`)."""
 
 from __future__ import annotations
 
+import contextlib
+import grp
+import http.cookiejar
 import json
 import os
 import pwd
+import re
 import secrets
 import signal
 import subprocess
@@ -18,6 +26,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -37,10 +46,18 @@ from conftest import (
     wait_for,
 )
 
+from nskernel.locks import cgroups
+
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root: a hub that starts servers "
                                 "as other local users, and the users it makes for the test")
 CONFIG = REPO / "deploy" / "jupyterhub" / "jupyterhub_config.py"
 USERS = [f"{RUN_PREFIX}u{i}" for i in range(1, 4)]
+#: An account of the machine that the class list names too: the hub must not open it.
+OUTSIDER = f"{RUN_PREFIX}x"
+GROUP = f"{RUN_PREFIX}class"
+PASSWORD = secrets.token_hex(8)
+MAX_KERNELS = 2
+COURSE = "nskernel-course"
 
 
 def proxy_command() -> str:
@@ -85,11 +102,11 @@ class Hub:
 class Kernel:
     """A kernel of a user's server, driven over its websocket through the hub's proxy."""
 
-    def __init__(self, hub: Hub, user: str, token: str) -> None:
+    def __init__(self, hub: Hub, user: str, token: str, kernel_id: str | None = None) -> None:
         self.hub, self.user, self.token = hub, user, token
-        made = hub.call(f"/user/{user}/api/kernels", "POST", {"name": "isolated-python"},
-                        token=token)
-        self.id = made["id"]
+        self.id = kernel_id or hub.call(f"/user/{user}/api/kernels", "POST",
+                                        {"name": "isolated-python"}, token=token)["id"]
+        self.errors: list[str] = []
         self.socket = websocket.create_connection(
             f"{hub.url.replace('http', 'ws')}/user/{user}/api/kernels/{self.id}/channels",
             header=[f"Authorization: token {token}"], timeout=120 * TIME_FACTOR)
@@ -116,6 +133,7 @@ class Kernel:
                 out.append(content["data"]["text/plain"])
             elif kind == "error":
                 out.append(f"{content['ename']}: {content['evalue']}")
+                self.errors.append(out[-1])
             elif kind == "status" and content["execution_state"] == "idle":
                 return "".join(out).strip()
         raise TimeoutError(f"{self.user}: no answer within {timeout * TIME_FACTOR:g} s to "
@@ -125,34 +143,98 @@ class Kernel:
         self.socket.close()
 
 
+class Notebook:
+    """A notebook of a student's copy, opened as JupyterLab opens it: a session (its kernel
+    started in the notebook's folder, of the kind the notebook names) and its cells."""
+
+    def __init__(self, hub: Hub, user: str, token: str, path: str) -> None:
+        self.hub, self.user, self.token, self.path = hub, user, token, path
+        model = hub.call(f"/user/{user}/api/contents/{path}", token=token)
+        self.cells = [("".join(cell["source"]) if isinstance(cell["source"], list)
+                       else cell["source"]) for cell in model["content"]["cells"]
+                      if cell["cell_type"] == "code"]
+        self.kernel_name = model["content"]["metadata"]["kernelspec"]["name"]
+        session = hub.call(f"/user/{user}/api/sessions", "POST", {
+            "path": path, "type": "notebook", "name": path.rsplit("/", 1)[-1],
+            "kernel": {"name": self.kernel_name}}, token=token)
+        self.session_id = session["id"]
+        self.kernel = Kernel(hub, user, token, session["kernel"]["id"])
+
+    def run_all(self) -> list[str]:
+        """Every code cell in order; each one's text. A cell's error fails at once."""
+        outputs = []
+        for number, code in enumerate(self.cells, 1):
+            outputs.append(self.kernel.run(code, timeout=180))
+            assert not self.kernel.errors, (f"{self.user}: {self.path}, code cell {number}: "
+                                            f"{self.kernel.errors}")
+        return outputs
+
+    def close(self) -> None:
+        self.kernel.close()
+        self.hub.call(f"/user/{self.user}/api/sessions/{self.session_id}", "DELETE",
+                      token=self.token)
+
+
+def remove_account(name: str) -> None:
+    subprocess.run(["pkill", "-KILL", "-u", name], check=False)
+    wait_for(lambda: not processes_of(pwd.getpwnam(name).pw_uid), timeout=10 * TIME_FACTOR)
+    subprocess.run(["userdel", "--remove", name], check=False, stderr=subprocess.DEVNULL)
+
+
 @pytest.fixture(scope="module")
-def local_users() -> Iterator[list[pwd.struct_passwd]]:
-    made = []
+def accounts() -> Iterator[None]:
+    """The outsider's account (the students' the hub makes); every one removed at the end,
+    with the class's group."""
+    for name in [*USERS, OUTSIDER]:
+        with pytest.raises(KeyError):
+            pwd.getpwnam(name)  # ours to make, and to remove
+    with pytest.raises(KeyError):
+        grp.getgrnam(GROUP)
     try:
-        for name in USERS:
-            subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name],
-                           check=True)
-            made.append(name)
-        yield [pwd.getpwnam(name) for name in USERS]
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", OUTSIDER],
+                       check=True)
+        yield
     finally:
-        for name in made:
-            subprocess.run(["pkill", "-KILL", "-u", name], check=False)
-            wait_for(lambda n=name: not processes_of(pwd.getpwnam(n).pw_uid),
-                     timeout=10 * TIME_FACTOR)
-            subprocess.run(["userdel", "--remove", name], check=False,
-                           stderr=subprocess.DEVNULL)
+        for name in [*USERS, OUTSIDER]:
+            try:
+                pwd.getpwnam(name)
+            except KeyError:
+                continue
+            remove_account(name)
+        subprocess.run(["groupdel", GROUP], check=False, stderr=subprocess.DEVNULL)
+        remove_student_cgroups()
+
+
+def student_cgroups_left() -> list[str]:
+    """The cgroups the hub made for our students that are still there."""
+    left = []
+    for own in {hierarchy.own for hierarchy in cgroups.hierarchies()}:
+        left += [os.path.join(own, name) for name in os.listdir(own)
+                 if name.startswith(cgroups.PREFIX) and name.rsplit(".", 1)[-1] in USERS]
+    return left
+
+
+def remove_student_cgroups() -> None:
+    """What a hub that did not stop cleanly left (its students' processes are gone)."""
+    for directory in student_cgroups_left():
+        for below, _dirs, _files in sorted(os.walk(directory), key=lambda w: -len(w[0])):
+            with contextlib.suppress(OSError):
+                os.rmdir(below)
 
 
 @pytest.fixture(scope="module")
-def hub(local_users) -> Iterator[tuple[Hub, subprocess.Popen]]:
+def hub(accounts) -> Iterator[tuple[Hub, subprocess.Popen, Path]]:
     port, api_port, proxy_api_port = free_ports(3)
     state = Path(tempfile.mkdtemp(dir="/var/tmp", prefix=f"{RUN_PREFIX}-hub-"))
+    (state / "class.txt").write_text("# the class list, as a teacher writes it\n" +
+                                     "".join(f"{name}\n" for name in [*USERS, OUTSIDER]))
     admin_token = secrets.token_hex(16)
     env = dict(os.environ, NSKERNEL_HUB_PORT=str(port), NSKERNEL_HUB_API_PORT=str(api_port),
                NSKERNEL_HUB_PROXY_API_PORT=str(proxy_api_port), NSKERNEL_HUB_STATE=str(state),
                NSKERNEL_HUB_ADMIN_TOKEN=admin_token, NSKERNEL_HUB_PROXY=proxy_command(),
-               NSKERNEL_HUB_USERS=" ".join(USERS), NSKERNEL_HUB_MEMORY="768M",
-               NSKERNEL_HUB_PIDS="128")
+               NSKERNEL_HUB_CLASS=str(state / "class.txt"), NSKERNEL_HUB_PASSWORD=PASSWORD,
+               NSKERNEL_HUB_CLASS_GROUP=GROUP, NSKERNEL_HUB_MAX_KERNELS=str(MAX_KERNELS),
+               NSKERNEL_HUB_MEMORY="768M", NSKERNEL_HUB_PIDS="128")
     # On a slow machine the users' servers get longer to answer: the command line's settings
     # win over the config file's, which stays as deployed.
     slow = [] if TIME_FACTOR == 1 else [f"--Spawner.http_timeout={60 * TIME_FACTOR:g}",
@@ -166,7 +248,7 @@ def hub(local_users) -> Iterator[tuple[Hub, subprocess.Popen]]:
         try:
             started = wait_for(lambda: _answers(the_hub), timeout=60 * TIME_FACTOR, step=0.3)
             assert started, (state / "hub.log").read_text()[-3000:]
-            yield the_hub, process
+            yield the_hub, process, state
         finally:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -189,9 +271,9 @@ def _answers(hub: Hub) -> bool:
 
 
 @pytest.fixture(scope="module")
-def kernels(hub) -> Iterator[dict[str, Kernel]]:
-    """Each user added, given a token, their server started and one kernel in it."""
-    the_hub, _process = hub
+def tokens(hub) -> dict[str, str]:
+    """Each student given a token (as JupyterLab's own is) and their server started."""
+    the_hub = hub[0]
     tokens = {}
     for user in USERS:  # allowed users are in the hub's database from its start
         assert the_hub.call(f"/hub/api/users/{user}")["name"] == user
@@ -202,12 +284,66 @@ def kernels(hub) -> Iterator[dict[str, Kernel]]:
         ready = wait_for(lambda u=user: the_hub.call(f"/hub/api/users/{u}")["servers"]
                          .get("", {}).get("ready"), timeout=90 * TIME_FACTOR, step=0.5)
         assert ready, f"{user}'s server did not start"
-    opened = {user: Kernel(the_hub, user, tokens[user]) for user in USERS}
+    return tokens
+
+
+@pytest.fixture(scope="module")
+def local_users(tokens) -> list[pwd.struct_passwd]:
+    """The students' accounts, as the hub made them."""
+    return [pwd.getpwnam(name) for name in USERS]
+
+
+@pytest.fixture(scope="module")
+def kernels(hub, tokens) -> Iterator[dict[str, Kernel]]:
+    """One kernel in each student's server."""
+    opened = {user: Kernel(hub[0], user, tokens[user]) for user in USERS}
     try:
         yield opened
     finally:
         for kernel in opened.values():
             kernel.close()
+
+
+def login(hub: Hub, user: str, password: str) -> int:
+    """The hub's login form, as a browser fills it in: the answer's status (302: in)."""
+    jar = http.cookiejar.CookieJar()
+
+    class Stay(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any) -> None:
+            return None  # the redirect is the answer
+
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), Stay)
+    page = browser.open(f"{hub.url}/hub/login", timeout=60 * TIME_FACTOR).read().decode()
+    xsrf = re.search(r'name="_xsrf"\s+value="([^"]+)"', page)
+    assert xsrf, page[:2000]
+    form = urllib.parse.urlencode({"username": user, "password": password,
+                                   "_xsrf": xsrf.group(1)}).encode()
+    try:
+        with browser.open(f"{hub.url}/hub/login", data=form, timeout=60 * TIME_FACTOR) as answer:
+            return answer.status
+    except urllib.error.HTTPError as answer:
+        return answer.code
+
+
+def test_students_log_in_with_the_class_password_into_accounts_the_hub_made(hub, tokens):
+    the_hub, _process, state = hub
+    assert login(the_hub, USERS[0], PASSWORD) == 302
+    assert login(the_hub, USERS[0], PASSWORD[::-1]) == 403
+    assert login(the_hub, f"{RUN_PREFIX}nobody", PASSWORD) == 403  # not on the class list
+    for user in USERS:
+        account = pwd.getpwnam(user)
+        assert user in grp.getgrnam(GROUP).gr_mem
+        assert os.stat(account.pw_dir).st_mode & 0o777 == 0o700
+        copy = Path(account.pw_dir, COURSE)
+        assert os.stat(copy).st_uid == account.pw_uid
+        assert sorted(p.name for p in copy.glob("*.ipynb")) == \
+            sorted(p.name for p in (REPO / "notebooks").glob("*.ipynb"))
+    # The outsider is on the list, but their account is the machine's: no server for them.
+    with pytest.raises(urllib.error.HTTPError):
+        the_hub.call(f"/hub/api/users/{OUTSIDER}/server", "POST", {})
+    assert wait_for(lambda: "not of the class" in (state / "hub.log").read_text(),
+                    timeout=30 * TIME_FACTOR), (state / "hub.log").read_text()[-3000:]
+    assert not Path(pwd.getpwnam(OUTSIDER).pw_dir, COURSE).exists()
 
 
 def test_each_users_kernel_sees_only_its_own(kernels, local_users):
@@ -230,6 +366,142 @@ def test_each_users_kernel_sees_only_its_own(kernels, local_users):
                                                  for other in USERS if other != user)
         assert kernel.run("import resource\nresource.getrlimit(resource.RLIMIT_DATA)[0]") \
             == str(768 << 20)
+
+
+def test_each_student_sees_only_their_own_copy(hub, tokens, kernels, local_users):
+    the_hub = hub[0]
+    first, second, _third = USERS
+    notebook = f"{COURSE}/01-pid-namespace.ipynb"
+    model = the_hub.call(f"/user/{first}/api/contents/{notebook}", token=tokens[first])
+    model["content"]["cells"][0]["source"] = f"# {first}'s notes"
+    the_hub.call(f"/user/{first}/api/contents/{notebook}", "PUT",
+                 {"type": "notebook", "format": "json", "content": model["content"]},
+                 token=tokens[first])
+    theirs = the_hub.call(f"/user/{second}/api/contents/{notebook}", token=tokens[second])
+    assert theirs["content"]["cells"][0]["source"] != f"# {first}'s notes"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        the_hub.call(f"/user/{second}/api/contents/{notebook}", token=tokens[first])
+    assert refused.value.code in (403, 404)
+    others_home = pwd.getpwnam(second).pw_dir
+    assert kernels[first].run(f"os.listdir({others_home!r})") == \
+        f"PermissionError: [Errno 13] Permission denied: {others_home!r}"
+    kernels[first].errors.clear()
+
+
+def test_students_run_tutorial_notebooks_through_the_hub(hub, tokens):
+    """Notebook 01 in the Isolated Python kernel, notebook 08 in the stock kernel (starting an
+    isolated one beside it), each in a student's own copy, as JupyterLab runs them."""
+    the_hub = hub[0]
+    for user, name, kernel_name in [(USERS[1], "01-pid-namespace.ipynb", "isolated-python"),
+                                    (USERS[2], "08-isolated-python-kernel.ipynb", "python3")]:
+        notebook = Notebook(the_hub, user, tokens[user], f"{COURSE}/{name}")
+        try:
+            assert notebook.kernel_name == kernel_name
+            outputs = notebook.run_all()
+        finally:
+            notebook.close()
+        assert any(output for output in outputs), outputs
+        if kernel_name == "python3":
+            assert any("isolated kernel: PID, hostname, interfaces, processes: 2 isolated "
+                       "['lo']" in output for output in outputs), outputs
+
+
+def test_reset_my_copy(hub, tokens):
+    """A student's changed notebook back as the course has it, their version kept beside."""
+    the_hub = hub[0]
+    user = USERS[0]  # whose notebook 01 has their notes (see above)
+    copy = Path(pwd.getpwnam(user).pw_dir, COURSE)
+    notes = (copy / "01-pid-namespace.ipynb").read_text()
+    assert f"{user}'s notes" in notes
+    kernel = Kernel(the_hub, user, tokens[user], the_hub.call(
+        f"/user/{user}/api/kernels", "POST", {"name": "python3"}, token=tokens[user])["id"])
+    try:
+        said = kernel.run(f"!cd {copy} && ./reset-my-copy 01-pid-namespace.ipynb")
+        refused = kernel.run(f"!cd {copy} && ./reset-my-copy ../../etc/passwd")
+    finally:
+        kernel.close()
+        the_hub.call(f"/user/{user}/api/kernels/{kernel.id}", "DELETE", token=tokens[user])
+    assert "01-pid-namespace.ipynb: the course's copy" in said, said
+    assert "give a name in this folder" in refused, refused
+    assert (copy / "01-pid-namespace.ipynb").read_bytes() == \
+        (REPO / "notebooks" / "01-pid-namespace.ipynb").read_bytes()
+    assert (copy / "01-pid-namespace.ipynb.~1~").read_text() == notes
+
+
+def test_a_students_kernels_stop_at_the_cap_and_anothers_do_not(hub, tokens, kernels):
+    the_hub = hub[0]
+    capped, other = USERS[0], USERS[2]
+
+    def start(user: str) -> str:
+        return the_hub.call(f"/user/{user}/api/kernels", "POST", {"name": "isolated-python"},
+                            token=tokens[user])["id"]
+
+    started: list[tuple[str, str]] = []
+    try:
+        while len(started) < MAX_KERNELS - 1:  # the fixture's kernel is the first
+            started.append((capped, start(capped)))
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            start(capped)
+        message = json.loads(refused.value.read())["message"]
+        assert f"already runs {MAX_KERNELS} Isolated Python kernels, the most it may " \
+               f"(max_kernels={MAX_KERNELS})" in message, message
+        started.append((other, start(other)))  # the cap is each student's own
+        user, kernel_id = started.pop(0)
+        the_hub.call(f"/user/{user}/api/kernels/{kernel_id}", "DELETE", token=tokens[user])
+        started.append((capped, start(capped)))  # one shut down: room for one
+    finally:
+        for user, kernel_id in started:
+            the_hub.call(f"/user/{user}/api/kernels/{kernel_id}", "DELETE", token=tokens[user])
+
+
+def student_cgroups(pid: int, user: str) -> list[str]:
+    """The cgroup directories, one per hierarchy, that the hub made for ``user`` and that
+    hold ``pid`` (itself, or in a leaf below)."""
+    found = []
+    for hierarchy in cgroups.hierarchies(pid):
+        for directory in (hierarchy.own, os.path.dirname(hierarchy.own)):
+            name = os.path.basename(directory)
+            if name.startswith(cgroups.PREFIX) and name.endswith(f".{user}"):
+                found.append(directory)
+                break
+    return found
+
+
+def test_each_students_processes_share_one_cgroup(hub, kernels, local_users):
+    """Where the hub may make cgroups (as here: it can where this test can), all of a
+    student's processes are in one of the student's own, with the student's memory limit;
+    elsewhere the hub says why in its log."""
+    _hub, _process, state = hub
+    the_plan = cgroups.plan()
+    if not {"cpu", "memory", "pids"} <= set(the_plan.places):
+        log = (state / "hub.log").read_text()
+        for user in USERS:
+            assert f"{user} gets no cgroup of their own" in log
+        return
+    seen = set()
+    for user in local_users:
+        processes = processes_of(user.pw_uid)
+        assert processes
+        places = {tuple(student_cgroups(pid, user.pw_name)) for pid in processes}
+        assert len(places) == 1 and next(iter(places)), places  # one per hierarchy
+        directories = next(iter(places))
+        assert not seen & set(directories)
+        seen |= set(directories)
+        memory = next(d for d in directories if d.startswith(the_plan.places["memory"].own))
+        limit = (Path(memory, "memory.max") if the_plan.places["memory"].version == 2
+                 else Path(memory, "memory.limit_in_bytes"))
+        assert limit.read_text().strip() == str(2 << 30)
+
+
+def test_the_idle_culler_runs_as_a_hub_service(hub):
+    _hub, process, state = hub
+    culler = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+              if b"jupyterhub_idle_culler" in command_line(pid)]
+    assert culler, "no jupyterhub_idle_culler process"
+    parents = [int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+               for pid in culler]
+    assert process.pid in parents, (culler, parents)
+    assert "idle-culler exited" not in (state / "hub.log").read_text()
 
 
 def test_one_users_fork_bomb_and_memory_hog_do_not_stop_anothers_cell(kernels):
@@ -261,7 +533,7 @@ def test_one_users_fork_bomb_and_memory_hog_do_not_stop_anothers_cell(kernels):
 
 
 def test_nothing_of_any_user_is_left_after_the_hub_stops(kernels, hub, local_users):
-    _hub, process = hub
+    _hub, process, _state = hub
     for kernel in kernels.values():
         kernel.close()
     process.send_signal(signal.SIGTERM)
@@ -269,3 +541,4 @@ def test_nothing_of_any_user_is_left_after_the_hub_stops(kernels, hub, local_use
     for user in local_users:
         assert wait_for(lambda u=user: not processes_of(u.pw_uid), timeout=30 * TIME_FACTOR), \
             f"{user.pw_name} still has processes: {processes_of(user.pw_uid)}"
+    assert not student_cgroups_left()

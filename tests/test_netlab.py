@@ -99,6 +99,20 @@ def test_line_of_three_routes_through_the_middle(lab):
 
 
 # ---------------------------------------------------------------------------- a star of five
+def test_a_new_namespace_does_not_forward_even_where_the_host_does(lab):
+    """Linux copies a new namespace's IPv4 settings from the machine's; podman and Docker
+    turn the machine's forwarding on. The lab's namespaces start as a fresh machine does."""
+    host = Path("/proc/sys/net/ipv4/ip_forward")
+    before = host.read_text().strip()
+    host.write_text("1")
+    try:
+        a, r, b = build_line(lab)
+    finally:
+        host.write_text(before)
+    read = lambda: Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()  # noqa: E731
+    assert [lab.run_in(name, read) for name in (a, r, b)] == ["0", "0", "0"]
+
+
 def test_star_of_five_around_a_bridge(lab):
     hosts = [ns(f"h{i}") for i in range(5)]
     switch = ns("sw")

@@ -26,10 +26,12 @@ RESOURCES = Path(__file__).parent.parent / "resources"
 
 def kernel_dict(spec: Isolation, display_name: str = DISPLAY_NAME,
                 executable: str | None = None, limits: Limits | None = None,
-                provisioner: bool = False) -> dict[str, Any]:
+                provisioner: bool = False, remote: list[str] | None = None) -> dict[str, Any]:
     """kernel.json. With ``provisioner``, the kernel is started through
     :mod:`nskernel.kernel.provisioner`, whose config carries the settings (the argv is the same
-    command, for a reader and for a client that knows no provisioners)."""
+    command, for a reader and for a client that knows no provisioners). With ``remote`` (a
+    list of hosts, or empty: the server's configuration names them), on another host by
+    gateway-provisioners' DistributedProvisioner, through :mod:`nskernel.kernel.remote`."""
     described = {"namespaces": list(spec.namespaces), "hostname": spec.hostname}
     if spec.readonly or spec.seccomp:
         described.update(readonly=spec.readonly, seccomp=spec.seccomp)
@@ -46,8 +48,17 @@ def kernel_dict(spec: Isolation, display_name: str = DISPLAY_NAME,
         metadata["kernel_provisioner"] = {
             "provisioner_name": the_provisioner.NAME,
             "config": the_provisioner.request_for(spec, limits or Limits())}
+    argv = make_argv(spec, executable, limits)
+    if remote is not None:
+        from nskernel.kernel.remote import kernelspec_argv
+
+        argv = kernelspec_argv(argv)
+        metadata["supported_encryption"] = ["curve"]
+        metadata["kernel_provisioner"] = {
+            "provisioner_name": "distributed-provisioner",
+            "config": {"remote_hosts": remote} if remote else {}}
     return {
-        "argv": make_argv(spec, executable, limits),
+        "argv": argv,
         "display_name": display_name,
         "language": "python",
         "interrupt_mode": "signal",
@@ -58,12 +69,12 @@ def kernel_dict(spec: Isolation, display_name: str = DISPLAY_NAME,
 
 def write_spec(path: Path, spec: Isolation, display_name: str = DISPLAY_NAME,
                executable: str | None = None, limits: Limits | None = None,
-               provisioner: bool = False) -> Path:
+               provisioner: bool = False, remote: list[str] | None = None) -> Path:
     """Write kernel.json and the logos into ``path`` (created; must not exist)."""
     shutil.copytree(RESOURCES, path)
     with open(path / "kernel.json", "w") as handle:
-        json.dump(kernel_dict(spec, display_name, executable, limits, provisioner), handle,
-                  indent=1)
+        json.dump(kernel_dict(spec, display_name, executable, limits, provisioner, remote),
+                  handle, indent=1)
         handle.write("\n")
     return path
 
@@ -78,11 +89,12 @@ def check_name(name: str) -> str:
 def install(spec: Isolation, kernel_name: str = KERNEL_NAME, display_name: str = DISPLAY_NAME,
             user: bool = False, prefix: str | None = None,
             kernel_spec_manager: KernelSpecManager | None = None,
-            limits: Limits | None = None, provisioner: bool = False) -> str:
+            limits: Limits | None = None, provisioner: bool = False,
+            remote: list[str] | None = None) -> str:
     """Install the kernelspec where Jupyter finds it; return the installed directory."""
     check_name(kernel_name)
     manager = kernel_spec_manager or KernelSpecManager()
     with tempfile.TemporaryDirectory() as tmp:
         source = write_spec(Path(tmp) / kernel_name, spec, display_name, limits=limits,
-                            provisioner=provisioner)
+                            provisioner=provisioner, remote=remote)
         return manager.install_kernel_spec(str(source), kernel_name, user=user, prefix=prefix)

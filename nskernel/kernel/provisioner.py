@@ -28,6 +28,11 @@ nothing), ``force_readonly``, ``force_visible_only`` and ``force_seccomp`` turn 
 on whatever it says, and ``force_hide`` hides paths beside those it hides. A
 kernelspec cannot set them: jupyter_client passes the kernelspec's config to the
 provisioner as keyword arguments, which would otherwise override the server's.
+
+``max_kernels`` caps how many kernels of this provisioner one server runs at once: on a hub,
+where each student has a server of their own, the limits above then hold per student
+(``max_kernels`` times each kernel's), not per kernel. Jupyter Server has no such cap of its
+own; the next start is refused in one line, saying how to free one.
 """
 
 from __future__ import annotations
@@ -39,27 +44,41 @@ import json
 import os
 import subprocess
 import threading
+import weakref
 from typing import Any, ClassVar
 
 from jupyter_client.connect import write_connection_file
 from jupyter_client.launcher import launch_kernel
 from jupyter_client.provisioning import LocalProvisioner
 from jupyter_core.paths import jupyter_runtime_dir
+from tornado.web import HTTPError
 from traitlets import Bool, Float, Int, List, Unicode
 
 from nskernel import isolation, limits
 from nskernel.isolation import Isolation, IsolationError
 from nskernel.kernel.argv import make_argv
-from nskernel.limits import Limits
+from nskernel.limits import LimitError, Limits
 
 NAME = "nskernel-provisioner"
 #: What a kernelspec's ``config`` may ask for, and the ``nskernel install`` flag for each.
 REQUEST_KEYS = ("namespaces", "hostname", "memory", "pids", "cpus", "fsize", "nofile",
                 "readonly", "bind", "tmpfs_size", "seccomp", "visible_only", "workdir", "hide")
 CAPS = ("max_memory", "max_pids", "max_cpus", "max_fsize", "max_nofile", "force_readonly",
-        "force_seccomp", "force_visible_only", "force_hide")
+        "force_seccomp", "force_visible_only", "force_hide", "max_kernels")
 #: What jupyter_client itself passes to every provisioner.
 _OWN_KEYWORDS = ("kernel_id", "kernel_spec", "parent", "config", "log")
+
+
+class KernelCapError(LimitError, HTTPError):
+    """A start beyond ``max_kernels``. Also tornado's HTTPError, so that Jupyter Server
+    answers with this message (JupyterLab shows it), not with "Unhandled error"."""
+
+    def __init__(self, message: str) -> None:
+        HTTPError.__init__(self, 403, message)  # no "%" in it: tornado logs it as a format
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def request_flags(request: dict[str, Any]) -> list[str]:
@@ -254,8 +273,13 @@ class NskernelProvisioner(LocalProvisioner):  # type: ignore[misc]
                       help="Paths absent in every kernel, beside those its kernelspec hides.")
     pool_size = Int(0, config=True, help="Kernels of each kernelspec kept started ahead, "
                                          "so that a new notebook's kernel is ready at once.")
+    max_kernels = Int(None, allow_none=True, config=True,
+                      help="Most kernels this server runs at once (on a hub: per student); "
+                           "the next start is refused.")
     #: The pools of this server process: {(the kernel's command..., root): its pool}.
     pools: ClassVar[dict[tuple[str, ...], WarmPool]] = {}
+    #: Every provisioner of this server process (a kernel's, while the server keeps it).
+    everyone: ClassVar[weakref.WeakSet[NskernelProvisioner]] = weakref.WeakSet()
 
     def __init__(self, **kwargs: Any) -> None:
         request = {key: kwargs.pop(key) for key in list(kwargs) if key in REQUEST_KEYS}
@@ -270,6 +294,19 @@ class NskernelProvisioner(LocalProvisioner):  # type: ignore[misc]
         super().__init__(**kwargs)
         self.request = request
         self.pooled: PooledKernel | None = None
+        self.everyone.add(self)
+
+    def check_kernel_count(self) -> None:
+        """Refuse a start beyond ``max_kernels``: those that count are the kernels of this
+        server whose process still runs (a restart's old process is gone by now)."""
+        if self.max_kernels is None:
+            return
+        running = sum(1 for other in list(self.everyone) if other is not self
+                      and other.process is not None and other.process.poll() is None)
+        if running >= self.max_kernels:
+            raise KernelCapError(f"this server already runs {running} Isolated Python kernels, "
+                             f"the most it may (max_kernels={self.max_kernels}): shut one "
+                             "down (Kernel > Shut Down Kernel) and start again")
 
     def server_caps(self) -> Limits:
         def size(text: str | None, what: str) -> int | None:
@@ -292,6 +329,7 @@ class NskernelProvisioner(LocalProvisioner):  # type: ignore[misc]
         return spec, capped(asked, self.server_caps())
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        self.check_kernel_count()
         spec, kernel_limits = self.kernel_settings()
         # the interpreter the kernelspec names: the one nskernel was installed with
         argv = make_argv(spec, self.kernel_spec.argv[0], kernel_limits)

@@ -19,7 +19,8 @@ from nskernel.netlab.netns import KERNEL_NS, Endpoint
 def netns_add(names: Iterable[str], ipv6: bool) -> list[str]:
     commands = []
     for name in names:
-        commands += [f"ip netns add {name}", f"ip -n {name} link set lo up"]
+        commands += [f"ip netns add {name}", f"ip -n {name} link set lo up",
+                     sysctl(name, "net.ipv4.ip_forward", 0)]
         if not ipv6:
             commands.append(sysctl(name, "net.ipv6.conf.all.disable_ipv6", 1))
     return commands

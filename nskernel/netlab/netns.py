@@ -205,6 +205,11 @@ def create_netns(name: str, ipv6: bool = False) -> NetnsId:
     """Make a new network namespace named ``name`` with lo up; return what it is. Call from
     a thread that may switch namespaces (the lab's worker).
 
+    It does not forward, whatever the machine does: Linux copies a new namespace's IPv4
+    settings from the machine's first one (``net.core.devconf_inherit_init_net`` = 0), so on
+    a host that routes (Docker and podman turn ``ip_forward`` on) every namespace would be a
+    router from birth, and a lab would behave one way here and another there.
+
     IPv6 is off unless asked for, as in Mininet: every new interface's IPv6 start-up
     (DAD, MLD, router solicitations) floods every port of a bridge, so a star of N costs
     N**2 packets; measured here, a thousand-member star took three times as long per member.
@@ -219,6 +224,8 @@ def create_netns(name: str, ipv6: bool = False) -> NetnsId:
             _syscalls.mount("/proc/thread-self/ns/net", path, None, _syscalls.MS_BIND)
             if not ipv6:
                 set_ipv6("all", False)  # the kernel sets "default" too, for what comes later
+            with open("/proc/sys/net/ipv4/ip_forward", "w") as handle:
+                handle.write("0")
             _syscalls.set_link_up("lo")
             cookie = current_netns_cookie()
     except BaseException:

@@ -37,13 +37,16 @@ class PingResult:
 
     @property
     def received(self) -> int:
+        """How many replies came back."""
         return sum(rtt is not None for rtt in self.rtts)
 
     @property
     def ok(self) -> bool:
+        """Whether any reply came back: the destination is reachable."""
         return self.received > 0
 
     def table(self) -> Table:
+        """One row per echo request: its reply or timeout, and the RTT in ms."""
         rows = [[seq, "reply" if rtt is not None else "timeout",
                  "" if rtt is None else f"{rtt * 1000:.3f}"]
                 for seq, rtt in enumerate(self.rtts, 1)]

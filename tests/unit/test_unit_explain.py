@@ -20,7 +20,9 @@ def test_a_veth_to_the_kernel_is_made_from_the_kernels_side():
 
 
 def test_namespaces_routes_and_forwarding():
-    assert explain.netns_add(["a"], ipv6=True) == ["ip netns add a", "ip -n a link set lo up"]
+    assert explain.netns_add(["a"], ipv6=True) == [
+        "ip netns add a", "ip -n a link set lo up",
+        "ip netns exec a sysctl -q -w net.ipv4.ip_forward=0"]
     assert explain.netns_add(["a"], ipv6=False)[-1] == (
         "ip netns exec a sysctl -q -w net.ipv6.conf.all.disable_ipv6=1")
     assert explain.route("r", "default", "10.0.0.1") == ["ip -n r route add default via 10.0.0.1"]

@@ -26,6 +26,7 @@ LAYERS = [
     ("magics", ["magics"]),
     ("kernel", ["kernel"]),
     ("entry points", ["__init__", "__main__", "launch"]),
+    ("tutorial", ["exercises"]),  # the notebooks' checkers, on the public API
 ]
 
 #: What the supervisor's bare ``python -S`` interpreter may load of ours.

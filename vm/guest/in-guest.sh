@@ -43,12 +43,14 @@ tests=(tests/test_vm_cgroup_v2.py tests/test_kernel_limits.py tests/test_walls_k
        tests/test_locks.py::test_cpu_time_is_counted_over_the_whole_cell
        tests/test_locks.py::test_stats_say_what_the_cell_used
        tests/test_locks.py::test_a_cell_cannot_loosen_or_leave_its_cgroups
-       notebooks/13-cgroups.ipynb notebooks/14-your-own-container.ipynb)
+       notebooks/13-cgroups.ipynb notebooks/14-your-own-container.ipynb
+       notebooks/solutions/13-cgroups.ipynb notebooks/solutions/14-your-own-container.ipynb)
 hub_tests=(tests/test_jupyterhub.py)
 # The walls of the hostile rounds that a systemd + cgroup v2 machine could change: a cell's
 # own cgroups, tmpfs and shared memory past --memory, the kernel's /dev, descriptors from
 # outside, the login session's keys (each with its rootless half, as another user).
 walls_tests=(tests/test_walls_cgroups.py tests/test_walls_memory.py tests/test_walls_devices.py
+             tests/test_locks_view.py
              tests/test_walls.py::test_no_descriptor_from_outside_reaches_the_host
              tests/test_walls_keyring_seccomp.py::test_the_sessions_key_is_out_of_reach_and_unchanged)
 pytest=(env PATH=$bin:/usr/sbin:/usr/bin:/sbin:/bin NSKERNEL_TEST_TIME_FACTOR=20
