@@ -231,7 +231,7 @@ def label_overlaps(page: Page, svg: str) -> list[tuple[str, str]]:
             const name = group.dataset.name;
             const r = group.querySelector("rect").getBBox();
             boxes.push({kind: "card", name, text: name, x: r.x, y: r.y, w: r.width, h: r.height});
-            for (const t of group.querySelectorAll("text")) {
+            for (const t of group.querySelectorAll(":scope > text")) {
                 const b = t.getBBox();
                 boxes.push({kind: "label", name, text: t.textContent,
                             x: b.x, y: b.y, w: b.width, h: b.height});
@@ -246,7 +246,8 @@ def label_overlaps(page: Page, svg: str) -> list[tuple[str, str]]:
             if (a.kind !== "label") continue;
             for (const b of boxes) {
                 if (a === b) continue;
-                if (b.kind === "card" && b.name === a.name) {
+                // its own card, or the namespace's card around its bridge's box
+                if (b.kind === "card" && (b.name === a.name || a.name.startsWith(b.name + "/"))) {
                     if (!inside(a, b)) found.push([a.text, "outside " + b.text]);
                 } else if (over(a, b) && (b.kind === "card" || a.text < b.text)) {
                     found.push([a.text, b.text]);

@@ -139,10 +139,12 @@ def test_star_of_five_around_a_bridge(lab):
     assert pairs == {(f"{switch}/br0", host) for host in hosts} or \
         pairs == {(host, f"{switch}/br0") for host in hosts}
     svg = ElementTree.fromstring(picture._repr_svg_())
-    nodes = {g.get("data-name") for g in svg.iter("{http://www.w3.org/2000/svg}g")
+    nodes = {g.get("data-name"): g for g in svg.iter("{http://www.w3.org/2000/svg}g")
              if g.get("class") in ("ns", "bridge")}
-    assert nodes == {f"{switch}/br0", *hosts}  # the switch has no links of its own
-    assert f"br0 @ {switch}" in picture._repr_svg_()
+    assert set(nodes) == {switch, f"{switch}/br0", *hosts}
+    assert nodes[f"{switch}/br0"] in list(nodes[switch])  # drawn inside the switch's card
+    assert "bridge br0 10.1.0.254/24" in picture._repr_svg_()
+    assert f"br0p0 \u2192 {hosts[0]}" in picture._repr_svg_()  # who is plugged in
     edges = [g for g in svg.iter("{http://www.w3.org/2000/svg}g") if g.get("class") == "link"]
     assert len(edges) == 5
     assert "10.1.0.3/24" in picture._repr_svg_()

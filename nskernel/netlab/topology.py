@@ -36,10 +36,12 @@ class Topology:
 
     @property
     def nodes(self) -> list[str]:
-        """What the picture draws: bridges, and the namespaces that have links of their own
-        (one that only hosts bridges shows in their labels, "br0 @ sw", not as a box)."""
-        linked = {end.node for pair in self.links for end in pair}
-        return [ns for ns in self.namespaces if ns in linked] + sorted(self.bridges)
+        """What the picture draws as cards: the namespaces that have links or bridges. A
+        bridge is drawn inside its namespace's card, where it is."""
+        drawn = {end.node.split("/")[0] for pair in self.links for end in pair}
+        drawn |= {bridge.split("/")[0] for bridge in self.bridges}
+        return [ns for ns in self.namespaces if ns in drawn] + \
+            sorted(drawn - set(self.namespaces))
 
     def __repr__(self) -> str:
         lines = [f"namespaces: {', '.join(self.namespaces) or 'none'}"]
@@ -104,30 +106,54 @@ def read(lab: Lab, namespaces: list[str] | None = None) -> Topology:
 FONT_SIZE = 12
 CHAR_WIDTH = 0.61 * FONT_SIZE
 ROW = 18  # height of one line of a card
-PAD = 8  # inside a card, around its lines
+PAD = 8  # inside a card, around its lines; a bridge's box is inset by half of it
+SECTION = 6  # the room above a bridge's box, inside its namespace's card
 GAP = 40  # the least room between two cards, so a link between them shows
+STUB = 10  # a line leaves its card straight out from its interface's row, this far
 MARGIN = 12
 COLUMN = 4  # the most leaves hung in one column beside their node
 
 
+def card_of(node: str) -> str:
+    """The card a link end is drawn on: its namespace's ("sw" for "sw/br0")."""
+    return node.split("/")[0]
+
+
+@dataclass
+class Row:
+    """One line of a card: an interface (``end``: the link end drawn from it), or a bridge's
+    name and addresses; ``bridge``: the bridge ("ns/br") whose box holds the row."""
+
+    text: str
+    end: End | None = None
+    bridge: str | None = None
+
+
 @dataclass
 class Card:
-    """A node drawn as a card: its name on top, then one row per interface (or address)."""
+    """A namespace drawn as a card: its name on top, a row per interface of its own, then a
+    box per bridge in it: the bridge's name and addresses, and a row per port."""
 
     node: str
     title: str
-    rows: list[str]
+    rows: list[Row]
     x: float = 0.0  # centre
     y: float = 0.0
 
     @property
     def width(self) -> float:
-        longest = max(len(text) for text in [self.title, *self.rows])
-        return longest * CHAR_WIDTH + 2 * PAD
+        longest = max([len(self.title) * CHAR_WIDTH + 2 * PAD]
+                      + [len(row.text) * CHAR_WIDTH + (3 if row.bridge else 2) * PAD
+                         for row in self.rows])
+        return longest
 
     @property
     def height(self) -> float:
-        return (1 + len(self.rows)) * ROW + 2 * PAD - 4
+        return (1 + len(self.rows)) * ROW + 2 * PAD - 4 + SECTION * len(self.bridges())
+
+    def bridges(self) -> list[str]:
+        """The bridges in this card, top to bottom."""
+        return list(dict.fromkeys(row.bridge for row in self.rows if row.bridge))
 
     def box(self, gap: float = 0.0) -> tuple[float, float, float, float]:
         """(left, top, right, bottom), grown by ``gap`` on every side."""
@@ -135,8 +161,16 @@ class Card:
         return (self.x - half_w, self.y - half_h, self.x + half_w, self.y + half_h)
 
     def row_y(self, row: int) -> float:
-        """The middle of row ``row`` (0 is the first row under the title)."""
-        return self.y - self.height / 2 + PAD + (row + 1.5) * ROW - 2
+        """The middle of row ``row`` (0 is the first row under the title, -1 the title)."""
+        sections = len({r.bridge for r in self.rows[:row + 1] if r.bridge}) if row >= 0 else 0
+        return self.y - self.height / 2 + PAD + (row + 1.5) * ROW - 2 + SECTION * sections
+
+    def bridge_box(self, bridge: str) -> tuple[float, float, float, float]:
+        """(left, top, right, bottom) of a bridge's box: from its name's row to its last port."""
+        numbers = [n for n, row in enumerate(self.rows) if row.bridge == bridge]
+        left, _, right, _ = self.box()
+        return (left + PAD / 2, self.row_y(numbers[0]) - ROW / 2 - 1,
+                right - PAD / 2, self.row_y(numbers[-1]) + ROW / 2 - 1)
 
 
 def overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
@@ -144,25 +178,49 @@ def overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
+def crosses(p: tuple[float, float], q: tuple[float, float],
+            box: tuple[float, float, float, float]) -> bool:
+    """Whether the segment p-q runs through the inside of a (left, top, right, bottom) box
+    (Liang-Barsky clipping: the part of the segment within each pair of edges)."""
+    start, end = 0.0, 1.0
+    dx, dy = q[0] - p[0], q[1] - p[1]
+    for delta, low, high, at in ((dx, box[0], box[2], p[0]), (dy, box[1], box[3], p[1])):
+        if abs(delta) < 1e-9:
+            if not low < at < high:
+                return False
+            continue
+        one, two = sorted(((low - at) / delta, (high - at) / delta))
+        start, end = max(start, one), min(end, two)
+    return end - start > 1e-6
+
+
 def cards(topology: Topology) -> dict[str, Card]:
-    """One card per node (its interfaces are added as rows when the picture is drawn)."""
-    result: dict[str, Card] = {}
+    """One card per namespace drawn, its rows in the order of the links (the picture
+    orders them again once the cards are placed)."""
+    result = {node: Card(node, node, []) for node in topology.nodes}
+    peers: dict[str, list[tuple[End, End]]] = {}
+    for a, b in topology.links:
+        peers.setdefault(a.node, []).append((a, b))
+        peers.setdefault(b.node, []).append((b, a))
     for node in topology.nodes:
-        if "/" in node:
-            ns, bridge = node.split("/")
-            result[node] = Card(node, f"{bridge} @ {ns}", list(topology.bridges[node]))
-        else:
-            result[node] = Card(node, node, [])
-    for pair in topology.links:
-        for end in pair:
-            result[end.node].rows.append(" ".join([end.ifname, *end.addresses]))
+        result[node].rows += [Row(" ".join([end.ifname, *end.addresses]), end)
+                              for end, _ in peers.get(node, [])]
+    for bridge in sorted(topology.bridges):
+        ns, name = bridge.split("/")
+        rows = result[ns].rows
+        rows.append(Row(" ".join([f"bridge {name}", *topology.bridges[bridge]]), None, bridge))
+        # a port says who is plugged into it: the namespace at the veth's other end
+        rows += [Row(f"{end.ifname} \u2192 {card_of(peer.node)}", end, bridge)
+                 for end, peer in peers.get(bridge, [])]
     return result
 
 
 def render_svg(topology: Topology) -> str:
-    """Each namespace or bridge as a card listing its interfaces, each link a line between
-    the two interfaces' rows; cards placed by :func:`_layout`, so none overlaps another.
-    A card lists its interfaces in the order of their peers from top to bottom, so the lines
+    """Each namespace as a card listing its interfaces, with a box inside for each bridge it
+    holds and a row per port; each link a line between the two interfaces' rows, leaving
+    each card's left or right edge straight out from the row (see :func:`_route`). Cards
+    placed by :func:`_layout`, so none overlaps another. A card lists its interfaces (and
+    each bridge its ports) in the order of their peers from top to bottom, so the lines
     leaving it do not cross each other."""
     placed = cards(topology)
     for node, (x, y) in _layout(topology, placed).items():
@@ -172,51 +230,88 @@ def render_svg(topology: Topology) -> str:
     top = min((b[1] for b in boxes), default=0.0)
     width = max((b[2] for b in boxes), default=0.0) - left
     height = max((b[3] for b in boxes), default=0.0) - top
+    peer_of = {}
+    for a, b in topology.links:
+        peer_of[a], peer_of[b] = placed[card_of(b.node)], placed[card_of(a.node)]
     for card in placed.values():
         card.x, card.y = card.x - left, card.y - top
-    ends: dict[str, list[tuple[End, Card]]] = {node: [] for node in placed}
-    for a, b in topology.links:
-        ends[a.node].append((a, placed[b.node]))
-        ends[b.node].append((b, placed[a.node]))
-    row_y: dict[tuple[str, str], float] = {}
-    for node, card in placed.items():
-        ordered = sorted(ends[node], key=lambda pair: (pair[1].y, pair[1].x))
-        first = len(topology.bridges.get(node, []))
-        card.rows[first:] = [" ".join([end.ifname, *end.addresses]) for end, _ in ordered]
-        for row, (end, _) in enumerate(ordered, start=first):
-            row_y[(node, end.ifname)] = card.row_y(row)
+    for card in placed.values():
+        # each section (own interfaces, then each bridge's ports), its rows by their peers
+        sections: dict[str | None, list[Row]] = {}
+        for row in card.rows:
+            sections.setdefault(row.bridge, []).append(row)
+        card.rows = []
+        for rows in sections.values():
+            heading = [row for row in rows if row.end is None]
+            ends = sorted((row for row in rows if row.end is not None),
+                          key=lambda row: (peer_of[row.end].y, peer_of[row.end].x))
+            card.rows += heading + ends
+    row_y = {row.end: card.row_y(number) for card in placed.values()
+             for number, row in enumerate(card.rows) if row.end is not None}
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="nskernel-topology" '
              f'width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
              f'font-family="DejaVu Sans Mono, Menlo, Consolas, monospace" '
              f'font-size="{FONT_SIZE}">']
     for a, b in topology.links:
-        # from the left or right edge of each card, at the interface's row: the shortest line
-        y1, y2 = row_y[(a.node, a.ifname)], row_y[(b.node, b.ifname)]
-        card_a, card_b = placed[a.node], placed[b.node]
-        x1, x2 = min(((card_a.x + s * card_a.width / 2, card_b.x + t * card_b.width / 2)
-                      for s in (-1, 1) for t in (-1, 1)),
-                     key=lambda xs: math.hypot(xs[0] - xs[1], y1 - y2))
+        points = _route(placed[card_of(a.node)], row_y[a], placed[card_of(b.node)], row_y[b],
+                        [card.box() for card in placed.values()])
         parts.append(f'<g class="link" data-a="{escape(a.node)}:{escape(a.ifname)}" '
                      f'data-b="{escape(b.node)}:{escape(b.ifname)}">'
-                     f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" '
-                     'stroke="#2660a0" stroke-width="2"/>'
-                     f'<circle cx="{x1:.1f}" cy="{y1:.1f}" r="3" fill="#2660a0"/>'
-                     f'<circle cx="{x2:.1f}" cy="{y2:.1f}" r="3" fill="#2660a0"/></g>')
+                     f'<polyline points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in points)}" '
+                     'fill="none" stroke="#2660a0" stroke-width="2"/>'
+                     + "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#2660a0"/>'
+                               for x, y in (points[0], points[-1])) + '</g>')
     for card in placed.values():
-        bridge = "/" in card.node
-        left_x, top_y, _, _ = card.box()
-        fill, stroke = ("#fde3d0", "#f37626") if bridge else ("#dbe8f6", "#2660a0")
-        parts.append(f'<g class="{"bridge" if bridge else "ns"}" '
-                     f'data-name="{escape(card.node)}">'
-                     f'<rect x="{left_x:.1f}" y="{top_y:.1f}" width="{card.width:.1f}" '
-                     f'height="{card.height:.1f}" rx="6" fill="{fill}" stroke="{stroke}"/>'
-                     f'<text x="{left_x + PAD:.1f}" y="{card.row_y(-1) + 4:.1f}" '
-                     f'font-weight="bold">{escape(card.title)}</text>')
-        for number, text in enumerate(card.rows):
-            parts.append(f'<text x="{left_x + PAD:.1f}" y="{card.row_y(number) + 4:.1f}" '
-                         f'fill="#333">{escape(text)}</text>')
-        parts.append("</g>")
+        parts.append(_card_svg(card))
     parts.append("</svg>")
+    return "".join(parts)
+
+
+def _route(one: Card, y1: float, other: Card, y2: float,
+           boxes: list[tuple[float, float, float, float]]) -> list[tuple[float, float]]:
+    """A line's points: from one card's edge at its row straight out, across to the other
+    card's row (straight, or by a corner where a straight line would run behind a card),
+    and straight in. Of the ways, the one that runs behind the fewest cards, then the
+    shortest."""
+    def ways(s: int, t: int) -> list[list[tuple[float, float]]]:
+        x1, x2 = one.x + s * one.width / 2, other.x + t * other.width / 2
+        out, into = (x1 + s * STUB, y1), (x2 + t * STUB, y2)
+        return [[(x1, y1), out, *corner, into, (x2, y2)]
+                for corner in ((), ((out[0], y2),), ((into[0], y1),))]
+
+    def cost(points: list[tuple[float, float]]) -> tuple[int, float]:
+        middle = list(zip(points[1:-2], points[2:-1], strict=True))
+        return (sum(crosses(p, q, box) for p, q in middle for box in boxes),
+                sum(math.dist(p, q) for p, q in middle))
+
+    return min((way for s in (-1, 1) for t in (-1, 1) for way in ways(s, t)), key=cost)
+
+
+def _card_svg(card: Card) -> str:
+    """A card: its box and title, its own rows, and a box (a group of its own) per bridge."""
+    left, top, _, _ = card.box()
+    parts = [f'<g class="ns" data-name="{escape(card.node)}">'
+             f'<rect x="{left:.1f}" y="{top:.1f}" width="{card.width:.1f}" '
+             f'height="{card.height:.1f}" rx="6" fill="#dbe8f6" stroke="#2660a0"/>'
+             f'<text x="{left + PAD:.1f}" y="{card.row_y(-1) + 4:.1f}" '
+             f'font-weight="bold">{escape(card.title)}</text>']
+
+    def text(number: int, row: Row, x: float) -> str:
+        bold = ' font-weight="bold"' if row.end is None else ' fill="#333"'
+        name = f' data-if="{escape(row.end.ifname)}"' if row.end is not None else ""
+        return (f'<text x="{x:.1f}" y="{card.row_y(number) + 4:.1f}"{name}{bold}>'
+                f'{escape(row.text)}</text>')
+
+    parts += [text(n, row, left + PAD) for n, row in enumerate(card.rows) if not row.bridge]
+    for bridge in card.bridges():
+        x1, y1, x2, y2 = card.bridge_box(bridge)
+        parts.append(f'<g class="bridge" data-name="{escape(bridge)}">'
+                     f'<rect x="{x1:.1f}" y="{y1:.1f}" width="{x2 - x1:.1f}" '
+                     f'height="{y2 - y1:.1f}" rx="4" fill="#fde3d0" stroke="#f37626"/>')
+        parts += [text(n, row, x1 + PAD) for n, row in enumerate(card.rows)
+                  if row.bridge == bridge]
+        parts.append("</g>")
+    parts.append("</g>")
     return "".join(parts)
 
 
@@ -225,7 +320,8 @@ def _layout(topology: Topology, placed: dict[str, Card] | None = None
     """Centres around (0, 0).
 
     A leaf (a namespace whose one neighbour has others) hangs beside its neighbour, in a
-    column to its left or right (two columns for many). Every other node sits on an ellipse,
+    column to its left or right (two columns for many), in the order of the rows its lines
+    go to. Every other node sits on an ellipse,
     in the order a walk along the links meets them, so linked ones are side by side. The
     ellipse starts small and grows until no two groups (a node and its leaves) come closer
     than GAP, so a small lab gets a small picture. Of a few shapes of ellipse, the one whose
@@ -235,14 +331,17 @@ def _layout(topology: Topology, placed: dict[str, Card] | None = None
     if not placed:
         return {}
     neighbours: dict[str, list[str]] = {node: [] for node in topology.nodes}
+    first_row: dict[tuple[str, str], int] = {}  # (card, neighbour): its first row facing it
     for a, b in topology.links:
-        for one, other in ((a.node, b.node), (b.node, a.node)):
-            if other not in neighbours[one]:
-                neighbours[one].append(other)
+        for one, other in ((a, b), (b, a)):
+            card, peer = card_of(one.node), card_of(other.node)
+            if peer != card and peer not in neighbours[card]:
+                neighbours[card].append(peer)
+            row = next(n for n, row in enumerate(placed[card].rows) if row.end == one)
+            first_row[(card, peer)] = min(row, first_row.get((card, peer), row))
 
     def is_leaf(node: str) -> bool:
-        return "/" not in node and len(neighbours[node]) == 1 and \
-            len(neighbours[neighbours[node][0]]) > 1
+        return len(neighbours[node]) == 1 and len(neighbours[neighbours[node][0]]) > 1
 
     order: list[str] = []
 
@@ -257,7 +356,10 @@ def _layout(topology: Topology, placed: dict[str, Card] | None = None
         walk(node)
     start = math.pi if len(order) == 2 else -math.pi / 2  # two side by side, else from the top
     angles = {node: start + 2 * math.pi * number / len(order) for number, node in enumerate(order)}
-    leaves = {node: [n for n in neighbours[node] if is_leaf(n)] for node in order}
+    # in the order of the rows they are linked to, so that their lines do not cross
+    leaves = {node: sorted((n for n in neighbours[node] if is_leaf(n)),
+                           key=lambda leaf, node=node: first_row[(node, leaf)])
+              for node in order}
     # beside its node, relative to its centre: a few leaves in one column on the side away
     # from the middle of the picture; more, half of them on each side
     beside: dict[str, tuple[float, float]] = {}
