@@ -270,8 +270,14 @@ def _unshare_as_root(flags: int, map_root_to: int | None) -> None:
 
 
 def _mount_sys() -> None:
-    """/sys/class/net lists the interfaces of the netns that mounted sysfs."""
-    _syscalls.mount("sysfs", "/sys", "sysfs", _NOSUID_NODEV_NOEXEC)
+    """/sys/class/net lists the interfaces of the netns that mounted sysfs.
+
+    Read-only where the sysfs we see is (a container's, unless privileged): Linux mounts a
+    fresh sysfs only if it is no more permissive than the visible one.
+    """
+    readonly = os.statvfs("/sys").f_flag & os.ST_RDONLY
+    _syscalls.mount("sysfs", "/sys", "sysfs",
+                    _NOSUID_NODEV_NOEXEC | (_syscalls.MS_RDONLY if readonly else 0))
 
 
 def _mount_ipc_filesystems(size: str) -> None:
