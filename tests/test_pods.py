@@ -263,3 +263,134 @@ def test_rootless_with_the_docs_settings_the_kernel_and_lab_work(image, rootless
         assert first["result"] == "'isolated'", first
         assert [cell["status"] for cell in lab] == ["ok"] * 3, lab
     assert_nothing_left_on_the_host()
+
+
+# -------------------------------------------------------------------------- kube play
+MANIFEST = REPO / "deploy" / "kubernetes" / "singleuser-pod.yaml"
+CGROUP_V2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+
+
+def playable(user: pwd.struct_passwd, image: str, token: str) -> Path:
+    """The manifest as KubeSpawner makes it, with `jupyter server` for jupyterhub-singleuser
+    (no hub here) on loopback with a token, and tests/ mounted at /probe."""
+    import yaml
+
+    pod = yaml.safe_load(MANIFEST.read_text())
+    notebook = pod["spec"]["containers"][0]
+    assert notebook["args"][0] == "jupyterhub-singleuser"
+    notebook["image"] = image  # the one built and loaded for the user
+    notebook["args"] = ["jupyter", "server", "--ServerApp.ip=127.0.0.1",
+                        "--ServerApp.port=8888", f"--IdentityProvider.token={token}",
+                        "--ServerApp.open_browser=False", *notebook["args"][1:]]
+    notebook.pop("ports")  # the pod has no network here (--network=none): asked from inside
+    if not CGROUP_V2:  # rootless podman sets no limits on cgroup v1 (refused): the flags
+        notebook.pop("resources")  # are tested rootful (..._by_its_flags_...)
+    notebook["volumeMounts"] = [{"name": "probe", "mountPath": "/probe", "readOnly": True}]
+    pod["spec"]["volumes"] = [{"name": "probe", "hostPath": {"path": f"{user.pw_dir}/probe",
+                                                             "type": "Directory"}}]
+    out = Path(user.pw_dir) / "pod.yaml"
+    out.write_text(yaml.safe_dump(pod))
+    return out
+
+
+def server_cells(name: str, token: str, user: pwd.struct_passwd | None = None) -> dict:
+    """Isolated Python started through the Jupyter Server in ``name`` (REST + websocket)."""
+    done = in_container(name, f"python /probe/pod_server_probe.py 8888 {token} "
+                              "'import socket\nsocket.gethostname()' '%nsinfo' "
+                              f"{shlex_quote(HOSTILE['readonly'])}", user=user)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome["kernel"]["name"] == "isolated-python" and outcome["after"] == []
+    return dict(zip(("hostname", "nsinfo", "readonly"), outcome["results"], strict=True))
+
+
+def podman_version() -> tuple[int, ...]:
+    shown = podman("version", "--format", "{{.Client.Version}}").stdout.strip()
+    return tuple(int(part) for part in shown.split("-")[0].split(".")[:2])
+
+
+def test_the_singleuser_pod_played_gets_what_podman_honours(image, rootless):
+    """Rootless `podman kube play` of the manifest, its server starting: hostUsers: false is
+    honoured (a user namespace from the user's subordinate ids; rootful podman takes them from
+    a "containers" range in /etc/subuid); procMount: Unmasked only from podman 4.7 on, and the
+    seccompProfile field not by podman 4.3 (its default profile stays): doctor in the pod
+    names what is left, and the next test runs the pod with their equivalent flags."""
+    token = os.urandom(12).hex()
+    manifest = playable(rootless, image, token)
+    try:
+        podman("kube", "play", "--network=none", "--seccomp-profile-root", rootless.pw_dir,
+               str(manifest), user=rootless)
+        name = "jupyter-ada-notebook"
+        uid_map = in_container(name, "cat /proc/self/uid_map; id -u", user=rootless).stdout
+        assert uid_map.split()[:3] != ["0", "0", "4294967295"], uid_map  # its own userns
+        assert uid_map.split()[-1] == "1000", uid_map  # runAsUser
+        report = doctor(name, user=rootless)
+        unmasked = podman_version() >= (4, 7)
+        assert ("  NO  proc " in report) != unmasked, report
+        if not unmasked:
+            assert "  NO  pid " in report and "procMount: Unmasked" in report
+        if podman_version() <= (4, 3):  # seen: the seccompProfile field left unapplied,
+            assert "  NO  uts " in report and "sethostname" in report  # the default refuses
+    finally:
+        podman("kube", "down", str(manifest), user=rootless, check=False)
+    assert podman("pod", "ps", "--quiet", user=rootless).stdout.strip() == ""
+
+
+def equivalent_flags(pod: dict) -> list[str]:
+    """`podman run` flags for the manifest's fields (which podman 4.3's kube play ignores or,
+    for resources, cannot set rootless on cgroup v1)."""
+    spec = pod["spec"]
+    notebook = spec["containers"][0]
+    context = notebook["securityContext"]
+    flags = [f"--user={context['runAsUser']}"]
+    if spec["hostUsers"] is False:
+        flags += OWN_USERNS
+    if context["procMount"] == "Unmasked":
+        flags += ["--security-opt", "unmask=ALL"]
+    profile = spec["securityContext"]["seccompProfile"]
+    assert profile == {"type": "Localhost", "localhostProfile": PROFILE.name}
+    flags += ["--security-opt", f"seccomp={PROFILE}"]
+    if context["appArmorProfile"]["type"] == "Unconfined":
+        flags += ["--security-opt", "apparmor=unconfined"]
+    if context["allowPrivilegeEscalation"] is False:
+        flags += ["--security-opt", "no-new-privileges"]
+    limits = notebook["resources"]["limits"]
+    return [*flags, f"--memory={kubernetes_bytes(limits['memory'])}", f"--cpus={limits['cpu']}"]
+
+
+def kubernetes_bytes(quantity: str) -> int:
+    """A Kubernetes quantity ("4G" is 10**9 bytes there, "4Gi" 2**30); podman's "4G" is 2**30."""
+    for suffix, factor in (("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30), ("K", 10**3),
+                           ("M", 10**6), ("G", 10**9)):
+        if quantity.endswith(suffix):
+            return int(quantity.removesuffix(suffix)) * factor
+    return int(quantity)
+
+
+def test_the_singleuser_pod_by_its_flags_runs_isolated_python_through_its_server(image):
+    """The manifest's fields as podman's flags, its args as the server's: Isolated Python
+    starts through the provisioner with the server's caps, over REST and a websocket."""
+    import yaml
+
+    pod = yaml.safe_load(MANIFEST.read_text())
+    token = os.urandom(12).hex()
+    server = ["jupyter", "server", "--ServerApp.ip=127.0.0.1", "--ServerApp.port=8888",
+              f"--IdentityProvider.token={token}", "--ServerApp.open_browser=False",
+              *pod["spec"]["containers"][0]["args"][1:]]
+    with container(image, *equivalent_flags(pod)) as name:
+        podman("exec", "--detach", name, *server)
+        cells = server_cells(name, token)
+        inspected = podman("inspect", name, "--format",
+                           "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}").stdout.split()
+    assert inspected == ["4000000000", "2000000000"]
+    assert cells["hostname"]["result"] == "'isolated'", cells
+    # The server's caps (the pod's args) are what the provisioner gave the kernel.
+    assert "memory  2 GiB" in cells["nsinfo"]["result"], cells["nsinfo"]
+    assert "pids    512" in cells["nsinfo"]["result"], cells["nsinfo"]
+    assert cells["readonly"]["result"] == "'EROFS'", cells
+    assert_nothing_left_on_the_host()
+
+
+def shlex_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
