@@ -269,8 +269,9 @@ def _unshare_as_root(flags: int, map_root_to: int | None) -> None:
 
 
 def _mount_sys() -> None:
-    """/sys/class/net lists the interfaces of the netns that mounted sysfs."""
-    _syscalls.mount("sysfs", "/sys", "sysfs", _NOSUID_NODEV_NOEXEC)
+    """/sys/class/net lists the netns's links; read-only where /sys is (else Linux refuses)."""
+    _syscalls.mount("sysfs", "/sys", "sysfs", _NOSUID_NODEV_NOEXEC | (
+        _syscalls.MS_RDONLY if os.statvfs("/sys").f_flag & os.ST_RDONLY else 0))
 
 
 def _mount_ipc_filesystems(size: str) -> None:

@@ -40,7 +40,16 @@ def run_checks() -> list[Check]:
     user_error = try_enter(Isolation(user=True))
     checks.append(Check("user", user_error is None, user_error or "ok"))
     for name in NAMESPACES:
-        error = try_enter(Isolation(**{name: True}))
+        # uts with a hostname, as the kernel sets one: a runtime's default seccomp profile
+        # (containers-common's, podman's and CRI-O's) lets unshare through but refuses
+        # sethostname without CAP_SYS_ADMIN.
+        spec = Isolation(uts=True, hostname="doctor") if name == "uts" else Isolation(
+            **{name: True})
+        error = try_enter(spec)
+        if error and name == "pid" and "before returning a result" in error:
+            # Its first process died mounting /proc, whose error has no way back to us.
+            error += ("; its first process could not mount a fresh /proc (a covered /proc: "
+                      "see 'proc' below)")
         detail = error or ("ok" if as_root else "ok (inside a user namespace)")
         checks.append(Check(name, error is None, detail))
     try:
@@ -90,6 +99,13 @@ def limit_checks() -> list[Check]:
     return checks
 
 
+#: The directories sysfs keeps empty for other filesystems to be mounted on.
+SYSFS_MOUNT_POINTS = ("/sys/fs/cgroup", "/sys/kernel/tracing", "/sys/kernel/debug",
+                      "/sys/kernel/security", "/sys/kernel/config", "/sys/fs/bpf",
+                      "/sys/fs/pstore", "/sys/fs/fuse/connections", "/sys/fs/selinux",
+                      "/sys/firmware/efi/efivars")
+
+
 def container_checks(root: Path = Path("/"), environ: Mapping[str, str] | None = None
                      ) -> list[Check]:
     """What a container around us does to nskernel, each with the setting that changes it.
@@ -122,9 +138,12 @@ def container_checks(root: Path = Path("/"), environ: Mapping[str, str] | None =
         found.append(Check("runtime", True, f"inside a {runtime} container"))
     if status_field("/proc/1/status", "Seccomp") == "2":
         found.append(Check("seccomp", False, "PID 1 runs under a seccomp filter (a runtime's "
-                           "default profile refuses unshare, setns and mount): run the "
-                           "container with seccomp unconfined, or a profile that allows them "
-                           "(Kubernetes: securityContext.seccompProfile.type: Unconfined)"))
+                           "default profile refuses sethostname without "
+                           "CAP_SYS_ADMIN, Docker's and containerd's unshare and mount too): "
+                           "run the container with nskernel's profile deploy/seccomp/"
+                           "nskernel.json (Kubernetes: securityContext.seccompProfile.type: "
+                           "Localhost; podman: --security-opt seccomp=nskernel.json) or "
+                           "seccompProfile.type: Unconfined"))
     if read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").strip() == "1":
         found.append(Check("apparmor", False, "AppArmor keeps unprivileged users out of user "
                            "namespaces: sysctl kernel.apparmor_restrict_unprivileged_userns=0, "
@@ -142,15 +161,24 @@ def container_checks(root: Path = Path("/"), environ: Mapping[str, str] | None =
                            "kernel.unprivileged_userns_clone=1"))
     # systemd mounts binfmt_misc (an automount) on /proc/sys/fs/binfmt_misc: a directory
     # procfs keeps empty for that, which Linux lets be covered without refusing a fresh /proc.
-    covered = sorted({line.split()[4] for line in read("/proc/self/mountinfo").splitlines()
-                      if len(line.split()) > 4 and line.split()[4].startswith("/proc/")
-                      and line.split()[4] != "/proc/sys/fs/binfmt_misc"})
-    if covered:
-        found.append(Check("proc", False, f"parts of /proc are covered ({', '.join(covered[:3])}"
-                           f"{', ...' if len(covered) > 3 else ''}): Linux refuses the fresh "
-                           "/proc of a pid namespace then; Kubernetes: securityContext.procMount:"
-                           " Unmasked with hostUsers: false (Docker: --security-opt "
-                           "systempaths=unconfined)"))
+    # Likewise the directories sysfs keeps empty for other filesystems (cgroup, tracefs,
+    # debugfs, securityfs, ...): only covered files of its own (/sys/firmware) refuse a /sys.
+    targets = [line.split()[4] for line in read("/proc/self/mountinfo").splitlines()
+               if len(line.split()) > 4]
+    covered = sorted({target for target in targets if target.startswith("/proc/")
+                      and target != "/proc/sys/fs/binfmt_misc"})
+    covered_sys = sorted({target for target in targets if target.startswith("/sys/")
+                          and not target.startswith(SYSFS_MOUNT_POINTS)})
+    if covered or covered_sys:
+        both = covered + covered_sys
+        kinds = " and ".join(kind for kind, paths in (("/proc", covered), ("/sys", covered_sys))
+                             if paths)
+        found.append(Check("proc", False, f"parts of {kinds} are covered ({', '.join(both[:3])}"
+                           f"{', ...' if len(both) > 3 else ''}): Linux refuses the fresh "
+                           "/proc of a pid namespace and /sys of a net namespace then; "
+                           "Kubernetes: securityContext.procMount: Unmasked with hostUsers: "
+                           "false (podman: --security-opt unmask=ALL with --userns=auto; "
+                           "Docker: --security-opt systempaths=unconfined)"))
     own = read("/proc/self/cgroup")
     if runtime and own.strip() and all(line.endswith(":/") for line in own.splitlines()):
         found.append(Check("cgroup", True, "a cgroup namespace of its own: cell limits need "
