@@ -299,9 +299,12 @@ def launch(spec: isolation.Isolation, connection_file: str,
     keeper, keeper_pipe = _fork_cgroup_keeper(group) if group is not None else (None, None)
     os.environ[nsinfo.HOST_NS_ENV] = nsinfo.encode_host_namespaces()  # for %nsinfo inside
     # A root kernel is no user of the host's; it must still reach its Python and the notebooks.
+    # nskernel's parent (a checkout, for an editable install), or with --visible-only the
+    # package alone: a checkout holds more than code, and the view shows code only.
+    package = os.path.dirname(os.path.abspath(__file__))
     code = [sys.prefix, sys.base_prefix, os.path.dirname(os.__file__),
-            os.path.dirname(os.path.abspath(__file__)), _package_directory("ipykernel"),
-            os.getcwd()]
+            package if spec.visible_only else os.path.dirname(package),
+            _package_directory("ipykernel"), os.getcwd()]
     if spec.readonly:
         shown.note_python_directories(*code)  # shown again where a scratch tmpfs hides them
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for the kernel alone

@@ -465,7 +465,8 @@ while True:
 #: /tmp: nothing reaches the host either way (the digest of the workspace says so).
 REFUSED = [["refused FileNotFoundError\nrefused FileNotFoundError\n"],
            [f"refused FileNotFoundError\n{parent}\nrefused OSError\n"
-            for parent in ("refused OSError", "wrote ../planted.txt")],
+            for parent in ("refused OSError", "refused PermissionError",
+                           "wrote ../planted.txt")],
            ["refused ConnectionRefusedError\n"]]
 
 #: nbclient as a grading script would use it: the jail's kernel, a time limit per cell that
