@@ -135,6 +135,12 @@ if [ ! -f "$results/summary" ]; then
     tail -30 "$run/console.log" >&2
     exit 1
 fi
+# CI keeps only the end of what it prints: name the failed tests and their last lines here.
+for log in "$results"/*.log; do
+    case "$log" in */console.log|*/guest.log) continue ;; esac
+    failed=$(grep -E '^(FAILED|ERROR) ' "$log" || true)
+    [ -z "$failed" ] || printf 'vm: in %s:\n%s\n' "$(basename "$log")" "$failed" >&2
+done
 cat "$results/summary"
 grep -q '^vm-test: passed' "$results/summary"
 exit

@@ -94,7 +94,8 @@ def two_loops(name: str = "each") -> None:
         raise NotYet("one loop got no CPU at all: did both run?")
     if sum(given) > 0.65:
         raise NotYet(f"together they used {sum(given):.2f} s in one second, more than half a "
-                     "CPU: were both in the half-a-CPU cgroup?")
+                     "CPU: were both in the half-a-CPU cgroup, and did their seconds overlap "
+                     "(start both, then let them spin)?")
 
 
 def _own_cgroup_children(name: str) -> list[str]:

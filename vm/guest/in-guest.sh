@@ -56,7 +56,7 @@ walls_tests=(tests/test_walls_cgroups.py tests/test_walls_memory.py tests/test_w
 pytest=(env PATH=$bin:/usr/sbin:/usr/bin:/sbin:/bin NSKERNEL_TEST_TIME_FACTOR=20
         "$bin/python" -m pytest -p no:randomly
         -o addopts= -p no:cacheprovider --nbval --nbval-sanitize-with notebooks/sanitize.cfg
-        --nbval-cell-timeout=600 --timeout=900 -rs -q)
+        --nbval-cell-timeout=600 --timeout=900 -rfEs -q)
 user_env=(XDG_RUNTIME_DIR=/run/user/1000 DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/1000/bus
           HOME=/home/learner)
 summary=()
