@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -38,13 +37,13 @@ def _in_initial_user_namespace() -> bool:
 
 
 def cell_group(limits: Limits | None, stats: bool
-                ) -> tuple[cgroups.Group | None, Callable[[threading.Thread], None] | None]:
+                ) -> tuple[cgroups.Group | None, Callable[[Callable[[], None]], None] | None]:
     """The cgroups of a cell that asks for a limit on the whole tree, or for its usage, and
-    how to start the thread that forks the cell (None: the child is moved in instead). No
+    where to run the function that forks the cell (None: the child is moved in instead). No
     group where none is needed, or none may be made here (the rlimits still hold).
 
     Where every limit lives in cgroup v1, the cell takes the set a parked thread waits in
-    (see :mod:`nskernel.locks.parking`), and its forking thread is started from there: no move
+    (see :mod:`nskernel.locks.parking`), and that thread forks it: no move
     into a cgroup (an RCU grace period) on the cell's way. Not for --stats: the kernel's
     own threads in those cgroups would count among the cell's processes.
     """
@@ -68,7 +67,7 @@ def cell_group(limits: Limits | None, stats: bool
         if group is not None:
             try:
                 group.set_limits(memory=memory, cpus=cpus)
-                return group, parked.start_in
+                return group, parked.run_in
             except OSError:
                 parked.give_back()
                 cgroup_cleanup.remove_soon(group)

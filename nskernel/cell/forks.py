@@ -37,10 +37,10 @@ def fork() -> int:
 
 @contextmanager
 def forked_in_thread(child_main: Callable[[], NoReturn], *, new_pid_namespace: bool,
-                     start: Callable[[threading.Thread], None] | None = None
+                     run_in: Callable[[Callable[[], None]], None] | None = None
                      ) -> Iterator[int]:
-    """Fork, from a thread of our own, a child that runs ``child_main``; the block gets its
-    pid. For a multi-threaded caller (a kernel).
+    """Fork, from a thread other than the caller's, a child that runs ``child_main``; the
+    block gets its pid. For a multi-threaded caller (a kernel).
 
     ``new_pid_namespace``: the thread unshares CLONE_NEWPID first, so the child is PID 1 of
     a new pid namespace. unshare(CLONE_NEWPID) changes only the calling thread's namespace
@@ -49,10 +49,10 @@ def forked_in_thread(child_main: Callable[[], NoReturn], *, new_pid_namespace: b
     left pointing at the new namespace. (Switching a thread back with setns would need
     privileges over the kernel's own pid namespace, which an isolated kernel does not have.)
     That needs root in the caller's user namespace; not for new user namespaces, which must
-    own the pid namespace. ``start``: how the thread is started (default: from here); a
-    thread starts in its creator's cgroups, and so does what it forks (see
-    :mod:`nskernel.locks.parking`). The thread lives until the block ends, because the child's
-    parent-death signal fires when the thread that forked it ends.
+    own the pid namespace. ``run_in``: runs the forking function in a thread that ends with
+    it (default: a new thread of our own); a child begins life in the cgroups of the thread
+    that forks it (see :mod:`nskernel.locks.parking`). That thread lives until the block
+    ends, because the child's parent-death signal fires when the thread that forked it ends.
     """
     outcome: dict[str, int | BaseException] = {}
     forked, finished = threading.Event(), threading.Event()
@@ -72,16 +72,17 @@ def forked_in_thread(child_main: Callable[[], NoReturn], *, new_pid_namespace: b
         forked.set()
         finished.wait()
 
-    forker = threading.Thread(target=unshare_and_fork, name="nskernel-cell", daemon=True)
-    (start or threading.Thread.start)(forker)
+    if run_in is None:
+        threading.Thread(target=unshare_and_fork, name="nskernel-cell", daemon=True).start()
+    else:
+        run_in(unshare_and_fork)
     try:
         forked.wait()
         if "error" in outcome:
             raise outcome["error"]
         yield outcome["pid"]
     finally:
-        finished.set()
-        forker.join()
+        finished.set()  # the thread ends by itself: waiting for it would cost a wake-up
 
 
 def mount_proc() -> None:

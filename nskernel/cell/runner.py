@@ -19,7 +19,6 @@ import os
 import select
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -92,7 +91,7 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
     if limits and limits.memory:  # each tmpfs of the cell's holds no more than its memory
         isolation = dataclasses.replace(
             isolation, tmpfs_size=within_memory(isolation.tmpfs_size, limits.memory))
-    group, start_thread = cell_group(limits, on_usage is not None)
+    group, run_in = cell_group(limits, on_usage is not None)
     if group is not None:
         isolation = walled_from_its_cgroups(isolation)
     on_stream = on_stream or _write_to_sys
@@ -104,7 +103,7 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
     exec_mode = not callable(target)
     started = time.monotonic()
     try:
-        with _forked_child(isolation, main, pipes, exec_mode, group, start_thread,
+        with _forked_child(isolation, main, pipes, exec_mode, group, run_in,
                            pass_fds) as child:
             for _read_end, write_end in pipes.values():
                 os.close(write_end)
@@ -141,18 +140,18 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
 def _forked_child(isolation: Isolation, main: Callable[[], Any],
                   pipes: dict[str, tuple[int, int]], exec_mode: bool,
                   group: cgroups.Group | None,
-                  start_thread: Callable[[threading.Thread], None] | None,
+                  run_in: Callable[[Callable[[], None]], None] | None,
                   pass_fds: Sequence[int] = ()) -> Iterator[int]:
     """Fork the child that runs ``main`` in ``isolation``; the block gets its pid.
 
     Without a new user namespace a new pid namespace is made from a thread of ours (see
     :func:`forks.forked_in_thread`), and the child is its PID 1 at once. With a
-    ``start_thread``, the child is forked from a thread started that way, in the cgroups
+    ``run_in``, the child is forked by the thread it names (a parked one), in the cgroups
     of ``group`` already. Else, with a ``group``, we move the child into it while it
     enters its namespaces: a move waits for an RCU grace period (milliseconds), which the
     two then spend side by side. The child waits for the word before it starts anything.
     """
-    joined = os.pipe() if group is not None and start_thread is None else None
+    joined = os.pipe() if group is not None and run_in is None else None
     # Root mapped to another id needs a writer outside: we are one, and a helper forked
     # from the child (a copy of the kernel) would cost milliseconds.
     mapping = ((os.pipe(), os.pipe()) if isolation.uses_user_namespace
@@ -160,11 +159,11 @@ def _forked_child(isolation: Isolation, main: Callable[[], Any],
     with contextlib.ExitStack() as stack:
         try:
             own_pid_namespace = isolation.pid and not isolation.uses_user_namespace
-            if own_pid_namespace or start_thread is not None:
+            if own_pid_namespace or run_in is not None:
                 child = stack.enter_context(forks.forked_in_thread(
                     lambda: child_main(isolation, main, pipes, own_pid_namespace, exec_mode,
                                         joined, mapping, group is not None, pass_fds),
-                    new_pid_namespace=own_pid_namespace, start=start_thread))
+                    new_pid_namespace=own_pid_namespace, run_in=run_in))
             else:
                 child = forks.fork()
                 if child == 0:

@@ -1,18 +1,19 @@
 """Cell cgroups without the wait: a thread parked in the next cell's cgroups.
 
-Moving a process into a cgroup waits for an RCU grace period (the kernel's lock on every
-thread group's cgroups is made for readers, and a writer waits them out): 5-13 ms on a
-machine like ours, for every cell with a limit on its whole tree. A new thread, or a child
-it forks, starts in its creator's cgroups at no cost. In cgroup v1 one thread may sit in
-cgroups of its own: so a thread of the kernel waits in a fresh set of v1 cgroups (in their
-leaves, see :class:`nskernel.locks.cgroups.Group`), moved there in the background once the last
-cell is over, and the next cell's forking thread is started by it.
+Moving a process into a cgroup may wait for an RCU grace period (the kernel's lock on every
+thread group's cgroups is made for readers, and a writer waits them out): on kernel 6.18,
+10-20 ms for one move in two, for every cell with a limit on its whole tree. A new thread,
+or a child it forks, starts in its creator's cgroups at no cost. In cgroup v1 one thread may
+sit in cgroups of its own: so a thread of the kernel waits in a fresh set of v1 cgroups (in
+their leaves, see :class:`nskernel.locks.cgroups.Group`), moved there in the background, and
+forks the next cell itself (a thread it started would cost the cell two more wake-ups).
 
-The parked thread then ends: a thread that exits leaves its cgroups without a move (and so
-without a grace period), and the cell's cgroups can be removed as soon as the cell's own
-processes are gone. A thread that stayed in them would have to move out first (a grace
-period on the cell's way out, or cgroups left behind until it had). Each set gets a fresh
-parked thread; a manager thread, which never moves, makes the sets one after the other.
+That thread lives while the cell runs (a child's parent-death signal is tied to the thread
+that forked it), then ends: a thread that exits leaves its cgroups without a move, and the
+cell's cgroups can be removed as soon as it and the cell's processes are gone. A thread that
+stayed in them would have to move out first (a grace period on the cell's way out). Each set
+gets a fresh parked thread; a manager thread, which never moves, makes the sets one after the
+other, the next while a cell runs: a judge's next cell comes as soon as this one is over.
 
 cgroup v2 lets threads of one process sit apart only in threaded subtrees: there the cell's
 child is moved after all (clone3's CLONE_INTO_CGROUP would spare that; Python has no clone3).
@@ -39,8 +40,7 @@ class _Parked:
         self.group = group
         self.inside = threading.Event()  # the thread has moved in (or failed to)
         self.failed = False
-        self.to_start: queue.Queue[threading.Thread | None] = queue.Queue()
-        self.started = threading.Event()
+        self.to_run: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self.thread = threading.Thread(target=self._wait_inside, name="nskernel-parked",
                                        daemon=True)
 
@@ -52,12 +52,9 @@ class _Parked:
             return
         finally:
             self.inside.set()
-        thread = self.to_start.get()
-        try:
-            if thread is not None:
-                thread.start()
-        finally:
-            self.started.set()
+        work = self.to_run.get()
+        if work is not None:
+            work()
         # Ending here takes this thread out of the set, with no move.
 
 
@@ -68,7 +65,7 @@ class ParkingThread:
         self.plan = Plan({job: h for job, h in the_plan.places.items() if h.version == 1}, {})
         self.next_name = next_name
         self._ready: queue.Queue[_Parked | None] = queue.Queue(maxsize=1)
-        #: The cell's thread once started (its end is the manager's cue), or None to stop.
+        #: The parked thread of a set just taken (the manager's cue), or None to stop.
         self._cells: queue.Queue[threading.Thread | None] = queue.Queue()
         self._taken: _Parked | None = None
         self._waiting: _Parked | None = None
@@ -85,8 +82,8 @@ class ParkingThread:
                    for job in jobs)
 
     def take(self) -> Group | None:
-        """The ready set of cgroups (with a thread of ours inside, until a thread is started
-        from it); None if it is not ready in time or cannot be made here."""
+        """The ready set of cgroups (with a thread of ours inside, for :meth:`run_in`); None
+        if it is not ready in time or cannot be made here."""
         if self.failed:
             return None
         try:
@@ -98,21 +95,21 @@ class ParkingThread:
         self._taken = parked
         return parked.group
 
-    def start_in(self, thread: threading.Thread) -> None:
-        """Start ``thread`` from the parked thread: it begins life in the taken cgroups.
-        The parked thread then ends, and the next set is made once ``thread`` has."""
+    def run_in(self, work: Callable[[], None]) -> None:
+        """Have the parked thread of the taken set run ``work`` (which forks the cell: the
+        child begins life in those cgroups), and end with it; the next set is made at once.
+        Returns at once."""
         parked, self._taken = self._taken, None
-        assert parked is not None, "start_in without take"
-        parked.to_start.put(thread)
-        parked.started.wait()
-        self._cells.put(thread)
+        assert parked is not None, "run_in without take"
+        parked.to_run.put(work)
+        self._cells.put(parked.thread)
 
     def give_back(self) -> None:
         """The taken set is not used after all: its thread ends, the next one is made.
         The caller removes the set."""
         parked, self._taken = self._taken, None
         if parked is not None:
-            parked.to_start.put(None)
+            parked.to_run.put(None)
             parked.thread.join()
             self._cells.put(parked.thread)  # ended: the manager moves on at once
 
@@ -135,10 +132,7 @@ class ParkingThread:
                 thread = self._cells.get()
                 if thread is None:
                     break
-                self._waiting = None
-                # Move on once the cell is over: a move slows every fork and exit on the
-                # machine while it waits, the cell's own among them.
-                thread.join()
+                self._waiting = None  # the next set is made now, while the cell runs
         except (OSError, CgroupError):
             self.failed = True
             with contextlib.suppress(queue.Full):
@@ -153,7 +147,7 @@ class ParkingThread:
             return  # none, or a cell is about to start from it
         with contextlib.suppress(queue.Empty):
             self._ready.get_nowait()
-        parked.to_start.put(None)
+        parked.to_run.put(None)
         if parked.thread.is_alive():
             parked.thread.join(timeout=READY_WAIT)
         with contextlib.suppress(OSError):
