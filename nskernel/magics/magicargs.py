@@ -46,10 +46,11 @@ MAX_LINE = 4096
 
 def parse_line(parser: MagicArgumentParser, line: str) -> Any:
     """Expand and parse a magic's line; bad quoting and oversized lines are one-line
-    UsageErrors too."""
+    UsageErrors too. A line with nothing to expand is not handed to the formatter, which
+    would copy the notebook's whole namespace for every cell."""
     _check_length(parser, line)
     shell = get_ipython()
-    if shell is not None:
+    if shell is not None and ("$" in line or "{" in line):
         line = _expand(shell.user_ns, line)
         _check_length(parser, line)
     try:
