@@ -36,12 +36,15 @@ def child_main(isolation: Isolation, target: Callable[[], Any],
                 pipes: dict[str, tuple[int, int]], is_pid1: bool, exec_mode: bool,
                 joined: tuple[int, int] | None,
                 mapping: tuple[tuple[int, int], tuple[int, int]] | None,
-                in_cgroup: bool = False, pass_fds: Sequence[int] = ()) -> None:
+                in_cgroup: bool = False, pass_fds: Sequence[int] = (),
+                entered_ahead: bool = False) -> None:
     """The child: own process group, pipes as stdio, enter, run the target; with a pid
     namespace it either is PID 1 already or forks it. Without one, it is the subreaper of
     everything the target starts, and ends all of it before it exits. ``in_cgroup``: it is
     (or is being moved) in the cell's cgroups, and takes a cgroup namespace rooted there.
-    Never returns; never touches the kernel's zmq sockets or output streams."""
+    ``entered_ahead``: it was forked by a spare thread in its namespaces already (see
+    :mod:`nskernel.cell.spare`): it is PID 1 and takes only the last steps. Never returns;
+    never touches the kernel's zmq sockets or output streams."""
     code = 1
     try:
         os.setpgid(0, 0)
@@ -83,6 +86,8 @@ def child_main(isolation: Isolation, target: Callable[[], Any],
                     forks.mount_proc()
                 if not rooms_later:
                     sandbox.enter_rooms(isolation, own_keyring=False)  # the walls' is fresh
+            elif entered_ahead:
+                sandbox.finish_ahead(isolation)
             else:
                 if isolation.cgroups_hidden and isolation.uses_user_namespace:
                     _hide_cgroups_from_the_user_namespace()

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from nskernel import children
-from nskernel.cell import forks, maps, tracebacks
+from nskernel.cell import forks, maps, spare, tracebacks
 from nskernel.cell.cgroup_plan import (
     cell_group,
     cell_usage,
@@ -145,7 +145,9 @@ def _forked_child(isolation: Isolation, main: Callable[[], Any],
     """Fork the child that runs ``main`` in ``isolation``; the block gets its pid.
 
     Without a new user namespace a new pid namespace is made from a thread of ours (see
-    :func:`forks.forked_in_thread`), and the child is its PID 1 at once. With a
+    :func:`forks.forked_in_thread`), and the child is its PID 1 at once; without cgroups,
+    that thread may be a spare that entered the cell's namespaces ahead of time (see
+    :mod:`nskernel.cell.spare`), and one is asked for the next such cell. With a
     ``run_in``, the child is forked by the thread it names (a parked one), in the cgroups
     of ``group`` already. Else, with a ``group``, we move the child into it while it
     enters its namespaces: a move waits for an RCU grace period (milliseconds), which the
@@ -159,7 +161,13 @@ def _forked_child(isolation: Isolation, main: Callable[[], Any],
     with contextlib.ExitStack() as stack:
         try:
             own_pid_namespace = isolation.pid and not isolation.uses_user_namespace
-            if own_pid_namespace or run_in is not None:
+            ready = spare.take(isolation) if own_pid_namespace and group is None else None
+            if ready is not None:  # a thread of ours in the cell's namespaces already
+                child = stack.enter_context(forks.forked_in_thread(
+                    lambda: child_main(isolation, main, pipes, True, exec_mode, None, None,
+                                       False, pass_fds, entered_ahead=True),
+                    new_pid_namespace=False, run_in=ready.run_in))
+            elif own_pid_namespace or run_in is not None:
                 child = stack.enter_context(forks.forked_in_thread(
                     lambda: child_main(isolation, main, pipes, own_pid_namespace, exec_mode,
                                         joined, mapping, group is not None, pass_fds),
@@ -169,6 +177,8 @@ def _forked_child(isolation: Isolation, main: Callable[[], Any],
                 if child == 0:
                     child_main(isolation, main, pipes, False, exec_mode, joined, mapping,
                                 group is not None, pass_fds)
+            if own_pid_namespace and group is None:
+                spare.prepare(isolation)  # for the next cell like this one
             if mapping is not None:
                 (request_r, request_w), (reply_r, reply_w) = mapping
                 os.close(request_w)  # so that the read below ends if the child does

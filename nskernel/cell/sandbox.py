@@ -41,6 +41,14 @@ def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
         _unshare_as_root(flags, isolation.map_root_to)
     else:
         _syscalls.unshare(flags)
+    _furnish(isolation)
+    if is_pid1:
+        mount_proc()
+
+
+def _furnish(isolation: Isolation) -> None:
+    """What new namespaces hold: private mounts, a /sys and /run directories of the new
+    network namespace's, the ipc filesystems, the hostname and loopback, the file locks."""
     if isolation.mount:
         _syscalls.mount("none", "/", None, _syscalls.MS_REC | _syscalls.MS_PRIVATE)
         if isolation.net or isolation.netns is not None:
@@ -53,8 +61,31 @@ def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
     if isolation.cgroups_hidden:
         filesystem.hide_cgroups()
     filesystem.make_view(isolation)
-    if is_pid1:
-        mount_proc()
+
+
+def may_enter_ahead(isolation: Isolation) -> bool:
+    """Whether a thread of the kernel may enter a cell's namespaces before the cell comes
+    (:func:`enter_ahead`): a pid namespace and no new user namespace (which a thread of a
+    multi-threaded process cannot make), in one step (not behind walls, see
+    :func:`walls_and_rooms`), not joining a named network namespace, and no cgroups."""
+    return (isolation.pid and not isolation.uses_user_namespace and isolation.netns is None
+            and not walls_and_rooms(isolation) and not isolation.cgroups_hidden)
+
+
+def enter_ahead(isolation: Isolation) -> None:
+    """In a thread of the kernel, before the cell exists: what :func:`enter` does but the
+    keyring and /proc. unshare changes the calling thread's namespaces alone (its pid
+    namespace for its children), and the child it forks inherits them: that child then
+    takes the last steps, :func:`finish_ahead`."""
+    _syscalls.unshare(isolation.clone_flags())
+    _furnish(isolation)
+
+
+def finish_ahead(isolation: Isolation) -> None:
+    """In the child forked by a thread that ran :func:`enter_ahead` (PID 1 of its pid
+    namespace): a session keyring of its own and its /proc."""
+    own_session_keyring(isolation)
+    mount_proc()
 
 
 #: The outside uid and gid a root kernel stands for: on the host it acts as nobody.

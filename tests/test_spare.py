@@ -1,0 +1,119 @@
+"""Namespaces entered ahead of time (nskernel.cell.spare): a cell forked by a spare thread sees
+exactly what any cell sees (its own fresh namespaces, the kernel's working directory and
+umask as they are now), and nothing of the cell before it; a cell with other flags is run
+as before. In both kernels; where cells get a user namespace of their own (a stock kernel run
+by a user), no spare is made and the cells are the same."""
+
+from __future__ import annotations
+
+from conftest import wait_for
+from kernels import execute
+
+#: Run in the kernel: count the spares taken, and have each cell report what it sees.
+SETUP = """
+import os, tempfile
+from nskernel.cell import sandbox, spare
+from nskernel.isolation import Isolation
+_take = spare.take
+taken = []
+def _counting(isolation):
+    found = _take(isolation)
+    taken.append(found is not None)
+    return found
+spare.take = _counting
+PROBE = '''import os, socket
+(os.getpid(), socket.gethostname(), os.readlink('/proc/self/ns/net'),
+ os.readlink('/proc/self/ns/mnt'), os.readlink('/proc/self/ns/uts'), os.getcwd(),
+ oct(os.umask(0o22)), sorted(int(p) for p in os.listdir('/proc') if p.isdigit()),
+ sorted(os.listdir('/run/netns')), sorted(os.listdir('/dev/shm')))'''
+PLANT = '''import os, socket
+socket.sethostname('planted')
+open('/dev/shm/planted', 'w').close()
+open('/run/netns/planted', 'w').close()
+os.system('ip link add planted type dummy')
+'''
+FLAGS = '--pid --net --mount --uts --ipc --hostname cell'
+def ready_spare(timeout=10.0):
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        starter = spare._starters.get(os.getpid())
+        if starter is not None and starter.spare is not None and starter.spare.ready.is_set():
+            return True
+        time.sleep(0.01)
+    return False
+expected = sandbox.may_enter_ahead(Isolation(pid=True, net=True, mount=True, uts=True,
+                                              ipc=True, hostname='cell'))
+"""
+
+
+def test_a_cell_forked_by_a_spare_sees_its_own_fresh_namespaces(kernel):
+    assert execute(kernel, SETUP).status == "ok"
+    done = execute(kernel, """
+get_ipython().run_cell_magic('isolate', FLAGS, PLANT)  # makes the spare for the next one
+made = ready_spare()
+workdir = tempfile.mkdtemp(prefix='spare-')
+back = os.getcwd()
+os.chdir(workdir)
+old = os.umask(0o027)
+try:
+    seen = get_ipython().run_cell_magic('isolate', FLAGS, PROBE)
+finally:
+    os.umask(old)
+    os.chdir(back)
+    os.rmdir(workdir)
+kernel_ns = [os.readlink(f'/proc/self/ns/{n}') for n in ('net', 'mnt', 'uts')]
+(expected, made, taken[-1], seen, workdir, kernel_ns)
+""", timeout=60)
+    expected, made, taken, seen, workdir, kernel_ns = done.value
+    assert (made, taken) == (expected, expected), done
+    pid, hostname, net, mnt, uts, cwd, umask, pids, run_netns, shm = seen
+    assert (pid, hostname, pids) == (1, "cell", [1])
+    assert {net, mnt, uts}.isdisjoint(kernel_ns)
+    assert (cwd, umask) == (workdir, "0o27")  # the kernel's, as they were at the cell
+    assert (run_netns, shm) == ([], [])  # nothing the cell before planted
+
+
+#: Run in the kernel: three cells in a row, each looking for the marks of the one before.
+LOOK_AND_PLANT = """
+LOOK = (
+    "import os, socket, subprocess\\n"
+    "found = (socket.gethostname(), sorted(os.listdir('/dev/shm')),\\n"
+    "         sorted(os.listdir('/run/netns')),\\n"
+    "         subprocess.run(['ip', '-o', 'link', 'show', 'planted'],\\n"
+    "                        capture_output=True).returncode,\\n"
+    "         subprocess.run(['ipcs', '-q'], capture_output=True, text=True)\\n"
+    "         .stdout.count('0x'))\\n")
+seen = []
+for _ in range(3):
+    ready_spare()
+    seen.append(get_ipython().run_cell_magic(
+        'isolate', FLAGS, LOOK + PLANT + "os.system('ipcmk -Q >/dev/null')\\nfound"))
+(expected, taken[-3:], seen)
+"""
+
+
+def test_cells_forked_by_spares_one_after_another_find_nothing_of_each_other(kernel):
+    """Three cells in a row, each forked by a spare (where spares are made), each leaving
+    marks in its namespaces (hostname, /dev/shm, /run/netns, a link, a SysV queue) and
+    looking for those of the one before."""
+    done = execute(kernel, LOOK_AND_PLANT, timeout=60)
+    expected, taken, seen = done.value
+    assert taken == [expected] * 3, done
+    assert seen == [("cell", [], [], 1, 0)] * 3, seen
+
+
+def test_a_cell_with_other_flags_ends_the_spare_and_runs_as_before(kernel):
+    done = execute(kernel, """
+ready_spare()
+other = get_ipython().run_cell_magic('isolate', '--pid --uts --hostname other',
+                                     "import socket, os\\n(socket.gethostname(), os.getpid())")
+(taken[-1], other)
+""", timeout=60)
+    taken, other = done.value
+    assert (taken, other) == (False, ("other", 1)), done
+
+    def one_spare_left() -> bool:
+        names = execute(kernel, "import threading\n[t.name for t in threading.enumerate()]")
+        return names.value.count("nskernel-spare") <= 1
+    assert wait_for(one_spare_left, timeout=10)
