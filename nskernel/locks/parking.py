@@ -27,6 +27,7 @@ import queue
 import threading
 from collections.abc import Callable
 
+from nskernel.locks import cgroup_cleanup
 from nskernel.locks.cgroups import CgroupError, Group, Plan
 
 #: How long a cell waits for the next set of cgroups to be ready (a grace period or two).
@@ -150,5 +151,5 @@ class ParkingThread:
         parked.to_run.put(None)
         if parked.thread.is_alive():
             parked.thread.join(timeout=READY_WAIT)
-        with contextlib.suppress(OSError):
-            parked.group.remove()
+        # join() returns a moment before the thread has left the set: poll it away.
+        cgroup_cleanup.remove_now(parked.group, wait=READY_WAIT)
