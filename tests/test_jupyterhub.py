@@ -479,6 +479,7 @@ def test_each_students_processes_share_one_cgroup(hub, kernels, local_users):
             assert f"{user} gets no cgroup of their own" in log
         return
     seen = set()
+    weights = set()
     for user in local_users:
         processes = processes_of(user.pw_uid)
         assert processes
@@ -487,10 +488,17 @@ def test_each_students_processes_share_one_cgroup(hub, kernels, local_users):
         directories = next(iter(places))
         assert not seen & set(directories)
         seen |= set(directories)
-        memory = next(d for d in directories if d.startswith(the_plan.places["memory"].own))
-        limit = (Path(memory, "memory.max") if the_plan.places["memory"].version == 2
-                 else Path(memory, "memory.limit_in_bytes"))
+
+        def of(job: str, directories: tuple[str, ...] = directories) -> str:
+            return next(d for d in directories if d.startswith(the_plan.places[job].own))
+        v2 = {job: the_plan.places[job].version == 2 for job in ("memory", "pids", "cpu")}
+        limit = Path(of("memory"), "memory.max" if v2["memory"] else "memory.limit_in_bytes")
         assert limit.read_text().strip() == str(2 << 30)
+        assert Path(of("pids"), "pids.max").read_text().strip() == "1024"
+        # One CPU share each: siblings with the same weight (cgroup v2) or shares (v1).
+        weights.add(Path(of("cpu"), "cpu.weight" if v2["cpu"] else "cpu.shares")
+                    .read_text().strip())
+    assert len(weights) == 1, weights
 
 
 def test_the_idle_culler_runs_as_a_hub_service(hub):

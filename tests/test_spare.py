@@ -12,7 +12,7 @@ from kernels import execute
 #: Run in the kernel: count the spares taken, and have each cell report what it sees.
 SETUP = """
 import os, tempfile
-from nskernel.cell import sandbox, spare
+from nskernel.cell import spare
 from nskernel.isolation import Isolation
 _take = spare.take
 taken = []
@@ -42,7 +42,7 @@ def ready_spare(timeout=10.0):
             return True
         time.sleep(0.01)
     return False
-expected = sandbox.may_enter_ahead(Isolation(pid=True, net=True, mount=True, uts=True,
+expected = spare.may_enter_ahead(Isolation(pid=True, net=True, mount=True, uts=True,
                                               ipc=True, hostname='cell'))
 """
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from nskernel import _syscalls, children
-from nskernel.cell import forks, maps, sandbox, wire
+from nskernel.cell import forks, maps, sandbox, spare, wire
 from nskernel.cell.errors import IsolatedRunError
 from nskernel.cell.wire import picklable, send
 from nskernel.isolation import Isolation
@@ -87,7 +87,7 @@ def child_main(isolation: Isolation, target: Callable[[], Any],
                 if not rooms_later:
                     sandbox.enter_rooms(isolation, own_keyring=False)  # the walls' is fresh
             elif entered_ahead:
-                sandbox.finish_ahead(isolation)
+                spare.finish_ahead(isolation)
             else:
                 if isolation.cgroups_hidden and isolation.uses_user_namespace:
                     _hide_cgroups_from_the_user_namespace()

@@ -1,11 +1,10 @@
 """Run a Python callable in new namespaces, from inside a live (multi-threaded) kernel.
 
 The pattern: fork; the child points fds 1/2 at pipes, swaps ``sys.stdout`` and
-``sys.stderr`` for plain files and never touches zmq; it enters the namespaces (and forks
-once more to be PID 1 when a pid namespace is asked for); it runs the callable and sends its
-value, or its exception with the traceback, back over a message pipe. The parent streams
-the pipes to its own callbacks as bytes arrive and kills the whole child tree on timeout or
-interrupt. Forking keeps the interpreter warm: no Python start-up is paid per call.
+``sys.stderr`` for plain files and never touches zmq; it enters the namespaces; it runs the
+callable and sends its value, or its exception with the traceback, over a message pipe.
+The parent streams the pipes to its callbacks as bytes arrive and kills the whole child
+tree on timeout or interrupt. Forking keeps the interpreter warm: no start-up per call.
 """
 
 from __future__ import annotations
@@ -138,21 +137,17 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
 
 @contextlib.contextmanager
 def _forked_child(isolation: Isolation, main: Callable[[], Any],
-                  pipes: dict[str, tuple[int, int]], exec_mode: bool,
-                  group: cgroups.Group | None,
+                  pipes: dict[str, tuple[int, int]], exec_mode: bool, group: cgroups.Group | None,
                   run_in: Callable[[Callable[[], None]], None] | None,
                   pass_fds: Sequence[int] = ()) -> Iterator[int]:
     """Fork the child that runs ``main`` in ``isolation``; the block gets its pid.
 
-    Without a new user namespace a new pid namespace is made from a thread of ours (see
-    :func:`forks.forked_in_thread`), and the child is its PID 1 at once; without cgroups,
-    that thread may be a spare that entered the cell's namespaces ahead of time (see
-    :mod:`nskernel.cell.spare`), and one is asked for the next such cell. With a
-    ``run_in``, the child is forked by the thread it names (a parked one), in the cgroups
-    of ``group`` already. Else, with a ``group``, we move the child into it while it
-    enters its namespaces: a move waits for an RCU grace period (milliseconds), which the
-    two then spend side by side. The child waits for the word before it starts anything.
-    """
+    Without a new user namespace, a thread of ours makes the new pid namespace and forks
+    the child as its PID 1 (:func:`forks.forked_in_thread`): without cgroups, a spare that
+    is in the cell's namespaces already (:mod:`nskernel.cell.spare`; one is asked for the
+    next such cell); with ``run_in``, the parked thread of ``group``. Else, with a
+    ``group``, we move the child into it while it enters its namespaces (a move waits for an
+    RCU grace period, which the two spend side by side); it waits for the word to go on."""
     joined = os.pipe() if group is not None and run_in is None else None
     # Root mapped to another id needs a writer outside: we are one, and a helper forked
     # from the child (a copy of the kernel) would cost milliseconds.
@@ -162,16 +157,13 @@ def _forked_child(isolation: Isolation, main: Callable[[], Any],
         try:
             own_pid_namespace = isolation.pid and not isolation.uses_user_namespace
             ready = spare.take(isolation) if own_pid_namespace and group is None else None
-            if ready is not None:  # a thread of ours in the cell's namespaces already
-                child = stack.enter_context(forks.forked_in_thread(
-                    lambda: child_main(isolation, main, pipes, True, exec_mode, None, None,
-                                       False, pass_fds, entered_ahead=True),
-                    new_pid_namespace=False, run_in=ready.run_in))
-            elif own_pid_namespace or run_in is not None:
+            if own_pid_namespace or run_in is not None:
                 child = stack.enter_context(forks.forked_in_thread(
                     lambda: child_main(isolation, main, pipes, own_pid_namespace, exec_mode,
-                                        joined, mapping, group is not None, pass_fds),
-                    new_pid_namespace=own_pid_namespace, run_in=run_in))
+                                       joined, mapping, group is not None, pass_fds,
+                                       entered_ahead=ready is not None),
+                    new_pid_namespace=own_pid_namespace and ready is None,
+                    run_in=ready.run_in if ready is not None else run_in))
             else:
                 child = forks.fork()
                 if child == 0:
@@ -313,11 +305,6 @@ def _killed(status: int) -> bool:
     return code in (-signal.SIGKILL, 128 + signal.SIGKILL)
 
 
-def _reap(child: int) -> int:
-    _pid, status = os.waitpid(child, 0)
-    return status
-
-
 #: Children that sent their result and hung up, but may not have finished exiting:
 #: {pid: (pidfd, the event loop watching it)}
 _exiting: dict[int, tuple[int, asyncio.AbstractEventLoop]] = {}
@@ -336,7 +323,7 @@ def _reap_soon(child: int) -> bool:
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        _reap(child)
+        os.waitpid(child, 0)
         return True
     pidfd = os.pidfd_open(child)
     _exiting[child] = (pidfd, loop)

@@ -1,10 +1,10 @@
 """How a process gets into new namespaces: one mechanism for the kernel and for the magics.
 
-Namespaces are per thread and ipykernel is multi-threaded, so nothing here may run in a
-kernel process: callers fork first and call :func:`enter` in the single-threaded child.
-A new pid namespace only applies to children, so the process that entered forks once more;
-that child is PID 1 (:func:`fork_pid1`). The kernel launcher's PID 1 becomes dumb-init, which
-reaps the namespace's orphans; ``%%isolate`` runs the cell body itself as PID 1.
+Callers fork first and call :func:`enter` in the single-threaded child (only there may a user
+namespace be made), or a thread of the kernel enters a plain cell's namespaces for itself
+ahead of time (:func:`furnish`, from :mod:`nskernel.cell.spare`). A new pid namespace applies
+to children only, so the process that entered forks once more: that child is PID 1. The
+kernel launcher's PID 1 becomes dumb-init; ``%%isolate`` runs the cell body as PID 1.
 """
 
 from __future__ import annotations
@@ -22,17 +22,15 @@ from nskernel.cell import maps
 from nskernel.cell.forks import mount_proc
 from nskernel.isolation import Isolation
 from nskernel.locks import filesystem
+from nskernel.locks.filesystem import CGROUP_ROOT
 
 
 def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
-    """Put the calling single-threaded process into the namespaces ``isolation`` asks for.
-
-    Afterwards the process is root inside its user namespace (if it made one), its mounts no
-    longer propagate to the host, its hostname and loopback are set, and it has a session
-    keyring of its own (the kernel's keys are not a cell's); a new pid namespace takes
-    effect for its children only. ``is_pid1``: the caller already is PID 1 of a new
-    pid namespace (see :func:`forked_in_thread`) and only needs its /proc.
-    """
+    """Put the calling single-threaded process into the namespaces ``isolation`` asks for:
+    root inside its user namespace (if it made one), mounts that no longer propagate to the
+    host, its hostname and loopback, a session keyring of its own (the kernel's keys are not
+    a cell's). ``is_pid1``: the caller already is PID 1 of a new pid namespace (see
+    :func:`forked_in_thread`) and only needs its /proc."""
     flags = isolation.clone_flags() & ~(_syscalls.CLONE_NEWPID if is_pid1 else 0)
     own_session_keyring(isolation)  # not the kernel's, nor its session's
     if isolation.netns is not None:
@@ -41,14 +39,14 @@ def enter(isolation: Isolation, *, is_pid1: bool = False) -> None:
         _unshare_as_root(flags, isolation.map_root_to)
     else:
         _syscalls.unshare(flags)
-    _furnish(isolation)
+    furnish(isolation)
     if is_pid1:
         mount_proc()
 
 
-def _furnish(isolation: Isolation) -> None:
-    """What new namespaces hold: private mounts, a /sys and /run directories of the new
-    network namespace's, the ipc filesystems, the hostname and loopback, the file locks."""
+def furnish(isolation: Isolation) -> None:
+    """What new namespaces hold: private mounts, the new network's /sys and /run directories,
+    the ipc filesystems, the hostname and loopback, the file locks."""
     if isolation.mount:
         _syscalls.mount("none", "/", None, _syscalls.MS_REC | _syscalls.MS_PRIVATE)
         if isolation.net or isolation.netns is not None:
@@ -61,31 +59,6 @@ def _furnish(isolation: Isolation) -> None:
     if isolation.cgroups_hidden:
         filesystem.hide_cgroups()
     filesystem.make_view(isolation)
-
-
-def may_enter_ahead(isolation: Isolation) -> bool:
-    """Whether a thread of the kernel may enter a cell's namespaces before the cell comes
-    (:func:`enter_ahead`): a pid namespace and no new user namespace (which a thread of a
-    multi-threaded process cannot make), in one step (not behind walls, see
-    :func:`walls_and_rooms`), not joining a named network namespace, and no cgroups."""
-    return (isolation.pid and not isolation.uses_user_namespace and isolation.netns is None
-            and not walls_and_rooms(isolation) and not isolation.cgroups_hidden)
-
-
-def enter_ahead(isolation: Isolation) -> None:
-    """In a thread of the kernel, before the cell exists: what :func:`enter` does but the
-    keyring and /proc. unshare changes the calling thread's namespaces alone (its pid
-    namespace for its children), and the child it forks inherits them: that child then
-    takes the last steps, :func:`finish_ahead`."""
-    _syscalls.unshare(isolation.clone_flags())
-    _furnish(isolation)
-
-
-def finish_ahead(isolation: Isolation) -> None:
-    """In the child forked by a thread that ran :func:`enter_ahead` (PID 1 of its pid
-    namespace): a session keyring of its own and its /proc."""
-    own_session_keyring(isolation)
-    mount_proc()
 
 
 #: The outside uid and gid a root kernel stands for: on the host it acts as nobody.
@@ -145,9 +118,6 @@ def enter_walls(isolation: Isolation, *, user_namespace: bool, map_root_to: int 
         show_only_cgroups(cgroups)
     if isolation.cgroups_hidden:
         filesystem.hide_cgroups()
-
-
-CGROUP_ROOT = filesystem.CGROUP_ROOT
 
 
 def show_only_cgroups(directories: Sequence[str]) -> None:

@@ -6,7 +6,7 @@ thread can do all of that for itself (unshare changes the calling thread's names
 alone) and the child it forks inherits them. So after each such cell a spare thread enters
 the same namespaces in the background, and waits; the next cell with the same isolation is
 forked by it (one wake-up, instead of a thread started and the namespaces entered on its
-way) and only takes its keyring and its /proc (:func:`sandbox.finish_ahead`). A cell with
+way) and only takes its keyring and its /proc (:func:`finish_ahead`). A cell with
 another isolation ends the spare (its namespaces go with it) and is run as before.
 
 What the kernel's other threads see does not change: the spare's namespaces are its own.
@@ -24,8 +24,34 @@ import queue
 import threading
 from collections.abc import Callable
 
-from nskernel.cell import sandbox
+from nskernel import _syscalls
+from nskernel.cell import forks, sandbox
 from nskernel.isolation import Isolation
+
+
+def may_enter_ahead(isolation: Isolation) -> bool:
+    """Whether a thread of the kernel may enter a cell's namespaces before the cell comes
+    (:func:`enter_ahead`): a pid namespace and no new user namespace (which a thread of a
+    multi-threaded process cannot make), in one step (not behind walls, see
+    :func:`sandbox.walls_and_rooms`), not joining a named network namespace, no cgroups."""
+    return (isolation.pid and not isolation.uses_user_namespace and isolation.netns is None
+            and not sandbox.walls_and_rooms(isolation) and not isolation.cgroups_hidden)
+
+
+def enter_ahead(isolation: Isolation) -> None:
+    """In a thread of the kernel, before the cell exists: what :func:`sandbox.enter` does
+    but the keyring and /proc. unshare changes the calling thread's namespaces alone (its
+    pid namespace for its children), and the child it forks inherits them: that child
+    then takes the last steps, :func:`finish_ahead`."""
+    _syscalls.unshare(isolation.clone_flags())
+    sandbox.furnish(isolation)
+
+
+def finish_ahead(isolation: Isolation) -> None:
+    """In the child forked by a thread that ran :func:`enter_ahead` (PID 1 of its pid
+    namespace): a session keyring of its own and its /proc."""
+    sandbox.own_session_keyring(isolation)
+    forks.mount_proc()
 
 
 class Spare:
@@ -40,7 +66,7 @@ class Spare:
 
     def _serve(self) -> None:
         try:
-            sandbox.enter_ahead(self.isolation)
+            enter_ahead(self.isolation)
         except Exception:  # noqa: BLE001 - no spares here; cells enter their namespaces
             self.failed = True
             return
@@ -118,7 +144,7 @@ def take(isolation: Isolation) -> Spare | None:
 
 def prepare(isolation: Isolation) -> None:
     """Have a spare enter ``isolation``'s namespaces for the next cell, in the background."""
-    if not sandbox.may_enter_ahead(isolation):
+    if not may_enter_ahead(isolation):
         return
     pid = os.getpid()
     if pid not in _starters:
