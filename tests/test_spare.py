@@ -38,7 +38,7 @@ def ready_spare(timeout=10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         starter = spare._starters.get(os.getpid())
-        if starter is not None and starter.spare is not None and starter.spare.ready.is_set():
+        if starter is not None and starter._spare is not None and starter._spare.ready.is_set():
             return True
         time.sleep(0.01)
     return False
@@ -117,3 +117,16 @@ other = get_ipython().run_cell_magic('isolate', '--pid --uts --hostname other',
         names = execute(kernel, "import threading\n[t.name for t in threading.enumerate()]")
         return names.value.count("nskernel-spare") <= 1
     assert wait_for(one_spare_left, timeout=10)
+
+
+def test_cells_back_to_back_with_changing_flags_all_run(kernel):
+    """As Run All runs a notebook: no pause between cells, and flags that change now and
+    then, so that a cell takes a spare while the next one is being started (a spare given
+    both a cell's work and its end used to end first, and the cell waited forever)."""
+    done = execute(kernel, """
+flags = ['--pid --net', '--pid --net', '--pid --uts', '--pid --net', '--pid']
+results = [get_ipython().run_cell_magic('isolate', flags[i % len(flags)], 'import os\\nos.getpid()')
+           for i in range(300)]
+(set(results), sum(taken[-300:]) > 0 or not expected)
+""", timeout=240)
+    assert done.value == ({1}, True), done

@@ -19,6 +19,7 @@ kernel's main thread never waits for one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -74,7 +75,8 @@ class Spare:
             self.ready.set()
         work = self._work.get()
         if work is not None:
-            _follow_the_kernel()
+            with contextlib.suppress(OSError):  # else the cell starts where the spare is
+                _follow_the_kernel()
             work()
         # Ending here, the thread takes its namespaces along (the cell's own stay).
 
@@ -99,8 +101,11 @@ class _Starter:
     """The thread that starts a process's spares, and the spare it started last."""
 
     def __init__(self) -> None:
-        self.spare: Spare | None = None
         self.failed = False  # a spare could not enter its namespaces: none are made again
+        self._spare: Spare | None = None
+        #: Who takes the spare, a cell or the next one started, takes it alone: a spare given
+        #: both a cell's work and its end could end first, and the cell wait forever.
+        self._lock = threading.Lock()
         self._wanted: queue.SimpleQueue[Isolation] = queue.SimpleQueue()
         threading.Thread(target=self._start_spares, name="nskernel-spares",
                          daemon=True).start()
@@ -108,13 +113,20 @@ class _Starter:
     def want(self, isolation: Isolation) -> None:
         self._wanted.put(isolation)
 
+    def take(self) -> Spare | None:
+        with self._lock:
+            spare, self._spare = self._spare, None
+        return spare
+
     def _start_spares(self) -> None:
         while True:
             isolation = self._wanted.get()
-            old, self.spare = self.spare, None
+            old = self.take()
             if old is not None:
                 old.discard()
-            self.spare = Spare(isolation)
+            spare = Spare(isolation)
+            with self._lock:
+                self._spare = spare
 
 
 #: Each process's. A forked copy of the kernel (a cell) has none of its threads, and must
@@ -128,10 +140,8 @@ def take(isolation: Isolation) -> Spare | None:
     """The spare that entered ``isolation``'s namespaces and is ready; None if there is
     none. A spare for another isolation is ended; so is one not ready yet."""
     starter = _starters.get(os.getpid())
-    if starter is None:
-        return None
-    spare, starter.spare = starter.spare, None
-    if spare is None:
+    spare = starter.take() if starter is not None else None
+    if spare is None or starter is None:
         return None
     if spare.failed:
         starter.failed = True
