@@ -90,8 +90,15 @@ class Spare:
 
 def _follow_the_kernel() -> None:
     """The kernel's working directory and umask, now (a cell may have changed them since
-    the spare entered its namespaces): /proc/self names the kernel's main thread."""
-    os.chdir("/proc/self/cwd")
+    the spare entered its namespaces): /proc/self names the kernel's main thread. The
+    directory is taken by its path, as the spare's mount namespace shows it (a copy of the
+    kernel's): through the link itself the spare would be in the kernel's mount namespace's
+    directory, which the cell's could not reach (getcwd fails). Only where that path is not
+    there (a mount the kernel made after the copy) is the link followed."""
+    try:
+        os.chdir(os.readlink("/proc/self/cwd"))
+    except OSError:
+        os.chdir("/proc/self/cwd")
     with open("/proc/self/status") as status:
         umask = next(line.split()[1] for line in status if line.startswith("Umask:"))
     os.umask(int(umask, 8))
