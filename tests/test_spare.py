@@ -142,3 +142,29 @@ def test_a_shell_cell_forked_by_a_spare_can_name_its_directory(kernel):
     done = execute(kernel, "%%isolate --pid --mount --sh\n/bin/pwd")
     assert done.stderr == "" and done.stdout.strip() == execute(
         kernel, "import os\nos.getcwd()").value, done
+
+
+HOSTILE = {
+    "closes every fd": "import os\nos.closerange(0, 4096)",
+    "leaves a daemon": "import os, time\nif os.fork() == 0:\n    os.setsid()\n"
+                       "    if os.fork() == 0:\n        time.sleep(600)\n    os._exit(0)\n'left'",
+    "fork bomb": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n"
+                 "        break",
+}
+
+
+def test_hostile_cells_forked_by_spares_leave_the_kernel_answering(kernel):
+    """Each hostile cell is forked by a spare (where spares are made): a fork bomb under
+    --pids and a cell with a memory limit too (those run as before, with a user namespace
+    or a cgroup); after each, the kernel answers and the next spare's cell runs."""
+    for name, body in HOSTILE.items():
+        flags = "--pid --net --timeout 30" + (" --pids 16 --memory 256M"
+                                              if name == "fork bomb" else "")
+        execute(kernel, "ready_spare()")
+        done = execute(kernel, f"%%isolate {flags}\n{body}", timeout=60)
+        assert done.status in ("ok", "error"), (name, done)
+        assert execute(kernel, "1 + 1", timeout=5).value == 2, name
+        execute(kernel, "ready_spare()")
+        after = execute(kernel, "get_ipython().run_cell_magic('isolate', FLAGS, "
+                                "'import os\\nos.getpid()')", timeout=30)
+        assert after.value == 1, (name, after)

@@ -156,7 +156,8 @@ def _forked_child(isolation: Isolation, main: Callable[[], Any],
     with contextlib.ExitStack() as stack:
         try:
             own_pid_namespace = isolation.pid and not isolation.uses_user_namespace
-            ready = spare.take(isolation) if own_pid_namespace and group is None else None
+            spares_serve = own_pid_namespace and group is None
+            ready = spare.take(isolation) if spares_serve else None
             if own_pid_namespace or run_in is not None:
                 child = stack.enter_context(forks.forked_in_thread(
                     lambda: child_main(isolation, main, pipes, own_pid_namespace, exec_mode,
@@ -169,7 +170,7 @@ def _forked_child(isolation: Isolation, main: Callable[[], Any],
                 if child == 0:
                     child_main(isolation, main, pipes, False, exec_mode, joined, mapping,
                                 group is not None, pass_fds)
-            if own_pid_namespace and group is None:
+            if spares_serve:
                 spare.prepare(isolation)  # for the next cell like this one
             if mapping is not None:
                 (request_r, request_w), (reply_r, reply_w) = mapping

@@ -148,7 +148,7 @@ def take(isolation: Isolation) -> Spare | None:
     none. A spare for another isolation is ended; so is one not ready yet."""
     starter = _starters.get(os.getpid())
     spare = starter.take() if starter is not None else None
-    if spare is None or starter is None:
+    if starter is None or spare is None:
         return None
     if spare.failed:
         starter.failed = True
