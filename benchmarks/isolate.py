@@ -12,7 +12,8 @@ Three tables:
    <= 2 ms to ``--all``.
 2. **From the client**, as a user waits (execute_request to idle): a plain cell, the real
    floor of any cell that forks (``os.fork()`` + ``os._exit(0)`` + ``waitpid``), and the
-   cells above. Goal: ``%%isolate``'s overhead over a plain cell <= 1.2x the bare fork's.
+   cells above, each after the same plain cell, not counted (see SETTLE). Goal:
+   ``%%isolate``'s overhead over a plain cell <= 1.2x the bare fork's.
 3. **The tools** with the real interpreter (``sys.executable`` resolved, never a launcher
    shim): ``unshare ... python -c``, ``unshare ... prlimit ... python -c`` and ``bwrap
    --unshare-all --ro-bind / / --tmpfs /tmp --seccomp FD ... python -c`` (Debian's
@@ -46,6 +47,12 @@ BODY = "x = 1"
 #: Seconds between two measured cells (not counted): as a person runs them, far apart, so
 #: that no cell finds the kernel warm from the one before (its cgroup locks, say).
 GAP = 0.02
+#: Run, not counted, before each cell timed from the client. The first cell after any fork
+#: takes page faults wherever it writes to the kernel's memory (the fork left all of it
+#: copy-on-write), a cost of the fork before it: run in a row, the plain cell would pay for
+#: the ``%%isolate`` cell before it, and the bare fork cell for nothing (the plain one
+#: before it paid). After this cell, each timed cell pays for itself alone.
+SETTLE = "y = 1"
 BARE_FORK = "import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)"
 IN_KERNEL = f"""
 import statistics, time
@@ -77,6 +84,7 @@ def kernel_costs(name: str, cells: int, tool_cells: dict[str, str] | None = None
         samples: dict[str, list[float]] = {label: [] for label in cells_to_time}
         for _ in range(max(cells // 4, 20)):
             for label, code in cells_to_time.items():
+                execute(client, SETTLE)
                 time.sleep(GAP)
                 begin = time.perf_counter()
                 done = execute(client, code)

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import zmq
 from jupyter_client import BlockingKernelClient, KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 from traitlets.config import Config
@@ -32,6 +33,15 @@ class Execution:
         """The execute_result, read back as a Python literal."""
         assert self.result is not None, f"no result: {self}"
         return ast.literal_eval(self.result)
+
+
+def _wait_for_a_message(client: BlockingKernelClient, seconds: float) -> None:
+    """Until a message arrives on the shell, iopub or stdin channel, at most ``seconds``:
+    at once, as a browser gets it (a sleep between looks would add up to its length)."""
+    poller = zmq.Poller()
+    for channel in (client.shell_channel, client.iopub_channel, client.stdin_channel):
+        poller.register(channel.socket, zmq.POLLIN)
+    poller.poll(seconds * 1000)
 
 
 def execute(client: BlockingKernelClient, code: str, timeout: float = 30,
@@ -65,7 +75,7 @@ def execute(client: BlockingKernelClient, code: str, timeout: float = 30,
                 replied = True
             continue
         if not client.iopub_channel.msg_ready():
-            time.sleep(0.002)
+            _wait_for_a_message(client, min(left, 0.05))
             continue
         msg = client.get_iopub_msg(timeout=1)
         if msg["parent_header"].get("msg_id") != msg_id:

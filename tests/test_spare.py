@@ -9,6 +9,8 @@ from __future__ import annotations
 from conftest import wait_for
 from kernels import execute
 
+FLAGS_LINE = "--pid --net --mount --uts --ipc --hostname cell"  # FLAGS in the kernel
+
 #: Run in the kernel: count the spares taken, and have each cell report what it sees.
 SETUP = """
 import os, tempfile
@@ -120,13 +122,19 @@ other = get_ipython().run_cell_magic('isolate', '--pid --uts --hostname other',
 
 
 def test_cells_back_to_back_with_changing_flags_all_run(kernel):
-    """As Run All runs a notebook: no pause between cells, and flags that change now and
+    """As Run All runs a notebook: cells one after the other, and flags that change now and
     then, so that a cell takes a spare while the next one is being started (a spare given
-    both a cell's work and its end used to end first, and the cell waited forever)."""
+    both a cell's work and its end used to end first, and the cell waited forever). Every
+    other cell comes after a pause of 10 ms, so that its spare is being made or is ready
+    (a spare is made once the cell before it is over); the others come at once."""
     done = execute(kernel, """
+import time
 flags = ['--pid --net', '--pid --net', '--pid --uts', '--pid --net', '--pid']
-results = [get_ipython().run_cell_magic('isolate', flags[i % len(flags)], 'import os\\nos.getpid()')
-           for i in range(300)]
+results = []
+for i in range(300):
+    time.sleep(0.01 * (i % 2))
+    results.append(get_ipython().run_cell_magic('isolate', flags[i % len(flags)],
+                                                 'import os\\nos.getpid()'))
 (set(results), sum(taken[-300:]) > 0 or not expected)
 """, timeout=240)
     assert done.value == ({1}, True), done
@@ -168,3 +176,59 @@ def test_hostile_cells_forked_by_spares_leave_the_kernel_answering(kernel):
         after = execute(kernel, "get_ipython().run_cell_magic('isolate', FLAGS, "
                                 "'import os\\nos.getpid()')", timeout=30)
         assert after.value == 1, (name, after)
+
+
+#: A cell's session keyring (its id) and whether it finds the key the cell before it added.
+KEYRING = '''import ctypes, os, platform
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+KEYCTL, ADD_KEY = {'x86_64': (250, 248), 'aarch64': (219, 217)}[platform.machine()]
+SESSION, SEARCH = -3, 10
+mine = libc.syscall(KEYCTL, 0, SESSION, 0)
+found = libc.syscall(KEYCTL, SEARCH, SESSION, b'user', b'left-by-the-cell-before', 0)
+libc.syscall(ADD_KEY, b'user', b'left-by-the-cell-before', b'x', 1, SESSION)
+(mine, found)'''
+
+
+def test_cells_forked_by_spares_each_have_a_session_keyring_of_their_own(kernel):
+    """The spare joins the cell's fresh session keyring ahead of time (a thread's own, as
+    its namespaces are): the cell's is neither the kernel's nor the one of the cell before,
+    and the key that cell added is not found."""
+    done = execute(kernel, f"""
+import ctypes, platform
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+kernels = _libc.syscall({{'x86_64': 250, 'aarch64': 219}}[platform.machine()], 0, -3, 0)
+rings = []
+for _ in range(3):
+    ready_spare()
+    rings.append(get_ipython().run_cell_magic('isolate', FLAGS, {KEYRING!r}))
+(expected, ([False] * 3 + taken)[-3:], kernels, rings)
+""", timeout=60)
+    expected, taken, kernels, rings = done.value
+    assert taken == [expected] * 3, done
+    ids = [mine for mine, _found in rings]
+    assert all(ring > 0 for ring in ids) and len({kernels, *ids}) == 4, done
+    assert [found for _mine, found in rings] == [-1] * 3, done  # ENOKEY: not there
+
+
+STREAMS = '''import sys
+print('out'); print('err', file=sys.stderr)
+[(s.fileno(), s.seekable(), s.writable(), s.line_buffering, s.closed)
+ for s in (sys.stdin, sys.stdout, sys.stderr)] + [sys.stdin.read()]'''
+
+
+def test_standard_streams_made_ahead_are_the_cells_own(kernel):
+    """Where a spare made the cell's stream objects ahead of time, they are what the cell
+    would have made: over descriptors 0-2, stdin /dev/null (seekable, empty), stdout and
+    stderr its pipes (not seekable, line-buffered), and its output reaches the notebook."""
+    expected_streams = [(0, True, False, False, False), (1, False, True, True, False),
+                        (2, False, True, True, False), ""]
+    execute(kernel, "ready_spare()")
+    served = execute(kernel, f"%%isolate {FLAGS_LINE}\n{STREAMS}", timeout=30)
+    alone = execute(kernel, f"%%isolate --pid --uts\n{STREAMS}", timeout=30)  # no spare
+    for done in (served, alone):
+        assert (done.stdout, done.stderr) == ("out\n", "err\n"), done
+        assert done.value == expected_streams, done
+    assert execute(kernel, "taken[-2:]").value == [execute(kernel, "expected").value,
+                                                   False]

@@ -37,12 +37,12 @@ def child_main(isolation: Isolation, target: Callable[[], Any],
                 joined: tuple[int, int] | None,
                 mapping: tuple[tuple[int, int], tuple[int, int]] | None,
                 in_cgroup: bool = False, pass_fds: Sequence[int] = (),
-                entered_ahead: bool = False) -> None:
+                ahead: spare.Spare | None = None) -> None:
     """The child: own process group, pipes as stdio, enter, run the target; with a pid
     namespace it either is PID 1 already or forks it. Without one, it is the subreaper of
     everything the target starts, and ends all of it before it exits. ``in_cgroup``: it is
     (or is being moved) in the cell's cgroups, and takes a cgroup namespace rooted there.
-    ``entered_ahead``: it was forked by a spare thread in its namespaces already (see
+    ``ahead``: the spare thread that forked it, in its namespaces already (see
     :mod:`nskernel.cell.spare`): it is PID 1 and takes only the last steps. Never returns;
     never touches the kernel's zmq sockets or output streams."""
     code = 1
@@ -57,9 +57,9 @@ def child_main(isolation: Isolation, target: Callable[[], Any],
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
-        sys.stdin = open(0, closefd=False)
-        sys.stdout = open(1, "w", buffering=1, closefd=False)
-        sys.stderr = open(2, "w", buffering=1, closefd=False)
+        made = ahead.streams if ahead is not None else {}
+        sys.stdin, sys.stdout, sys.stderr = (made.get(fd) or forks.standard_stream(fd)
+                                             for fd in (0, 1, 2))
         messages = pipes["messages"][1]
         wire.child_messages = messages
         if joined is not None:
@@ -86,8 +86,8 @@ def child_main(isolation: Isolation, target: Callable[[], Any],
                     forks.mount_proc()
                 if not rooms_later:
                     sandbox.enter_rooms(isolation, own_keyring=False)  # the walls' is fresh
-            elif entered_ahead:
-                spare.finish_ahead(isolation)
+            elif ahead is not None:
+                spare.finish_ahead(isolation, ahead)
             else:
                 if isolation.cgroups_hidden and isolation.uses_user_namespace:
                     _hide_cgroups_from_the_user_namespace()

@@ -9,7 +9,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from nskernel import _syscalls
 from nskernel.isolation import Isolation
@@ -83,6 +83,15 @@ def forked_in_thread(child_main: Callable[[], NoReturn], *, new_pid_namespace: b
         yield outcome["pid"]
     finally:
         finished.set()  # the thread ends by itself: waiting for it would cost a wake-up
+
+
+def standard_stream(fd: int) -> TextIO:
+    """A child's sys.stdin (``fd`` 0), sys.stdout (1) or sys.stderr (2): a text file over
+    that descriptor, whatever it is when used (its pipes to the kernel), which it never
+    closes. A spare may make it ahead of time (see :mod:`nskernel.cell.spare`)."""
+    if fd == 0:
+        return open(0, closefd=False)
+    return open(fd, "w", buffering=1, closefd=False)
 
 
 def mount_proc() -> None:

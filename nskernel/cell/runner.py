@@ -116,6 +116,8 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
                 _signal_tree(child, signal.SIGKILL)  # whatever the cell left running
                 if group is not None:
                     group.kill(wait=False)
+                else:  # a spare for the next cell like this one, made once this one is gone
+                    spare.prepare(isolation, after_child=child)
                 if channel.has_result and callable(target) and on_usage is None:
                     _reap_soon(child)  # its status is not needed, only its end
                 else:
@@ -144,10 +146,10 @@ def _forked_child(isolation: Isolation, main: Callable[[], Any],
 
     Without a new user namespace, a thread of ours makes the new pid namespace and forks
     the child as its PID 1 (:func:`forks.forked_in_thread`): without cgroups, a spare that
-    is in the cell's namespaces already (:mod:`nskernel.cell.spare`; one is asked for the
-    next such cell); with ``run_in``, the parked thread of ``group``. Else, with a
-    ``group``, we move the child into it while it enters its namespaces (a move waits for an
-    RCU grace period, which the two spend side by side); it waits for the word to go on."""
+    is in the cell's namespaces already (:mod:`nskernel.cell.spare`); with ``run_in``, the
+    parked thread of ``group``. Else, with a ``group``, we move the child into it while it
+    enters its namespaces (a move waits for an RCU grace period, which the two spend side by
+    side); it waits for the word to go on."""
     joined = os.pipe() if group is not None and run_in is None else None
     # Root mapped to another id needs a writer outside: we are one, and a helper forked
     # from the child (a copy of the kernel) would cost milliseconds.
@@ -162,7 +164,7 @@ def _forked_child(isolation: Isolation, main: Callable[[], Any],
                 child = stack.enter_context(forks.forked_in_thread(
                     lambda: child_main(isolation, main, pipes, own_pid_namespace, exec_mode,
                                        joined, mapping, group is not None, pass_fds,
-                                       entered_ahead=ready is not None),
+                                       ahead=ready),
                     new_pid_namespace=own_pid_namespace and ready is None,
                     run_in=ready.run_in if ready is not None else run_in))
             else:
@@ -170,8 +172,6 @@ def _forked_child(isolation: Isolation, main: Callable[[], Any],
                 if child == 0:
                     child_main(isolation, main, pipes, False, exec_mode, joined, mapping,
                                 group is not None, pass_fds)
-            if spares_serve:
-                spare.prepare(isolation)  # for the next cell like this one
             if mapping is not None:
                 (request_r, request_w), (reply_r, reply_w) = mapping
                 os.close(request_w)  # so that the read below ends if the child does

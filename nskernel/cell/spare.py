@@ -1,13 +1,20 @@
 """A cell's namespaces, entered ahead of time by a spare thread of the kernel.
 
 Most of a plain ``%%isolate`` cell's time, after the fork, goes to entering its namespaces:
-unshare, the mounts, the hostname and loopback (2 ms of 13, measured in a stock kernel). A
-thread can do all of that for itself (unshare changes the calling thread's namespaces
-alone) and the child it forks inherits them. So after each such cell a spare thread enters
-the same namespaces in the background, and waits; the next cell with the same isolation is
-forked by it (one wake-up, instead of a thread started and the namespaces entered on its
-way) and only takes its keyring and its /proc (:func:`finish_ahead`). A cell with
-another isolation ends the spare (its namespaces go with it) and is run as before.
+unshare, the mounts, the hostname and loopback, the keyring (2 ms of 13, measured in a stock
+kernel). A thread can do all of that for itself (unshare, like a new session keyring,
+changes the calling thread alone) and the child it forks inherits it. So after each such
+cell a spare thread enters the same namespaces in the background, and waits; the next cell
+with the same isolation is forked by it (one wake-up, instead of a thread started and the
+namespaces entered on its way) and only mounts its /proc (:func:`finish_ahead`); even the
+objects of its standard streams are made. A cell with another isolation ends the spare (its
+namespaces go with it) and is run as before.
+
+A spare is made once the cell before it is over: its child has exited and, in a kernel, the
+event loop has had its next turn (the reply and the idle status are sent before that). On a
+machine with two CPUs, a spare's work (and its turns at the interpreter's lock) would
+otherwise slow down that cell's child, its exit and the kernel's reply. A cell that comes
+while its spare is still being made waits for it (never longer than doing the same work).
 
 What the kernel's other threads see does not change: the spare's namespaces are its own.
 Its working directory and umask are its own too (unshare(CLONE_NEWNS) unshares them): it
@@ -19,11 +26,15 @@ kernel's main thread never waits for one.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import os
 import queue
+import select
 import threading
 from collections.abc import Callable
+from typing import TextIO
 
 from nskernel import _syscalls
 from nskernel.cell import forks, sandbox
@@ -39,19 +50,26 @@ def may_enter_ahead(isolation: Isolation) -> bool:
             and not sandbox.walls_and_rooms(isolation) and not isolation.cgroups_hidden)
 
 
-def enter_ahead(isolation: Isolation) -> None:
+def enter_ahead(isolation: Isolation) -> bool:
     """In a thread of the kernel, before the cell exists: what :func:`sandbox.enter` does
-    but the keyring and /proc. unshare changes the calling thread's namespaces alone (its
-    pid namespace for its children), and the child it forks inherits them: that child
-    then takes the last steps, :func:`finish_ahead`."""
+    but /proc. unshare changes the calling thread's namespaces alone (its pid namespace for
+    its children), and so does joining a session keyring (credentials are a thread's):
+    the child it forks inherits them, and then takes the last step, :func:`finish_ahead`.
+    Whether the keyring was made (the user's key quota may be full: the child waits)."""
     _syscalls.unshare(isolation.clone_flags())
     sandbox.furnish(isolation)
+    try:
+        _syscalls.join_fresh_session_keyring()
+    except _syscalls.NamespaceError:
+        return False
+    return True
 
 
-def finish_ahead(isolation: Isolation) -> None:
-    """In the child forked by a thread that ran :func:`enter_ahead` (PID 1 of its pid
-    namespace): a session keyring of its own and its /proc."""
-    sandbox.own_session_keyring(isolation)
+def finish_ahead(isolation: Isolation, spare: Spare) -> None:
+    """In the child forked by ``spare`` (PID 1 of its pid namespace): its /proc, and the
+    session keyring of its own if the spare could not make it."""
+    if not spare.has_keyring:
+        sandbox.own_session_keyring(isolation)
     forks.mount_proc()
 
 
@@ -62,12 +80,16 @@ class Spare:
         self.isolation = isolation
         self.ready = threading.Event()
         self.failed = False
+        self.has_keyring = False
+        #: Those of the child's standard streams made ahead too, by descriptor
+        self.streams: dict[int, TextIO] = {}
         self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         threading.Thread(target=self._serve, name="nskernel-spare", daemon=True).start()
 
     def _serve(self) -> None:
         try:
-            enter_ahead(self.isolation)
+            self.has_keyring = enter_ahead(self.isolation)
+            self.streams = _streams_ahead()
         except Exception:  # noqa: BLE001 - no spares here; cells enter their namespaces
             self.failed = True
             return
@@ -75,7 +97,8 @@ class Spare:
             self.ready.set()
         work = self._work.get()
         if work is not None:
-            with contextlib.suppress(OSError):  # else the cell starts where the spare is
+            # Else the cell starts where the spare is (ValueError: a kernel without Umask).
+            with contextlib.suppress(OSError, ValueError):
                 _follow_the_kernel()
             work()
         # Ending here, the thread takes its namespaces along (the cell's own stay).
@@ -86,6 +109,26 @@ class Spare:
 
     def discard(self) -> None:
         self._work.put(None)
+
+
+def _streams_ahead() -> dict[int, TextIO]:
+    """The child's standard streams (:func:`forks.standard_stream`) that can be made before
+    it exists, the same as it would make them. A stream remembers at its making whether its
+    descriptor can seek: the child's stdin, /dev/null, can, and its stdout and stderr pipes
+    cannot. Where one of the kernel's descriptors 0-2 differs (or is closed), the child
+    makes that stream itself."""
+    made: dict[int, TextIO] = {}
+    for fd in (0, 1, 2):
+        try:
+            os.lseek(fd, 0, os.SEEK_CUR)
+            seekable = True
+        except OSError as exc:
+            if exc.errno != errno.ESPIPE:
+                continue
+            seekable = False
+        if seekable == (fd == 0):
+            made[fd] = forks.standard_stream(fd)
+    return made
 
 
 def _follow_the_kernel() -> None:
@@ -99,9 +142,41 @@ def _follow_the_kernel() -> None:
         os.chdir(os.readlink("/proc/self/cwd"))
     except OSError:
         os.chdir("/proc/self/cwd")
-    with open("/proc/self/status") as status:
-        umask = next(line.split()[1] for line in status if line.startswith("Umask:"))
-    os.umask(int(umask, 8))
+    fd = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        status = os.read(fd, 1 << 16)
+    finally:
+        os.close(fd)
+    start = status.index(b"\nUmask:") + len(b"\nUmask:")
+    os.umask(int(status[start:status.index(b"\n", start)], 8))
+
+
+#: Seconds a spare waits for the cell before it to exit (a cell's exit takes a few
+#: milliseconds: more, only if it is huge or the machine is very busy).
+CHILD_EXIT_WAIT = 1.0
+#: Seconds a spare waits for the kernel's event loop to take its next turn: a millisecond or
+#: two after the cell's result, unless a cell runs cells in a loop of its own.
+LOOP_TURN_WAIT = 0.005
+#: Seconds a cell waits for a spare that is still entering its namespaces (a few
+#: milliseconds, or it is stuck: the cell enters them itself).
+READY_WAIT = 0.5
+
+
+_Wish = tuple[Isolation, "int | None", "asyncio.AbstractEventLoop | None"]
+
+
+def _wait_until_over(wish: _Wish) -> None:
+    """Until the cell that made ``wish`` is over (see the module's docstring), or about."""
+    _isolation, exited, loop = wish
+    if exited is not None:
+        with contextlib.suppress(OSError):
+            select.select([exited], [], [], CHILD_EXIT_WAIT)
+        os.close(exited)
+    if loop is not None:
+        turn = threading.Event()
+        with contextlib.suppress(RuntimeError):  # the loop is closed: no turn to wait for
+            loop.call_soon_threadsafe(turn.set)
+            turn.wait(LOOP_TURN_WAIT)
 
 
 class _Starter:
@@ -110,15 +185,16 @@ class _Starter:
     def __init__(self) -> None:
         self.failed = False  # a spare could not enter its namespaces: none are made again
         self._spare: Spare | None = None
+        #: (the isolation, a pidfd of the cell's child to wait for, or None)
         #: Who takes the spare, a cell or the next one started, takes it alone: a spare given
         #: both a cell's work and its end could end first, and the cell wait forever.
         self._lock = threading.Lock()
-        self._wanted: queue.SimpleQueue[Isolation] = queue.SimpleQueue()
+        self._wanted: queue.SimpleQueue[tuple[Isolation, int | None]] = queue.SimpleQueue()
         threading.Thread(target=self._start_spares, name="nskernel-spares",
                          daemon=True).start()
 
-    def want(self, isolation: Isolation) -> None:
-        self._wanted.put(isolation)
+    def want(self, wish: _Wish) -> None:
+        self._wanted.put(wish)
 
     def take(self) -> Spare | None:
         with self._lock:
@@ -127,7 +203,14 @@ class _Starter:
 
     def _start_spares(self) -> None:
         while True:
-            isolation = self._wanted.get()
+            wish = self._wanted.get()
+            while True:  # only the newest wish counts
+                _wait_until_over(wish)
+                try:
+                    wish = self._wanted.get_nowait()
+                except queue.Empty:
+                    break
+            isolation = wish[0]
             old = self.take()
             if old is not None:
                 old.discard()
@@ -144,8 +227,8 @@ os.register_at_fork(after_in_child=_starters.clear)
 
 
 def take(isolation: Isolation) -> Spare | None:
-    """The spare that entered ``isolation``'s namespaces and is ready; None if there is
-    none. A spare for another isolation is ended; so is one not ready yet."""
+    """The spare that entered ``isolation``'s namespaces, once it is ready; None if there
+    is none. A spare for another isolation is ended; so is one not ready in READY_WAIT."""
     starter = _starters.get(os.getpid())
     spare = starter.take() if starter is not None else None
     if starter is None or spare is None:
@@ -153,18 +236,26 @@ def take(isolation: Isolation) -> Spare | None:
     if spare.failed:
         starter.failed = True
         return None
-    if spare.isolation != isolation or not spare.ready.is_set():
+    if spare.isolation != isolation or not spare.ready.wait(READY_WAIT) or spare.failed:
         spare.discard()
         return None
     return spare
 
 
-def prepare(isolation: Isolation) -> None:
-    """Have a spare enter ``isolation``'s namespaces for the next cell, in the background."""
+def prepare(isolation: Isolation, after_child: int | None = None) -> None:
+    """Have a spare enter ``isolation``'s namespaces for the next cell, in the background,
+    once this cell is over: ``after_child`` (a child of ours not reaped yet) has exited, and
+    the event loop running this cell, if any, has taken its next turn."""
     if not may_enter_ahead(isolation):
         return
     pid = os.getpid()
     if pid not in _starters:
         _starters[pid] = _Starter()
     if not _starters[pid].failed:
-        _starters[pid].want(isolation)
+        exited = loop = None
+        if after_child is not None:
+            with contextlib.suppress(OSError):
+                exited = os.pidfd_open(after_child)
+        with contextlib.suppress(RuntimeError):  # none: a script, terminal IPython
+            loop = asyncio.get_running_loop()
+        _starters[pid].want((isolation, exited, loop))

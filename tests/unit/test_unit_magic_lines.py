@@ -63,3 +63,18 @@ def test_the_shorthands_hand_off_to_isolate(parser, line, isolate_line):
     settings = {"uts": True} if parser is magics.UTS else {"netns": args.name}
     handed = magics.as_isolate_args(args, **settings)
     assert handed == magics.ISOLATE.parse_args(isolate_line.split())
+
+
+def test_a_line_parsed_again_comes_back_as_a_fresh_namespace():
+    """Lines are parsed once (argparse is slow): a magic may set attributes on what it gets
+    (``--all`` sets each namespace's), which must not reach the next cell with that line."""
+    first = magicargs.parse_line(magics.ISOLATE, "--pid --net")
+    first.mount = first.all = True
+    again = magicargs.parse_line(magics.ISOLATE, "--pid --net")
+    assert (again.pid, again.net, bool(again.mount), again.all) == (True, True, False, False)
+    assert again is not first
+
+
+def test_a_bad_line_is_refused_every_time():
+    for _ in range(2):
+        assert "unrecognized arguments: --pdi" in one_line(magics.ISOLATE, "--pdi")
