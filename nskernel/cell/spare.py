@@ -76,8 +76,10 @@ def finish_ahead(isolation: Isolation, spare: Spare) -> None:
 class Spare:
     """A thread in a cell's namespaces, waiting to fork it (see the module's docstring)."""
 
-    def __init__(self, isolation: Isolation) -> None:
+    def __init__(self, isolation: Isolation,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.isolation = isolation
+        self._loop = loop  # the kernel's, if any: the spare ends on its next turn
         self.ready = threading.Event()
         self.failed = False
         self.has_keyring = False
@@ -101,7 +103,9 @@ class Spare:
             with contextlib.suppress(OSError, ValueError):
                 _follow_the_kernel()
             work()
-        # Ending here, the thread takes its namespaces along (the cell's own stay).
+            # Once the cell is over: ending, the thread takes its namespaces along (the
+            # cell's own stay), work that would slow down the kernel's reply.
+            _wait_for_a_turn(self._loop)
 
     def run_in(self, work: Callable[[], None]) -> None:
         """Have the spare run ``work`` (which forks the cell) and end with it."""
@@ -172,6 +176,12 @@ def _wait_until_over(wish: _Wish) -> None:
         with contextlib.suppress(OSError):
             select.select([exited], [], [], CHILD_EXIT_WAIT)
         os.close(exited)
+    _wait_for_a_turn(loop)
+
+
+def _wait_for_a_turn(loop: asyncio.AbstractEventLoop | None) -> None:
+    """Until ``loop`` (a kernel's, in its main thread) takes its next turn, at most
+    LOOP_TURN_WAIT: a cell's reply and idle status are sent before it."""
     if loop is not None:
         turn = threading.Event()
         with contextlib.suppress(RuntimeError):  # the loop is closed: no turn to wait for
@@ -210,11 +220,11 @@ class _Starter:
                     wish = self._wanted.get_nowait()
                 except queue.Empty:
                     break
-            isolation = wish[0]
+            isolation, _exited, loop = wish
             old = self.take()
             if old is not None:
                 old.discard()
-            spare = Spare(isolation)
+            spare = Spare(isolation, loop)
             with self._lock:
                 self._spare = spare
 

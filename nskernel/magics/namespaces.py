@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import linecache
 import os
 from collections.abc import Callable
@@ -253,14 +254,10 @@ def _python_cell(shell: Any, cell: str, exports: list[str],
     (``!cmd``, ``%magic``) included; returns (last expression's value, exported values).
     ``jailed``: the value as its display (a mimebundle) and the exports as plain data, all
     the kernel will take from a jail (see nskernel.cell.jailed_output)."""
-    source = shell.transform_cell(cell)
     try:
-        tree = ast.parse(source, CELL_FILENAME)
-    except SyntaxError as exc:
-        raise UsageError(f"isolated cell, line {exc.lineno}: {exc.msg}") from None
-    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-    body = compile(tree, CELL_FILENAME, "exec")
-    tail = compile(ast.Expression(last.value), CELL_FILENAME, "eval") if last else None
+        source, body, tail = _compiled(shell, cell, _transformers(shell))
+    except TypeError:  # a transformer that cannot be hashed: compiled each time
+        source, body, tail = _compiled.__wrapped__(shell, cell, ())
 
     def run_cell() -> tuple:
         linecache.cache[CELL_FILENAME] = (len(source), None, source.splitlines(True),
@@ -283,6 +280,32 @@ def _python_cell(shell: Any, cell: str, exports: list[str],
         return value, exported
 
     return run_cell
+
+
+def _transformers(shell: Any) -> tuple:
+    """What turns a cell's IPython syntax into Python: a cell compiled before any of them
+    changed (an extension may add one) is compiled again."""
+    manager = shell.input_transformer_manager
+    return (*manager.cleanup_transforms, *manager.line_transforms,
+            *manager.token_transformers, *shell.input_transformers_post)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(shell: Any, cell: str, _transformers: tuple) -> tuple[str, Any, Any]:
+    """(the cell as Python, the code of its body, the code of its last expression or
+    None), for the same cell once: a notebook runs the same cell again and again, and
+    IPython's transforms, the parse and the compile take a few tenths of a millisecond (code
+    objects never change: each run execs the same ones afresh). A cell that does not parse
+    raises each time."""
+    source = shell.transform_cell(cell)
+    try:
+        tree = ast.parse(source, CELL_FILENAME)
+    except SyntaxError as exc:
+        raise UsageError(f"isolated cell, line {exc.lineno}: {exc.msg}") from None
+    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    body = compile(tree, CELL_FILENAME, "exec")
+    tail = compile(ast.Expression(last.value), CELL_FILENAME, "eval") if last else None
+    return source, body, tail
 
 
 def _route_output_in_child(shell: Any) -> None:

@@ -78,3 +78,32 @@ def test_a_line_parsed_again_comes_back_as_a_fresh_namespace():
 def test_a_bad_line_is_refused_every_time():
     for _ in range(2):
         assert "unrecognized arguments: --pdi" in one_line(magics.ISOLATE, "--pdi")
+
+
+def test_a_cell_is_compiled_once_until_ipythons_transforms_change():
+    """%%isolate compiles a cell's body once (IPython syntax included); an added transform
+    (an extension's) compiles it again; a cell that does not parse is refused each time."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    transformed = []
+    transform = shell.transform_cell
+    shell.transform_cell = lambda cell: transformed.append(cell) or transform(cell)
+    try:
+        for _ in range(3):
+            magics._python_cell(shell, "x = 2\nx * 21", [])
+        assert transformed == ["x = 2\nx * 21"]
+
+        def shout(lines: list[str]) -> list[str]:
+            return [line.replace("21", "10") for line in lines]
+        shell.input_transformers_post.append(shout)
+        namespace: dict = {}
+        shell.user_ns = namespace
+        assert magics._python_cell(shell, "x = 2\nx * 21", [])() == (20, {})
+        assert len(transformed) == 2
+        shell.input_transformers_post.remove(shout)
+        for _ in range(2):
+            with pytest.raises(UsageError, match="isolated cell, line 1"):
+                magics._python_cell(shell, "x = = 1", [])
+    finally:
+        InteractiveShell.clear_instance()
