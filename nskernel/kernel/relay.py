@@ -137,6 +137,7 @@ class Relay:
                 kernel.close()
                 continue
             inside = kernel.detach()
+            _send_at_once(outside)
             os.set_blocking(outside, False)
             os.set_blocking(inside, False)
             self.partner[outside], self.partner[inside] = inside, outside
@@ -231,6 +232,19 @@ class Relay:
 
 
 _READABLE = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
+
+
+def _send_at_once(fd: int) -> None:
+    """No Nagle on a TCP connection from Jupyter: zmq turns it off on its own sockets, and
+    without it a small write that follows another one waits for the peer's delayed ACK
+    (up to 40 ms: a third of the kernel's replies and idle statuses came that late)."""
+    connection = _socket.socket(fileno=fd)
+    try:
+        connection.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+    except OSError:
+        pass  # not TCP
+    finally:
+        connection.detach()
 
 
 def _writable(fd: int) -> bool:

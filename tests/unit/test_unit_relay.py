@@ -72,3 +72,37 @@ def test_output_is_bounded_and_never_waited_for():
         carrier.close()
         os.close(sink_r)
         os.close(sink_w)
+
+
+def test_connections_from_jupyter_send_small_writes_at_once():
+    """TCP_NODELAY on each connection the relay accepts, as zmq sets on its own: with Nagle,
+    a reply written after the idle status waited for Jupyter's delayed ACK (up to 40 ms, a
+    third of an Isolated Python kernel's cells)."""
+    name = b"\0nskernel-test-relay-" + os.urandom(6).hex().encode()
+    inside = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    inside.bind(name)
+    inside.listen()
+    outside = socket.socket()
+    outside.bind(("127.0.0.1", 0))
+    outside.listen()
+    carrier = relay.Relay({outside.fileno(): name}, [])
+    try:
+        client = socket.create_connection(outside.getsockname(), timeout=5)
+        for _ in range(100):
+            carrier.poll(0.05)
+            if carrier.partner:
+                break
+        server, _ = inside.accept()
+        delays = {}
+        for fd in carrier.partner:
+            relayed = socket.socket(fileno=os.dup(fd))
+            with relayed:
+                if relayed.family == socket.AF_INET:
+                    delays[fd] = relayed.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert list(delays.values()) == [1], delays
+        client.close()
+        server.close()
+    finally:
+        carrier.close()  # the listener too
+        inside.close()
+        outside.detach()
