@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 
 import pytest
 from conftest import wait_for
@@ -114,6 +115,57 @@ def test_a_daemon_does_not_outlive_its_cell(kernel, flags, ending):
             one_line_error(done)), done
     assert wait_for(lambda: not _processes_with(seconds), timeout=5), (
         f"the daemon survived: {_processes_with(seconds)}")
+    still_answers(kernel)
+
+
+#: PID 1 of the cell's pid namespace starts a process in a pid namespace below, in a process
+#: group of its own, and tries to join that group: had it joined, its end would wait forever
+#: for the group's pid to be freed (an unkillable process left behind; the kernel, waiting
+#: for it to exit, hung), so PID 1 is a session leader, which may join no other group.
+NESTED = ("import os, subprocess, sys, time\n"
+          "below = subprocess.Popen(['unshare', '--pid', '--fork', 'sleep', '{seconds}'],\n"
+          "                         preexec_fn=os.setpgrp)\n"
+          "try:\n"
+          "    os.setpgid(0, below.pid)\n"
+          "    print('joined')\n"
+          "except PermissionError:\n"
+          "    print('refused')\n"
+          "{ending}")
+
+
+def _stuck_in_their_exit() -> set[int]:
+    """Processes waiting in their exit for a pid namespace to empty."""
+    stuck = set()
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/wchan") as handle:
+                if handle.read() == "zap_pid_ns_processes":
+                    stuck.add(int(entry))
+        except (OSError, ValueError):
+            pass
+    return stuck
+
+
+@pytest.mark.parametrize("flags", ["--pid --net", "--pid --user", "--pid --net --sh"])
+@pytest.mark.parametrize("ending", ["'done'", "time.sleep(30)", "sys.exit(1)"])
+def test_pid_1_cannot_join_a_group_below_it_and_nothing_outlives_it(kernel, flags, ending):
+    """As the cell's PID 1 (the kernel's child, or with a user namespace its grandchild, or
+    a shell that execs it), whether it returns, times out or exits: the join is refused,
+    nothing of the cell survives, and nothing is left waiting in its exit."""
+    seconds = f"{1000 + secrets.randbelow(10**6)}.{secrets.randbelow(10**6)}"  # unique
+    code = NESTED.format(seconds=seconds, ending=ending)
+    body = (f"exec python3 -c {shlex.quote(code)}" if "--sh" in flags else code)
+    before = _stuck_in_their_exit()
+    try:
+        done = execute(kernel, f"%%isolate {flags} --timeout 2\n{body}", timeout=60)
+        assert "refused" in done.stdout and "joined" not in done.stdout, done
+        assert wait_for(lambda: not _processes_with(seconds), timeout=5), (
+            f"survived: {_processes_with(seconds)}")
+        assert wait_for(lambda: not _stuck_in_their_exit() - before, timeout=5), (
+            f"left waiting in their exit: {_stuck_in_their_exit() - before}")
+    finally:
+        for pid in _processes_with(seconds):
+            os.kill(pid, 9)
     still_answers(kernel)
 
 

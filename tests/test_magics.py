@@ -194,8 +194,11 @@ def test_timeout_stops_the_cell_and_what_it_started(kernel):
     assert not _sleepers()
 
 
-def test_interrupt_stops_the_cell_and_what_it_started(kernel):
-    done = cell(kernel, "%%isolate --pid\nimport subprocess, time\n"
+@pytest.mark.parametrize("flags", ["--pid", "--pid --user"])
+def test_interrupt_stops_the_cell_and_what_it_started(kernel, flags):
+    """PID 1 is in a session of its own (see nskernel.cell.child): the kernel's own child,
+    or with a user namespace its grandchild, to which the child passes the interrupt on."""
+    done = cell(kernel, f"%%isolate {flags}\nimport subprocess, time\n"
                         f"subprocess.Popen(['sleep', '{SLEEP}'], start_new_session=True)\n"
                         "print('ready', flush=True)\ntime.sleep(100)",
                 interrupt=(kernel.test_manager, "ready"))

@@ -47,7 +47,7 @@ def child_main(isolation: Isolation, target: Callable[[], Any],
     never touches the kernel's zmq sockets or output streams."""
     code = 1
     try:
-        os.setpgid(0, 0)
+        _own_group(as_pid1=is_pid1)
         _syscalls.set_parent_death_signal(signal.SIGKILL)
         for name, (read_end, write_end) in pipes.items():
             os.close(read_end)
@@ -112,7 +112,11 @@ def child_main(isolation: Isolation, target: Callable[[], Any],
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # it gets it from the group
             body = ((lambda: _enter_rooms_and_call(isolation, target, messages)) if rooms_later
                     else (lambda: _call(target, messages)))
+            if isolation.pid:  # PID 1: a session and group of its own; we pass SIGINT on
+                body = _in_a_session_of_its_own(body)
             grandchild = forks.fork_child(body, new_proc=isolation.pid)
+            if isolation.pid:
+                signal.signal(signal.SIGINT, lambda _signum, _frame: _interrupt(grandchild))
             _hang_up(messages)  # the pipes are the grandchild's alone now
             code = children.supervise(grandchild, reap_orphans=not isolation.pid)
             code = children.as_shell_status(code)
@@ -128,6 +132,31 @@ def child_main(isolation: Isolation, target: Callable[[], Any],
             _flush_quietly()
         finally:
             os._exit(code)
+
+
+def _own_group(*, as_pid1: bool) -> None:
+    """A process group of our own, which the kernel signals. PID 1 of the cell's pid
+    namespace takes a session of its own, too: a session leader may join no other group.
+    Had it joined the group of a process below it, its exit would wait forever (Linux waits
+    until every pid of the namespace is freed, its group's among them): a cell could leave
+    an unkillable process behind, and hang the kernel waiting for it."""
+    if as_pid1:
+        os.setsid()
+    else:
+        os.setpgid(0, 0)
+
+
+def _in_a_session_of_its_own(body: Callable[[], int]) -> Callable[[], int]:
+    def pid1() -> int:
+        _own_group(as_pid1=True)
+        return body()
+    return pid1
+
+
+def _interrupt(pid1: int) -> None:
+    """Pass an interrupt on to PID 1's group (in a session of its own, out of ours)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid1, signal.SIGINT)
 
 
 def _close_inherited(keep: set[int]) -> None:
