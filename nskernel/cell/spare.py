@@ -166,6 +166,8 @@ LOOP_TURN_WAIT = 0.005
 READY_WAIT = 0.5
 
 
+#: What a cell asks of the starter: a spare for its isolation, once the cell is over (a
+#: pidfd of its child, the event loop it ran in; either may be None).
 _Wish = tuple[Isolation, "int | None", "asyncio.AbstractEventLoop | None"]
 
 
@@ -195,11 +197,10 @@ class _Starter:
     def __init__(self) -> None:
         self.failed = False  # a spare could not enter its namespaces: none are made again
         self._spare: Spare | None = None
-        #: (the isolation, a pidfd of the cell's child to wait for, or None)
         #: Who takes the spare, a cell or the next one started, takes it alone: a spare given
         #: both a cell's work and its end could end first, and the cell wait forever.
         self._lock = threading.Lock()
-        self._wanted: queue.SimpleQueue[tuple[Isolation, int | None]] = queue.SimpleQueue()
+        self._wanted: queue.SimpleQueue[_Wish] = queue.SimpleQueue()
         threading.Thread(target=self._start_spares, name="nskernel-spares",
                          daemon=True).start()
 
