@@ -127,9 +127,9 @@ NESTED = ("import os, subprocess, sys, time\n"
           "                         preexec_fn=os.setpgrp)\n"
           "try:\n"
           "    os.setpgid(0, below.pid)\n"
-          "    print('joined')\n"
+          "    print('joined', flush=True)\n"
           "except PermissionError:\n"
-          "    print('refused')\n"
+          "    print('refused', flush=True)\n"
           "{ending}")
 
 
