@@ -9,7 +9,8 @@ import threading
 from nskernel.kernel import relay
 
 
-def test_each_connection_reaches_the_unix_listener_byte_for_byte():
+def _relay_between_listeners() -> tuple[socket.socket, socket.socket, relay.Relay]:
+    """A Unix listener (the kernel's), a TCP one on loopback (Jupyter's) and the relay."""
     name = b"\0nskernel-test-relay-" + os.urandom(6).hex().encode()
     inside = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     inside.bind(name)
@@ -17,7 +18,11 @@ def test_each_connection_reaches_the_unix_listener_byte_for_byte():
     outside = socket.socket()
     outside.bind(("127.0.0.1", 0))
     outside.listen()
-    carrier = relay.Relay({outside.fileno(): name}, [])
+    return inside, outside, relay.Relay({outside.fileno(): name}, [])
+
+
+def test_each_connection_reaches_the_unix_listener_byte_for_byte():
+    inside, outside, carrier = _relay_between_listeners()
     stop = threading.Event()
 
     def loop() -> None:
@@ -78,14 +83,7 @@ def test_connections_from_jupyter_send_small_writes_at_once():
     """TCP_NODELAY on each connection the relay accepts, as zmq sets on its own: with Nagle,
     a reply written after the idle status waited for Jupyter's delayed ACK (up to 40 ms, a
     third of an Isolated Python kernel's cells)."""
-    name = b"\0nskernel-test-relay-" + os.urandom(6).hex().encode()
-    inside = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    inside.bind(name)
-    inside.listen()
-    outside = socket.socket()
-    outside.bind(("127.0.0.1", 0))
-    outside.listen()
-    carrier = relay.Relay({outside.fileno(): name}, [])
+    inside, outside, carrier = _relay_between_listeners()
     try:
         client = socket.create_connection(outside.getsockname(), timeout=5)
         for _ in range(100):
