@@ -37,10 +37,13 @@ def fork() -> int:
 
 @contextmanager
 def forked_in_thread(child_main: Callable[[], NoReturn], *, new_pid_namespace: bool,
-                     run_in: Callable[[Callable[[], None]], None] | None = None
-                     ) -> Iterator[int]:
+                     run_in: Callable[[Callable[[], None]], None] | None = None,
+                     after_fork: Callable[[int | None], None] | None = None,
+                     let_go: Callable[[Callable[[], None]], None] | None = None
+                     ) -> Iterator[Callable[[], int]]:
     """Fork, from a thread other than the caller's, a child that runs ``child_main``; the
-    block gets its pid. For a multi-threaded caller (a kernel).
+    block gets a function that returns its pid (waiting for the fork, or raising its error).
+    For a multi-threaded caller (a kernel).
 
     ``new_pid_namespace``: the thread unshares CLONE_NEWPID first, so the child is PID 1 of
     a new pid namespace. unshare(CLONE_NEWPID) changes only the calling thread's namespace
@@ -53,6 +56,10 @@ def forked_in_thread(child_main: Callable[[], NoReturn], *, new_pid_namespace: b
     it (default: a new thread of our own); a child begins life in the cgroups of the thread
     that forks it (see :mod:`nskernel.locks.parking`). That thread lives until the block
     ends, because the child's parent-death signal fires when the thread that forked it ends.
+    ``after_fork(pid)``: run by the forking thread in the parent as soon as the fork is done
+    (``None`` if it failed), so that a caller that waits for the child's output need not
+    wake up for the fork in between. ``let_go(end)``: how the thread is told to end once
+    the block is over (default: ``end()`` at once).
     """
     outcome: dict[str, int | BaseException] = {}
     forked, finished = threading.Event(), threading.Event()
@@ -64,25 +71,37 @@ def forked_in_thread(child_main: Callable[[], NoReturn], *, new_pid_namespace: b
             pid = fork()
         except BaseException as exc:  # noqa: BLE001 - raised again in the caller
             outcome["error"] = exc
-            forked.set()
+            try:
+                if after_fork is not None:
+                    after_fork(None)
+            finally:
+                forked.set()
             return
         if pid == 0:
             child_main()  # in the child this thread is the only one, and never returns
         outcome["pid"] = pid
-        forked.set()
+        try:
+            if after_fork is not None:
+                after_fork(pid)
+        finally:
+            forked.set()
         finished.wait()
+
+    def child_pid() -> int:
+        forked.wait()
+        if "error" in outcome:
+            raise outcome["error"]
+        return int(outcome["pid"])
 
     if run_in is None:
         threading.Thread(target=unshare_and_fork, name="nskernel-cell", daemon=True).start()
     else:
         run_in(unshare_and_fork)
     try:
-        forked.wait()
-        if "error" in outcome:
-            raise outcome["error"]
-        yield outcome["pid"]
+        yield child_pid
     finally:
-        finished.set()  # the thread ends by itself: waiting for it would cost a wake-up
+        # The thread ends by itself: waiting for it would cost a wake-up.
+        (let_go or (lambda end: end()))(finished.set)
 
 
 def standard_stream(fd: int) -> TextIO:
@@ -94,16 +113,24 @@ def standard_stream(fd: int) -> TextIO:
     return open(fd, "w", buffering=1, closefd=False)
 
 
-def mount_proc() -> None:
+def mount_proc(*, detached: bool = False) -> None:
     """Give the calling process (PID 1 of a new pid namespace) a /proc that shows only it.
 
-    Where we may, the /proc beneath is detached first, so that unmounting the new one later
-    uncovers nothing. Where we may not, it is locked to its place (see :func:`enter_walls`).
+    Where we may, the /proc beneath is detached first (:func:`detach_proc`; ``detached``:
+    that was done ahead), so that unmounting the new one later uncovers nothing. Where we may
+    not, it is locked to its place (see :func:`enter_walls`).
     """
-    with contextlib.suppress(_syscalls.NamespaceError):
-        _syscalls.umount("/proc")
+    if not detached:
+        with contextlib.suppress(_syscalls.NamespaceError):
+            detach_proc()
     _syscalls.mount("proc", "/proc", "proc",
                     _syscalls.MS_NOSUID | _syscalls.MS_NODEV | _syscalls.MS_NOEXEC)
+
+
+def detach_proc() -> None:
+    """Detach the /proc of the calling thread's mount namespace (a new one, never the
+    kernel's). It waits for an RCU grace period: a tenth of a millisecond or more."""
+    _syscalls.umount("/proc")
 
 
 def fork_pid1(isolation: Isolation, main: Callable[[], int]) -> int:

@@ -9,13 +9,10 @@ tree on timeout or interrupt. Forking keeps the interpreter warm: no start-up pe
 
 from __future__ import annotations
 
-import asyncio
-import codecs
 import contextlib
 import dataclasses
 import math
 import os
-import select
 import signal
 import sys
 import time
@@ -23,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from nskernel import children
-from nskernel.cell import forks, maps, spare, tracebacks
+from nskernel.cell import forks, maps, spare, tracebacks, watch
 from nskernel.cell.cgroup_plan import (
     cell_group,
     cell_usage,
@@ -32,20 +29,14 @@ from nskernel.cell.cgroup_plan import (
 )
 from nskernel.cell.child import RESULT_PIPE_GONE, child_main, exec_argv, with_locks
 from nskernel.cell.errors import IsolatedRunError, RemoteTraceback
+from nskernel.cell.watch import StreamCallback
 from nskernel.cell.wire import Channel
 from nskernel.isolation import Isolation, within_memory
 from nskernel.limits import Limits
 from nskernel.locks import cgroup_cleanup, cgroups, shown, usage
 
-#: How long an interrupted child gets to stop on SIGINT before it is killed.
-INTERRUPT_GRACE = 0.5
-
-
-StreamCallback = Callable[[str, str], None]
 DisplayCallback = Callable[[dict, dict], None]
 UsageCallback = Callable[[usage.Usage], None]
-#: How often a CPU time limit on the whole cell is checked, in seconds.
-CPU_CHECK_INTERVAL = 0.05
 
 
 def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
@@ -70,6 +61,7 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
     """
     __tracebackhide__ = True  # IPython shows an interrupt or error at the user's cell
     check_timeout(timeout)
+    watch.let_go_now()
     memory = bool(limits and limits.memory)  # refuses memory no limit counts: a filter too
     if isolation.seccomp or memory:
         try:
@@ -100,28 +92,28 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
     channel = Channel(plain=untrusted)
     status = rusage = None
     exec_mode = not callable(target)
+    over_limit = cpu_time_check(group, limits)
     started = time.monotonic()
     try:
+        # All else is ready before the fork is asked for: until the kernel's main thread
+        # waits for the cell, a thread that forks it would wait for the interpreter's lock.
         with _forked_child(isolation, main, pipes, exec_mode, group, run_in,
                            pass_fds) as child:
-            for _read_end, write_end in pipes.values():
-                os.close(write_end)
             try:
-                _pump(child, {pipes[name][0]: name for name in pipes}, channel, on_stream,
-                      timeout, until_exit=not callable(target),
-                      over_limit=cpu_time_check(group, limits))
+                watch.pump(child, channel, on_stream, timeout, until_exit=not callable(target),
+                      over_limit=over_limit)
             finally:
                 for read_end, _write_end in pipes.values():
-                    _close_quietly(read_end)
-                _signal_tree(child, signal.SIGKILL)  # whatever the cell left running
-                if group is not None:
-                    group.kill(wait=False)
-                else:  # a spare for the next cell like this one, made once this one is gone
-                    spare.prepare(isolation, after_child=child)
-                if channel.has_result and callable(target) and on_usage is None:
-                    _reap_soon(child)  # its status is not needed, only its end
-                else:
-                    _pid, status, rusage = os.wait4(child, 0)
+                    watch.close_quietly(read_end)
+                if child.exists():  # else the fork failed, and that is the error
+                    watch.signal_tree(child, signal.SIGKILL)  # whatever the cell left running
+                    if group is not None:
+                        group.kill(wait=False)
+                    if channel.has_result and callable(target) and on_usage is None:
+                        watch.reap_soon(child.pid, child.take_pidfd())  # only its end matters
+                    else:
+                        _pid, status, rusage = os.wait4(child.pid, 0)
+                child.close()
                 if on_usage is not None:
                     on_usage(cell_usage(time.monotonic() - started, group, rusage))
         oom_kills = group.oom_kills() if group is not None else 0
@@ -141,8 +133,8 @@ def run(isolation: Isolation, target: Callable[[], Any] | list[str], *,
 def _forked_child(isolation: Isolation, main: Callable[[], Any],
                   pipes: dict[str, tuple[int, int]], exec_mode: bool, group: cgroups.Group | None,
                   run_in: Callable[[Callable[[], None]], None] | None,
-                  pass_fds: Sequence[int] = ()) -> Iterator[int]:
-    """Fork the child that runs ``main`` in ``isolation``; the block gets its pid.
+                  pass_fds: Sequence[int] = ()) -> Iterator[watch.Child]:
+    """Fork the child that runs ``main`` in ``isolation``; the block gets it (:class:`watch.Child`).
 
     Without a new user namespace, a thread of ours makes the new pid namespace and forks
     the child as its PID 1 (:func:`forks.forked_in_thread`): without cgroups, a spare that
@@ -155,51 +147,66 @@ def _forked_child(isolation: Isolation, main: Callable[[], Any],
     # from the child (a copy of the kernel) would cost milliseconds.
     mapping = ((os.pipe(), os.pipe()) if isolation.uses_user_namespace
                and isolation.map_root_to not in (None, os.geteuid()) else None)
+    own_pid_namespace = isolation.pid and not isolation.uses_user_namespace
+    child = watch.Child(pipes, is_pid1=own_pid_namespace)
     with contextlib.ExitStack() as stack:
         try:
-            own_pid_namespace = isolation.pid and not isolation.uses_user_namespace
             spares_serve = own_pid_namespace and group is None
             ready = spare.take(isolation) if spares_serve else None
+            ask_for_a_spare = spare.for_the_next_cell(isolation) if spares_serve else None
+
+            def after_fork(pid: int | None) -> None:  # in the forking thread
+                child.forked(pid)
+                if ask_for_a_spare is not None:
+                    ask_for_a_spare(pid)
+
             if own_pid_namespace or run_in is not None:
-                child = stack.enter_context(forks.forked_in_thread(
+                child.pid_of = stack.enter_context(forks.forked_in_thread(
                     lambda: child_main(isolation, main, pipes, own_pid_namespace, exec_mode,
                                        joined, mapping, group is not None, pass_fds,
                                        ahead=ready),
                     new_pid_namespace=own_pid_namespace and ready is None,
-                    run_in=ready.run_in if ready is not None else run_in))
+                    run_in=ready.run_in if ready is not None else run_in,
+                    after_fork=after_fork, let_go=watch.let_go_soon if run_in is None else None))
             else:
-                child = forks.fork()
-                if child == 0:
+                pid = forks.fork()
+                if pid == 0:
                     child_main(isolation, main, pipes, False, exec_mode, joined, mapping,
                                 group is not None, pass_fds)
+                child.pid_of = lambda: pid
+                child.forked(pid)
+            if mapping is not None or joined is not None:
+                child.pid  # noqa: B018 - forked: the child has its ends of these pipes
             if mapping is not None:
                 (request_r, request_w), (reply_r, reply_w) = mapping
                 os.close(request_w)  # so that the read below ends if the child does
                 os.close(reply_r)
                 mapping = ((request_r, -1), (-1, reply_w))
-                maps.write_maps_for(child, int(isolation.map_root_to or 0), request_r,
-                                       reply_w)
+                maps.write_maps_for(child.pid, int(isolation.map_root_to or 0), request_r,
+                                    reply_w)
             if group is not None and joined is not None:
                 os.close(joined[0])
                 joined = (-1, joined[1])
                 try:
-                    group.join(child)
+                    group.join(child.pid)
                 except OSError as exc:
-                    _signal_tree(child, signal.SIGKILL)
-                    os.waitpid(child, 0)
+                    watch.signal_tree(child, signal.SIGKILL)
+                    os.waitpid(child.pid, 0)
                     raise IsolatedRunError(f"cannot move the cell into its cgroup: "
                                            f"{exc.strerror}") from None
                 os.write(joined[1], b"1")
         except BaseException:
             for fds in pipes.values():
                 for fd in fds:
-                    _close_quietly(fd)
+                    if fd >= 0:
+                        watch.close_quietly(fd)
+            child.close()
             raise
         finally:
             for pair in ([joined] if joined else []) + (list(mapping) if mapping else []):
                 for fd in pair:
                     if fd >= 0:
-                        _close_quietly(fd)
+                        watch.close_quietly(fd)
         yield child
 
 
@@ -210,137 +217,10 @@ def check_timeout(timeout: float | None) -> None:
         raise ValueError(f"timeout {timeout!r}: give a finite number of seconds above 0")
 
 
-def _pump(child: int, fds: dict[int, str], channel: Channel, on_stream: StreamCallback,
-          timeout: float | None, until_exit: bool,
-          over_limit: Callable[[], str | None] | None = None) -> None:
-    """Forward the child's output until it is done; enforce timeout and interrupt.
-
-    Done: the pipes are closed and the child has exited, or (for a callable, unless
-    ``until_exit``) has sent its result: its exit, tearing down a kernel-sized process, need
-    not be waited for. An exec'd command's result is its exit status, so the child must be
-    left to exit by itself before anything is killed. When the child exits, whatever it left
-    running in its process group is killed and the pipes are drained (for at most a second:
-    a process that escaped the group may hold them). ``over_limit()``, checked every
-    CPU_CHECK_INTERVAL, names a limit the cell went past: it is killed, and that is the error.
-    """
-    __tracebackhide__ = True
-    decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in fds.values()}
-    started = time.monotonic()
-    child_fd = os.pidfd_open(child)
-    open_fds = set(fds)
-    interrupted = timed_out = False
-    over = None
-    kill_at = None if timeout is None else started + timeout
-    drain_until = None
-    try:
-        while open_fds or (drain_until is None and (until_exit or not channel.has_result)):
-            watch = list(open_fds) + ([child_fd] if drain_until is None else [])
-            check_at = (time.monotonic() + CPU_CHECK_INTERVAL
-                        if over_limit and drain_until is None and over is None else None)
-            limits = [t for t in (kill_at, drain_until, check_at) if t is not None]
-            # At most an hour per wait: select() refuses huge timeouts (OverflowError).
-            wait = min(max(0.0, min(limits) - time.monotonic()), 3600.0) if limits else None
-            try:
-                ready = select.select(watch, [], [], wait)[0]
-            except KeyboardInterrupt:
-                if not interrupted:
-                    interrupted = True
-                    _signal_tree(child, signal.SIGINT)
-                    kill_at = time.monotonic() + INTERRUPT_GRACE
-                continue
-            now = time.monotonic()
-            if child_fd in ready:
-                ready.remove(child_fd)
-                _signal_tree(child, signal.SIGKILL)  # stragglers of the cell
-                drain_until = now + 1.0
-            if drain_until is not None and now >= drain_until:
-                break
-            if check_at is not None and over_limit is not None and drain_until is None:
-                over = over_limit()
-                if over is not None:
-                    _signal_tree(child, signal.SIGKILL)
-            if kill_at is not None and now >= kill_at and drain_until is None:
-                timed_out = not interrupted
-                _signal_tree(child, signal.SIGKILL)
-                kill_at = None
-            for fd in ready:
-                data = os.read(fd, 65536)
-                name = fds[fd]
-                if not data:
-                    open_fds.discard(fd)
-                elif name == "messages":
-                    channel.feed(data)
-                else:
-                    text = decoders[name].decode(data)
-                    if text:
-                        on_stream(name, text)
-    finally:
-        os.close(child_fd)
-    if interrupted:
-        raise tracebacks.mark(KeyboardInterrupt(
-            "interrupted: stopped the cell and everything it started"))
-    if over is not None:
-        raise IsolatedRunError(over)
-    if timed_out:
-        raise IsolatedRunError(
-            f"timed out after {timeout:g} s: killed the cell and everything it started")
-
-
-def _signal_tree(child: int, signum: int) -> None:
-    """Signal the child's process group; with SIGKILL also every descendant by pid.
-
-    With a pid namespace, killing its PID 1 (in the group) takes everything inside along.
-    """
-    if signum == signal.SIGKILL:
-        for _ in range(3):  # a process that forks while the tree is walked adds a child
-            children.kill_descendants(child)
-    try:
-        os.killpg(child, signum)
-    except ProcessLookupError:
-        pass
-
-
 def _killed(status: int) -> bool:
     """Whether the child died of SIGKILL (itself, or as a shell reports it)."""
     code = os.waitstatus_to_exitcode(status)
     return code in (-signal.SIGKILL, 128 + signal.SIGKILL)
-
-
-#: Children that sent their result and hung up, but may not have finished exiting:
-#: {pid: (pidfd, the event loop watching it)}
-_exiting: dict[int, tuple[int, asyncio.AbstractEventLoop]] = {}
-
-
-def _reap_soon(child: int) -> bool:
-    """Reap a child that is exiting without waiting for it here; True if it was reaped.
-
-    The exit of a forked kernel-sized process (tearing down its copy of the address space)
-    takes milliseconds that the cell need not wait for. In a kernel, the event loop reaps it
-    as soon as it is gone (and then removes the cgroups of cells that ended); every run
-    also reaps the ones already gone. Without a running event loop (a script, terminal
-    IPython) it is reaped here and now.
-    """
-    _reap_exited(remove_cgroups=False)
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        os.waitpid(child, 0)
-        return True
-    pidfd = os.pidfd_open(child)
-    _exiting[child] = (pidfd, loop)
-    loop.add_reader(pidfd, _reap_exited)
-    return False
-
-
-def _reap_exited(remove_cgroups: bool = True) -> None:
-    if remove_cgroups:
-        cgroup_cleanup.retry_pending()
-    for child, (pidfd, loop) in list(_exiting.items()):
-        if os.waitpid(child, os.WNOHANG)[0]:
-            del _exiting[child]
-            with contextlib.suppress(RuntimeError):  # the loop may be closed by now
-                loop.remove_reader(pidfd)
-            os.close(pidfd)
 
 
 def _outcome(channel: Channel, status: int | None, on_display: DisplayCallback | None,
@@ -386,12 +266,3 @@ def _write_to_sys(name: str, text: str) -> None:
     stream = sys.stdout if name == "stdout" else sys.stderr
     stream.write(text)
     stream.flush()
-
-
-def _close_quietly(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
-
-

@@ -70,7 +70,7 @@ def finish_ahead(isolation: Isolation, spare: Spare) -> None:
     session keyring of its own if the spare could not make it."""
     if not spare.has_keyring:
         sandbox.own_session_keyring(isolation)
-    forks.mount_proc()
+    forks.mount_proc(detached=spare.proc_detached)
 
 
 class Spare:
@@ -83,6 +83,8 @@ class Spare:
         self.ready = threading.Event()
         self.failed = False
         self.has_keyring = False
+        #: The kernel's /proc is detached from the spare's mount namespace already.
+        self.proc_detached = False
         #: Those of the child's standard streams made ahead too, by descriptor
         self.streams: dict[int, TextIO] = {}
         self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
@@ -92,20 +94,36 @@ class Spare:
         try:
             self.has_keyring = enter_ahead(self.isolation)
             self.streams = _streams_ahead()
+            proc = self._detach_proc()
         except Exception:  # noqa: BLE001 - no spares here; cells enter their namespaces
             self.failed = True
             return
         finally:
             self.ready.set()
-        work = self._work.get()
-        if work is not None:
-            # Else the cell starts where the spare is (ValueError: a kernel without Umask).
-            with contextlib.suppress(OSError, ValueError):
-                _follow_the_kernel()
-            work()
-            # Once the cell is over: ending, the thread takes its namespaces along (the
-            # cell's own stay), work that would slow down the kernel's reply.
-            _wait_for_a_turn(self._loop)
+        try:
+            work = self._work.get()
+            if work is not None:
+                # Else the cell starts where the spare is (ValueError: no Umask line).
+                with contextlib.suppress(OSError, ValueError):
+                    _follow_the_kernel(proc)
+                work()
+                # Once the cell is over: ending, the thread takes its namespaces along
+                # (the cell's own stay), work that would slow down the kernel's reply.
+                _wait_for_a_turn(self._loop)
+        finally:
+            os.close(proc)
+
+    def _detach_proc(self) -> int:
+        """The cell's PID 1 mounts its /proc over nothing (:func:`forks.mount_proc`): the
+        spare detaches the kernel's from its mount namespace, keeping a descriptor of it
+        (returned) for :func:`_follow_the_kernel`."""
+        proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            forks.detach_proc()
+            self.proc_detached = True
+        except _syscalls.NamespaceError:
+            pass  # the cell's PID 1 tries again, and else mounts over it
+        return proc
 
     def run_in(self, work: Callable[[], None]) -> None:
         """Have the spare run ``work`` (which forks the cell) and end with it."""
@@ -135,18 +153,23 @@ def _streams_ahead() -> dict[int, TextIO]:
     return made
 
 
-def _follow_the_kernel() -> None:
+def _follow_the_kernel(proc: int) -> None:
     """The kernel's working directory and umask, now (a cell may have changed them since
-    the spare entered its namespaces): /proc/self names the kernel's main thread. The
-    directory is taken by its path, as the spare's mount namespace shows it (a copy of the
-    kernel's): through the link itself the spare would be in the kernel's mount namespace's
-    directory, which the cell's could not reach (getcwd fails). Only where that path is not
-    there (a mount the kernel made after the copy) is the link followed."""
+    the spare entered its namespaces), read in ``proc`` (a descriptor of the kernel's
+    /proc), where "self" names the kernel's main thread. The directory is taken by its path,
+    as the spare's mount namespace shows it (a copy of the kernel's): through the link
+    itself the spare would be in the kernel's mount namespace's directory, which the cell's
+    could not reach (getcwd fails). Only where that path is not there (a mount the kernel
+    made after the copy) is the link followed."""
     try:
-        os.chdir(os.readlink("/proc/self/cwd"))
+        os.chdir(os.readlink("self/cwd", dir_fd=proc))
     except OSError:
-        os.chdir("/proc/self/cwd")
-    fd = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
+        cwd = os.open("self/cwd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=proc)
+        try:
+            os.fchdir(cwd)
+        finally:
+            os.close(cwd)
+    fd = os.open("self/status", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc)
     try:
         status = os.read(fd, 1 << 16)
     finally:
@@ -155,8 +178,9 @@ def _follow_the_kernel() -> None:
     os.umask(int(status[start:status.index(b"\n", start)], 8))
 
 
-#: Seconds a spare waits for the cell before it to exit (a cell's exit takes a few
-#: milliseconds: more, only if it is huge or the machine is very busy).
+#: Seconds a spare waits for the cell before it to exit (asked for at that cell's fork, it
+#: waits through the cell: one that runs longer than this gets its spare made beside it,
+#: where a few milliseconds of work no longer matter).
 CHILD_EXIT_WAIT = 1.0
 #: Seconds a spare waits for the kernel's event loop to take its next turn: a millisecond or
 #: two after the cell's result, unless a cell runs cells in a loop of its own.
@@ -253,20 +277,30 @@ def take(isolation: Isolation) -> Spare | None:
     return spare
 
 
-def prepare(isolation: Isolation, after_child: int | None = None) -> None:
-    """Have a spare enter ``isolation``'s namespaces for the next cell, in the background,
-    once this cell is over: ``after_child`` (a child of ours not reaped yet) has exited, and
-    the event loop running this cell, if any, has taken its next turn."""
+def for_the_next_cell(isolation: Isolation) -> Callable[[int | None], None] | None:
+    """What asks for a spare for the next cell like this one: to be called with this cell's
+    child (its pid, None if the fork failed) by the thread that forks it, so that the
+    starter wakes while the kernel's main thread waits for the cell, not while it sends the
+    reply. The spare is made once this cell is over: the child has exited (or ran for
+    CHILD_EXIT_WAIT) and the event loop running this cell, if any, has taken its next turn.
+    None where no spare can serve. Called in the thread that runs the cell: the starter is
+    a thread, which a thread in a pid namespace of its own could not start."""
     if not may_enter_ahead(isolation):
-        return
+        return None
     pid = os.getpid()
     if pid not in _starters:
         _starters[pid] = _Starter()
-    if not _starters[pid].failed:
-        exited = loop = None
-        if after_child is not None:
+    starter = _starters[pid]
+    if starter.failed:
+        return None
+    loop = None
+    with contextlib.suppress(RuntimeError):  # none: a script, terminal IPython
+        loop = asyncio.get_running_loop()
+
+    def ask(child: int | None) -> None:
+        exited = None
+        if child is not None:
             with contextlib.suppress(OSError):
-                exited = os.pidfd_open(after_child)
-        with contextlib.suppress(RuntimeError):  # none: a script, terminal IPython
-            loop = asyncio.get_running_loop()
-        _starters[pid].want((isolation, exited, loop))
+                exited = os.pidfd_open(child)
+        starter.want((isolation, exited, loop))
+    return ask
