@@ -233,3 +233,47 @@ def test_standard_streams_made_ahead_are_the_cells_own(kernel):
     # Where cells get a user namespace, no spare is made and none is looked for.
     made = execute(kernel, "expected").value
     assert execute(kernel, "taken[-2:]").value == ([True, False] if made else [])
+
+
+PROC_BENEATH = '''import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+gone = libc.umount2(b'/proc', 2) == 0  # MNT_DETACH
+(gone, sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))'''
+
+
+def test_a_cell_that_unmounts_its_proc_finds_nothing_beneath(kernel):
+    """A spare detaches the kernel's /proc from its mount namespace ahead of the cell (the
+    cell's PID 1 then only mounts its own); a cell that takes its /proc away finds an empty
+    directory there, never the host's processes (or, where it may not, keeps its own). In
+    the Isolated Python kernel the kernel's own /proc is locked in place beneath (a mount
+    made in a user namespace above): a cell may see the kernel's few processes there, as
+    the kernel itself does, and never the host's."""
+    execute(kernel, "get_ipython().run_cell_magic('isolate', FLAGS, 'pass')\nready_spare()")
+    served = execute(kernel, f"%%isolate {FLAGS_LINE}\n{PROC_BENEATH}", timeout=30)
+    alone = execute(kernel, f"%%isolate --pid --uts\n{PROC_BENEATH}", timeout=30)
+    for done in (served, alone):
+        gone, pids = done.value
+        if kernel.kernel_name == "isolated-python" and gone and pids:
+            assert 1 in pids and len(pids) < 10, done  # the kernel's jail, not the host
+        else:
+            assert (gone, pids) in ((True, []), (False, [1])), done
+    made = execute(kernel, "expected").value
+    assert execute(kernel, "taken[-2:]").value == ([True, False] if made else [])
+
+
+LAST_WORDS = '''import sys
+sys.stdout.write('x' * 300000)
+sys.stderr.write('no newline at the end')
+42'''
+
+
+def test_all_output_written_before_the_result_arrives(kernel):
+    """The kernel stops at a cell's result once its streams have ended: output written
+    just before the result (more than a pipe holds, a line without its end) is all there."""
+    execute(kernel, "get_ipython().run_cell_magic('isolate', FLAGS, 'pass')\nready_spare()")
+    served = execute(kernel, f"%%isolate {FLAGS_LINE}\n{LAST_WORDS}", timeout=30)
+    alone = execute(kernel, f"%%isolate --pid --uts\n{LAST_WORDS}", timeout=30)
+    for done in (served, alone):
+        assert (done.stdout, done.stderr, done.value) == ("x" * 300000,
+                                                          "no newline at the end", 42), (
+            done.stdout[-20:], done.stderr, done.value)
