@@ -33,6 +33,7 @@ import os
 import queue
 import select
 import threading
+import time
 from collections.abc import Callable
 from typing import TextIO
 
@@ -107,9 +108,11 @@ class Spare:
                 with contextlib.suppress(OSError, ValueError):
                     _follow_the_kernel(proc)
                 work()
-                # Once the cell is over: ending, the thread takes its namespaces along
-                # (the cell's own stay), work that would slow down the kernel's reply.
+                # Once the cell is over and the kernel idle: ending, the thread takes its
+                # namespaces along, work that would slow down the kernel's reply.
                 _wait_for_a_turn(self._loop)
+                if self._loop is not None:
+                    time.sleep(NAMESPACES_LINGER)
         finally:
             os.close(proc)
 
@@ -185,6 +188,11 @@ CHILD_EXIT_WAIT = 1.0
 #: Seconds a spare waits for the kernel's event loop to take its next turn: a millisecond or
 #: two after the cell's result, unless a cell runs cells in a loop of its own.
 LOOP_TURN_WAIT = 0.005
+#: Seconds a spare that forked a cell keeps its namespaces after the kernel's next turn
+#: (which may come before the reply is sent): the teardown of a network namespace takes a
+#: CPU for a millisecond or more, and slowed down the reply and the idle status by about as
+#: much on a machine with two CPUs.
+NAMESPACES_LINGER = 0.01
 #: Seconds a cell waits for a spare that is still entering its namespaces (a few
 #: milliseconds, or it is stuck: the cell enters them itself).
 READY_WAIT = 0.5
