@@ -60,6 +60,18 @@ def test_export_brings_names_back(kernel):
     assert missing.error == ("NameError", "--export: the cell did not define zz")
 
 
+def test_cells_that_run_cells_of_their_own_one_after_another(kernel):
+    """Cells run in a loop (no turn of the event loop between them), each running a cell of
+    its own: a cell starts with none of the kernel's children to reap (it once tried to
+    reap the cell before it, which is not its child, and failed)."""
+    done = execute(kernel, """
+inner = "get_ipython().run_cell_magic('isolate', '--pid --uts', 'import os\\\\nos.getpid()')"
+[get_ipython().run_cell_magic('isolate', '--pid --net --mount --uts --ipc', inner)
+ for _ in range(4)]
+""", timeout=120)
+    assert done.value == [1, 1, 1, 1], done
+
+
 def test_an_exception_inside_is_raised_with_the_childs_traceback(kernel):
     done = cell(kernel, "%%isolate --pid\ndef inner():\n    return 1 / 0\ninner()")
     assert done.error == ("ZeroDivisionError", "division by zero")

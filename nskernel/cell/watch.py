@@ -237,6 +237,12 @@ def reap_exited(remove_cgroups: bool = True) -> None:
 #: What lets the threads that forked the last cells end: see :func:`let_go_soon`.
 _to_let_go: list[Callable[[], None]] = []
 
+# A forked copy of the kernel (a cell) has none of its children to reap, nor its threads to
+# let go: a cell that runs cells of its own starts with none (waitpid on another's child
+# fails, and a lock copied mid-use would hang).
+os.register_at_fork(after_in_child=_exiting.clear)
+os.register_at_fork(after_in_child=_to_let_go.clear)
+
 
 def let_go_soon(end: Callable[[], None]) -> None:
     """Let a thread that forked a cell end (``end()``) at the event loop's next turn, or
