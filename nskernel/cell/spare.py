@@ -10,11 +10,14 @@ namespaces entered on its way) and only mounts its /proc (:func:`finish_ahead`);
 objects of its standard streams are made. A cell with another isolation ends the spare (its
 namespaces go with it) and is run as before.
 
-A spare is made once the cell before it is over: its child has exited and, in a kernel, the
-event loop has had its next turn (the reply and the idle status are sent before that). On a
-machine with two CPUs, a spare's work (and its turns at the interpreter's lock) would
-otherwise slow down that cell's child, its exit and the kernel's reply. A cell that comes
-while its spare is still being made waits for it (never longer than doing the same work).
+A spare is asked for at the fork of the cell before it, and made once that cell is over:
+its child has exited and, in a kernel, the event loop has had its next turn (ipykernel
+takes one after the cell, and one after its reply). On a machine with two CPUs, a spare's
+work (and its turns at the interpreter's lock) would otherwise slow down that cell's child,
+its exit and the kernel's reply; so would a used spare's end, which lets its namespaces
+go (NAMESPACES_LINGER). A cell that comes while its spare is still being made waits for it
+(never longer than doing the same work). The spare also detaches the kernel's /proc from
+its mount namespace, so that the cell's PID 1 only mounts its own.
 
 What the kernel's other threads see does not change: the spare's namespaces are its own.
 Its working directory and umask are its own too (unshare(CLONE_NEWNS) unshares them): it
