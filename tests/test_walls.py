@@ -210,6 +210,29 @@ def test_a_cell_cannot_uncover_the_hosts_processes(kernel, flags):
     assert done.value < 10, done
 
 
+#: The processes a cell sees, and those whose memory it may open (beside its own).
+OPEN_OTHERS_MEMORY = """import os
+def opens(pid):
+    try:
+        open(f'/proc/{pid}/mem', 'rb').close()
+        return True
+    except OSError:
+        return False
+pids = [int(p) for p in os.listdir('/proc') if p.isdigit()]
+(len(pids), [p for p in pids if p != os.getpid() and opens(p)])"""
+
+
+def test_a_cell_with_a_user_namespace_cannot_reach_its_kernel(kernel):
+    """A cell of its own user namespace cannot unmount its /proc, and the processes it sees
+    without a pid namespace (its kernel among them) refuse it their memory."""
+    done = kernels.execute(kernel, "%%isolate --pid --user\nimport ctypes\n"
+                                   "ctypes.CDLL(None).umount2(b'/proc', 2)")
+    assert done.value == -1, done
+    done = kernels.execute(kernel, f"%%isolate --user --mount\n{OPEN_OTHERS_MEMORY}")
+    seen, opened = done.value
+    assert seen > 1 and opened == [], done
+
+
 # ------------------------------------------------ what the kernel holds from outside
 #: A cell that tries every descriptor it holds. A socket of the host's network namespace
 #: (its netns cookie, SO_NETNS_COOKIE, is HOST_COOKIE) is dissolved (``connect`` with
